@@ -1,0 +1,83 @@
+#pragma once
+/// The policy families of `basic_hub`, each a C++20 concept declared once, here. A policy
+/// a user writes drops in when it satisfies its concept; every policy the library ships
+/// ends its header with `static_assert(<family>_policy<its type>)` so a broken one fails
+/// where it is written, not deep inside the hub.
+#include <concepts>
+#include <cstdint>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshhub/store/records.hpp"
+
+namespace meshhub {
+
+enum class codec_kind : std::uint8_t;
+class node_link;
+class chunk_message;
+
+/// Codec: compresses one chunk, once, on the hub.
+///   `c.encode(raw, out)` fills `out` and returns the kind it actually used — a codec
+///   returns `codec_kind::identity` (with `out` = raw) when encoding would not shrink the
+///   chunk. `encode` is const and may run on several threads at once.
+template <class C>
+concept codec_policy = requires(const C& c, std::span<const std::byte> raw, std::string& out) {
+  { c.encode(raw, out) } -> std::same_as<codec_kind>;
+};
+
+/// Lock: BasicLockable plus `try_lock`, so `std::lock_guard`/`std::scoped_lock` work.
+/// Neither default construction nor copying is required (an interprocess mutex has
+/// neither): the hub constructs its locks from the arguments it is given.
+template <class L>
+concept lock_policy = requires(L& l) {
+  l.lock();
+  l.unlock();
+  { l.try_lock() } -> std::convertible_to<bool>;
+};
+
+/// Dispatch: hands one chunk to many node links.
+///   `d.broadcast(links, chunk, refused)` offers `chunk` to every link and calls
+///   `refused(i)` for each link `i` that did not take it (queue full or closed). It keeps
+///   per-link order: two broadcasts from one thread reach each link in that order. It may
+///   return before every link has been offered the chunk (a pool, an async queue), so
+///   `refused` must be safe to call from any thread; `links` and `chunk` are copied as
+///   needed (shared pointers), never borrowed past the call.
+template <class D>
+concept dispatch_policy = requires(D& d, std::span<const std::shared_ptr<node_link>> links,
+                                   const std::shared_ptr<const chunk_message>& chunk,
+                                   const std::function<void(std::size_t)>& refused) {
+  d.broadcast(links, chunk, refused);
+};
+
+/// Store: the durable record of sessions, membership, versions and the wave journal.
+/// Every mutating call is one transaction, durable when it returns. Thread-safe.
+template <class S>
+concept store_policy = requires(S& s, const S& cs, std::string_view name, std::string_view node,
+                                std::string_view path, std::uint64_t n, const digest& d) {
+  /// false when the session already exists
+  { s.create_session(name) } -> std::same_as<bool>;
+  { cs.session_exists(name) } -> std::same_as<bool>;
+  { cs.sessions() } -> std::same_as<std::vector<session_record>>;
+  /// membership; adding twice or removing an absent member changes nothing
+  s.add_member(name, node);
+  s.remove_member(name, node);
+  { cs.members(name) } -> std::same_as<std::vector<std::string>>;
+  { cs.sessions_of(node) } -> std::same_as<std::vector<std::string>>;
+  /// current versions, tombstones included
+  { cs.file(name, path) } -> std::same_as<std::optional<file_record>>;
+  { cs.files(name) } -> std::same_as<std::vector<file_record>>;
+  /// bump the path's version and journal a wave pending for every member, atomically
+  { s.commit_change(name, path, n, d, true) } -> std::same_as<change_record>;
+  /// a node holds (session, path, version): returns the waves this completed
+  { s.record_delivery(node, name, path, n) } -> std::same_as<std::vector<wave_record>>;
+  { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
+  { cs.pending_waves() } -> std::same_as<std::vector<wave_record>>;
+};
+
+}  // namespace meshhub

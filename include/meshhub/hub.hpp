@@ -1,0 +1,916 @@
+#pragma once
+/// `basic_hub`: the transport-agnostic core. It owns the mirror and the store, accepts
+/// changes, and runs *waves* that deliver each change to every member node over links a
+/// transport injects (`node_link`).
+///
+/// One write, end to end (DESIGN.md): the bytes land in a temp file in the mirror; under
+/// the session's write lock the temp file is fsynced and renamed over the target, the
+/// store bumps the version and journals the wave in one transaction, and the wave starts
+/// from an fd opened on that exact version. The wave reads each chunk once, encodes it
+/// once, and offers the one shared buffer to every member's bounded queue.
+///
+/// Slow nodes: a wave produces the next chunk only while some member has room (its queue
+/// at most half full), so it runs at the pace of the fastest member; a member whose queue
+/// is full when a chunk is offered is marked *lagging* and dropped from the wave. Once its
+/// queue drains it *catches up* from the durable mirror — the same mechanism that brings a
+/// reconnecting node, a newly joined member or a failed delivery up to date, resuming any
+/// partial transfer at its first unacknowledged chunk. Hub memory stays bounded by
+/// queue_chunks × chunk_size per wave, whatever the nodes do.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/concepts.hpp"
+#include "meshhub/event.hpp"
+#include "meshhub/executor.hpp"
+#include "meshhub/fwd.hpp"
+#include "meshhub/hub/types.hpp"
+#include "meshhub/path.hpp"
+#include "meshhub/transport/link.hpp"
+#include "meshhub/workspace.hpp"
+
+namespace meshhub {
+
+/// The hub, assembled from its policies. Default arguments and aliases live in fwd.hpp.
+template <class Dispatch, class Store, class Lock, class Codec>
+class basic_hub {
+  // Checked here rather than in the template head so fwd.hpp can name configurations
+  // whose policies are not yet complete types; a mismatch still fails with the concept's name.
+  static_assert(dispatch_policy<Dispatch>, "Dispatch must satisfy meshhub::dispatch_policy");
+  static_assert(store_policy<Store>, "Store must satisfy meshhub::store_policy");
+  static_assert(lock_policy<Lock>, "Lock must satisfy meshhub::lock_policy");
+  static_assert(codec_policy<Codec>, "Codec must satisfy meshhub::codec_policy");
+
+ public:
+  using dispatch_type = Dispatch;
+  using store_type = Store;
+  using lock_type = Lock;
+  using codec_type = Codec;
+  using event_handler = std::function<void(const event&)>;
+
+  /// A file being uploaded: bytes go to a temp file in the mirror; `finish_upload`
+  /// publishes them as a new version.
+  class upload {
+   public:
+    void append(std::string_view bytes) {
+      if (writer_.size() + bytes.size() > max_size_)
+        throw error(errc::too_large, "upload of '" + path_ + "' exceeds the file size limit");
+      writer_.append(bytes);
+      // The content digest is defined over 4 MiB blocks: hash as the blocks fill.
+      while (!bytes.empty()) {
+        const auto take = std::min(bytes.size(), digest_block_size - in_block_);
+        block_.update(bytes.substr(0, take));
+        in_block_ += take;
+        bytes.remove_prefix(take);
+        if (in_block_ == digest_block_size) close_block();
+      }
+    }
+    [[nodiscard]] std::uint64_t size() const noexcept { return writer_.size(); }
+
+   private:
+    friend class basic_hub;
+    upload(std::string session, std::string path, durable_writer writer, std::uint64_t max_size)
+        : session_(std::move(session)), path_(std::move(path)), writer_(std::move(writer)), max_size_(max_size) {}
+    void close_block() {
+      content_.add_block_digest(block_.finish());
+      block_ = sha256{};
+      in_block_ = 0;
+    }
+    digest finish_digest() {
+      if (in_block_ > 0) close_block();
+      return content_.finish();
+    }
+    std::string session_, path_;
+    durable_writer writer_;
+    std::uint64_t max_size_;
+    sha256 block_;
+    content_hasher content_;
+    std::size_t in_block_ = 0;
+  };
+
+  /// Largest file the hub accepts.
+  static constexpr std::uint64_t max_file_size = std::uint64_t{64} << 30;
+
+  basic_hub(hub_options options, Store store, Dispatch dispatch = Dispatch{}, Codec codec = Codec{})
+      : options_(sanitize(std::move(options))),
+        store_(std::move(store)),
+        dispatch_(std::move(dispatch)),
+        codec_(std::move(codec)),
+        mirror_root_(options_.data_dir / "sessions"),
+        pool_(options_.io_threads, [this](const std::exception& e) { emit(event_kind::delivery_failed, {}, {}, {}, 0, e.what()); }) {
+    // A crash can leave temp files of unfinished writes behind; they were never acknowledged.
+    mirror_root_.remove_temp_files();
+  }
+  basic_hub(const basic_hub&) = delete;
+  basic_hub& operator=(const basic_hub&) = delete;
+  ~basic_hub() { pool_.stop(); }
+
+  [[nodiscard]] const hub_options& options() const noexcept { return options_; }
+  [[nodiscard]] Store& store() noexcept { return store_; }
+  [[nodiscard]] Dispatch& dispatcher() noexcept { return dispatch_; }
+
+  /// Runs `task` on the hub's executor (never inline): transports hand every call that may
+  /// touch disk or the store here.
+  void post(std::function<void()> task) { pool_.post(std::move(task)); }
+  void post_after(std::chrono::steady_clock::duration delay, std::function<void()> task) {
+    pool_.post_after(delay, std::move(task));
+  }
+
+  // ---- sessions and membership --------------------------------------------------------
+
+  session_record create_session(std::string_view name) {
+    check_session_name(name);
+    (void)mirror_root_.open_folder(name, true);
+    if (!store_.create_session(name)) throw error(errc::already_exists, "session '" + std::string(name) + "' already exists");
+    emit(event_kind::session_created, name, {}, {}, 0, {});
+    return session(name);
+  }
+
+  [[nodiscard]] session_record session(std::string_view name) const {
+    require_session(name);
+    for (auto& s : store_.sessions())
+      if (s.name == name) return s;
+    throw error(errc::not_found, "unknown session '" + std::string(name) + "'");
+  }
+
+  [[nodiscard]] std::vector<session_record> sessions() const { return store_.sessions(); }
+
+  session_record join(std::string_view name, const std::vector<std::string>& nodes) {
+    require_session(name);
+    for (auto& n : nodes) check_node_id(n);
+    for (auto& n : nodes) {
+      store_.add_member(name, n);
+      emit(event_kind::node_joined, name, n, {}, 0, {});
+      request_catch_up(n);
+    }
+    return session(name);
+  }
+
+  session_record leave(std::string_view name, const std::vector<std::string>& nodes) {
+    require_session(name);
+    for (auto& n : nodes) check_node_id(n);
+    for (auto& n : nodes) {
+      store_.remove_member(name, n);
+      emit(event_kind::node_left, name, n, {}, 0, {});
+    }
+    recheck_waiters(std::string(name));
+    return session(name);
+  }
+
+  // ---- writes -------------------------------------------------------------------------
+
+  /// Starts an upload of `path` into `session`; checks both before any byte is taken.
+  [[nodiscard]] upload begin_upload(std::string_view session_name, std::string_view path) {
+    require_session(session_name);
+    check_path(path);
+    return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), max_file_size);
+  }
+
+  /// Publishes an upload as the path's next version and starts its wave.
+  write_result finish_upload(upload&& up) {
+    const auto content = up.finish_digest();
+    const auto size = up.size();
+    return commit(up.session_, up.path_, size, content, false, [&] { up.writer_.commit(); });
+  }
+
+  /// Writes a whole file (convenience over begin/finish_upload).
+  write_result write(std::string_view session_name, std::string_view path, std::string_view bytes) {
+    auto up = begin_upload(session_name, path);
+    up.append(bytes);
+    return finish_upload(std::move(up));
+  }
+
+  /// Removes a path from the mirror and every member.
+  write_result remove(std::string_view session_name, std::string_view path) {
+    require_session(session_name);
+    check_path(path);
+    auto rec = store_.file(session_name, path);
+    if (!rec || rec->deleted)
+      throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
+    return commit(std::string(session_name), std::string(path), 0, digest{}, true,
+                  [&] { mirror(session_name).remove(path); });
+  }
+
+  /// Calls `done(missing)` once every member holds `version` of the path or less than
+  /// `timeout` remains (then `missing` names who does not). May call inline.
+  void when_delivered(std::string_view session_name, std::string_view path, std::uint64_t version,
+                      std::chrono::milliseconds timeout, std::function<void(std::vector<std::string>)> done) {
+    auto w = std::make_shared<waiter>();
+    w->session = session_name;
+    w->path = path;
+    w->version = version;
+    w->done = std::move(done);
+    {
+      std::lock_guard g(mu_);
+      waiters_.push_back(w);
+    }
+    check_waiter(w);
+    pool_.post_after(timeout, [this, w] {
+      if (w->fired.exchange(true)) return;
+      forget_waiter(w);
+      w->done(missing_members(w->session, w->path, w->version));
+    });
+  }
+
+  // ---- reads --------------------------------------------------------------------------
+
+  /// The mirror's files beneath `folder` ("" = all) and each member's copy.
+  [[nodiscard]] std::vector<listed_file_state> list(std::string_view session_name, std::string_view folder) const {
+    require_session(session_name);
+    check_folder(folder);
+    const auto members = store_.members(session_name);
+    std::map<std::string, std::map<std::string, std::uint64_t>> held;  // node → path → version
+    for (auto& m : members)
+      for (auto& nv : store_.node_versions(m, session_name)) held[m][nv.path] = nv.version;
+    std::vector<listed_file_state> out;
+    for (auto& f : store_.files(session_name)) {
+      if (f.deleted || !beneath(f.path, folder)) continue;
+      listed_file_state e{f, {}};
+      for (auto& m : members) {
+        const auto it = held[m].find(f.path);
+        const std::uint64_t v = it == held[m].end() ? 0 : it->second;
+        e.members.push_back({m, v, member_state(m, v, f.version)});
+      }
+      out.push_back(std::move(e));
+    }
+    if (out.empty() && !folder.empty())
+      throw error(errc::not_found, "'" + std::string(folder) + "' does not exist in session '" + std::string(session_name) + "'");
+    return out;
+  }
+
+  /// Opens the mirror's copy of a path for reading (cat).
+  [[nodiscard]] unique_fd open_mirror(std::string_view session_name, std::string_view path) const {
+    require_session(session_name);
+    check_path(path);
+    auto rec = store_.file(session_name, path);
+    if (!rec || rec->deleted)
+      throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
+    return mirror(session_name).open_read(path);
+  }
+
+  /// Relays a command to a connected node; `on_result` gets every piece of the answer
+  /// (the last has `last` set), or one piece with `error` when the node is gone or silent.
+  void ask_node(std::string_view node, node_command::kind what, std::string_view session_name, std::string_view path,
+                std::function<void(command_result)> on_result) {
+    require_session(session_name);
+    check_folder(path);
+    std::shared_ptr<node_link> link;
+    std::uint64_t id;
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(std::string(node));
+      if (it == nodes_.end() || !it->second.link) throw error(errc::unavailable, "node '" + std::string(node) + "' is not connected");
+      link = it->second.link;
+      id = ++command_seq_;
+      commands_[id] = {std::string(node), std::move(on_result)};
+    }
+    if (!link->try_send(node_command{id, what, std::string(session_name), std::string(path)}))
+      fail_command(id, "node '" + std::string(node) + "' is not connected");
+    pool_.post_after(options_.node_command_timeout, [this, id] { fail_command(id, "the node did not answer in time"); });
+  }
+
+  [[nodiscard]] hub_status status() const {
+    hub_status s;
+    s.sessions = store_.sessions();
+    s.pending_waves = store_.pending_waves().size();
+    s.chunks_encoded = chunks_encoded_.load();
+    s.queue_chunks = options_.queue_chunks;
+    std::set<std::string> ids;
+    for (auto& sess : s.sessions) ids.insert(sess.members.begin(), sess.members.end());
+    {
+      std::lock_guard g(mu_);
+      for (auto& [id, n] : nodes_) ids.insert(id);
+    }
+    for (auto& id : ids) {
+      node_status ns;
+      ns.id = id;
+      ns.sessions = store_.sessions_of(id);
+      std::lock_guard g(mu_);
+      if (auto it = nodes_.find(id); it != nodes_.end()) {
+        const auto& n = it->second;
+        ns.connected = n.link != nullptr;
+        ns.lagging = n.lagging;
+        ns.chunks_sent = n.chunks_sent;
+        ns.chunks_resent = n.chunks_resent;
+        ns.chunks_acked = n.chunks_acked;
+        ns.bytes_sent = n.bytes_sent;
+        ns.files_acked = n.files_acked;
+        ns.queued = n.link ? n.link->queued_chunks() : 0;
+      }
+      s.nodes.push_back(std::move(ns));
+    }
+    return s;
+  }
+
+  // ---- events -------------------------------------------------------------------------
+
+  /// Subscribes to events (optionally replaying the recent ones first). The handler runs
+  /// on hub threads and must not block or call back into the hub.
+  std::uint64_t subscribe(event_handler handler, bool replay = false) {
+    std::lock_guard g(events_mu_);
+    if (replay)
+      for (auto& e : history_) handler(e);
+    subscribers_[++subscriber_seq_] = std::move(handler);
+    return subscriber_seq_;
+  }
+  void unsubscribe(std::uint64_t id) {
+    std::lock_guard g(events_mu_);
+    subscribers_.erase(id);
+  }
+
+  // ---- the node side (called by transports) -------------------------------------------
+
+  /// A node said hello on `link`: accept it (a newer connection replaces an older one with
+  /// the same id), send its memberships from the store, and bring it up to date.
+  void attach(const hello& h, std::shared_ptr<node_link> link) {
+    check_node_id(h.node_id);
+    std::shared_ptr<node_link> replaced;
+    {
+      std::lock_guard g(mu_);
+      auto& n = nodes_[h.node_id];
+      replaced = std::exchange(n.link, link);
+      n.lagging = false;
+      n.active.clear();
+      n.partials.clear();
+      n.retries.clear();
+      for (auto& p : h.partials)
+        if (path_problem(p.file.path).empty() && name_problem(p.file.session).empty())
+          n.partials[{p.file.session, p.file.path}] = p;
+    }
+    if (replaced) replaced->close("replaced by a newer connection of node '" + h.node_id + "'");
+    emit(event_kind::node_connected, {}, h.node_id, {}, 0, {});
+    link->try_send(welcome{store_.sessions_of(h.node_id)});
+    request_catch_up(h.node_id);
+  }
+
+  /// The node's connection ended.
+  void detach(const std::string& node, const std::shared_ptr<node_link>& link) {
+    std::vector<std::uint64_t> orphaned;
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || it->second.link != link) return;  // replaced already
+      it->second.link.reset();
+      it->second.active.clear();
+      for (auto& [id, c] : commands_)
+        if (c.node == node) orphaned.push_back(id);
+    }
+    for (auto id : orphaned) fail_command(id, "node '" + node + "' disconnected");
+    emit(event_kind::node_disconnected, {}, node, {}, 0, {});
+  }
+
+  /// Something the node sent after its hello.
+  void on_message(const std::string& node, inbound_message message) {
+    std::visit([&](auto& m) { handle(node, m); }, message);
+  }
+
+  /// The link's queue has room again (it dropped to half its bound): resume parked waves
+  /// and, for a lagging node, start catching up.
+  void on_drained(const std::string& node) {
+    std::vector<std::shared_ptr<wave>> resume;
+    bool lagging = false;
+    {
+      std::lock_guard g(mu_);
+      for (auto& w : waves_)
+        if (w->parked && w->waits_for(node)) {
+          w->parked = false;
+          resume.push_back(w);
+        }
+      if (auto it = nodes_.find(node); it != nodes_.end()) lagging = it->second.lagging;
+    }
+    for (auto& w : resume) pool_.post([this, w] { pump(w); });
+    if (lagging) request_catch_up(node);
+  }
+
+ private:
+  // ---- state ---------------------------------------------------------------------------
+
+  using path_key = std::pair<std::string, std::string>;  // (session, path)
+
+  struct node_state {
+    std::shared_ptr<node_link> link;  ///< null while offline
+    bool lagging = false;
+    bool round_pending = false;       ///< a catch-up round is queued
+    bool catching_up = false;         ///< the last round started deliveries
+    std::map<path_key, std::uint64_t> active;          ///< version in delivery per path
+    std::map<path_key, partial_transfer> partials;     ///< from the hello, used once
+    std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
+    std::map<std::tuple<std::string, std::string, std::uint64_t>, std::uint32_t> sent_high;  ///< for resend accounting
+    std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
+  };
+
+  struct wave {
+    file_version file;
+    std::uint64_t size = 0;
+    std::uint32_t chunk_count = 0;
+    unique_fd fd;  ///< the version's bytes, even after a newer version replaces the file
+    struct target {
+      std::string node;
+      std::shared_ptr<node_link> link;
+      std::uint32_t first = 0;
+      bool dropped = false;
+    };
+    std::vector<target> targets;
+    std::uint32_t next = 0;
+    bool parked = false;
+    bool waits_for(const std::string& node) const {
+      return std::any_of(targets.begin(), targets.end(), [&](auto& t) { return !t.dropped && t.node == node; });
+    }
+  };
+
+  struct waiter {
+    std::string session, path;
+    std::uint64_t version;
+    std::function<void(std::vector<std::string>)> done;
+    std::atomic<bool> fired{false};
+  };
+
+  struct pending_command {
+    std::string node;
+    std::function<void(command_result)> on_result;
+  };
+
+  static hub_options sanitize(hub_options o) {
+    o.queue_chunks = std::max<std::size_t>(o.queue_chunks, 2);
+    o.io_threads = std::max<std::size_t>(o.io_threads, 1);
+    o.chunk_size = std::clamp<std::size_t>(o.chunk_size, 1024, max_chunk_size);
+    o.catch_up_window = std::max<std::size_t>(o.catch_up_window, 1);
+    return o;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  void require_session(std::string_view name) const {
+    check_session_name(name);
+    if (!store_.session_exists(name)) throw error(errc::not_found, "unknown session '" + std::string(name) + "'");
+  }
+
+  workspace mirror(std::string_view session_name) const {
+    return workspace(options_.data_dir / "sessions" / std::string(session_name));
+  }
+
+  static bool beneath(std::string_view path, std::string_view folder) {
+    return folder.empty() || path == folder || (path.starts_with(folder) && path.size() > folder.size() && path[folder.size()] == '/');
+  }
+
+  std::string member_state(const std::string& node, std::uint64_t held, std::uint64_t current) const {
+    if (held == current) return "in-sync";
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end() || !it->second.link) return "offline";
+    if (it->second.lagging) return "lagging";
+    return held == 0 ? "missing" : "behind";
+  }
+
+  std::shared_ptr<std::mutex> session_lock(const std::string& name) {
+    std::lock_guard g(mu_);
+    auto& m = session_locks_[name];
+    if (!m) m = std::make_shared<std::mutex>();
+    return m;
+  }
+
+  void emit(event_kind kind, std::string_view session_name, std::string_view node, std::string_view path,
+            std::uint64_t version, std::string detail) {
+    std::lock_guard g(events_mu_);
+    event e{++event_seq_, now_unix_ms(), kind, std::string(session_name), std::string(node), std::string(path), version,
+            std::move(detail)};
+    history_.push_back(e);
+    if (history_.size() > options_.event_history) history_.erase(history_.begin());
+    for (auto& [id, handler] : subscribers_) handler(e);
+  }
+
+  // ---- committing a change --------------------------------------------------------------
+
+  /// The one order every change follows: publish in the mirror (durable), then journal in
+  /// the store (durable), then wave — all under the session's write lock so versions,
+  /// mirror contents and waves agree.
+  template <class Publish>
+  write_result commit(const std::string& session_name, const std::string& path, std::uint64_t size, const digest& content,
+                      bool deleted, Publish&& publish) {
+    auto lock = session_lock(session_name);
+    std::lock_guard g(*lock);
+    publish();
+    auto change = store_.commit_change(session_name, path, size, content, deleted);
+    write_result r{session_name, path, change.version, size, content, deleted, change.members, {}};
+    emit(event_kind::wave_started, session_name, {}, path, change.version,
+         std::to_string(change.members.size()) + " member(s)" + (deleted ? ", removal" : ""));
+    std::vector<std::pair<std::string, std::uint32_t>> targets;
+    for (auto& m : change.members) targets.emplace_back(m, 0);
+    start_wave({session_name, path, change.version}, size, content, deleted, std::move(targets));
+    if (change.members.empty()) emit(event_kind::wave_completed, session_name, {}, path, change.version, "no members");
+    return r;
+  }
+
+  // ---- waves -----------------------------------------------------------------------------
+
+  /// Starts delivering one version to `targets` (node, first chunk). Connected, non-lagging
+  /// nodes only; the rest are caught up later from the mirror. The caller holds the
+  /// session's write lock or has checked the version is current.
+  void start_wave(file_version file, std::uint64_t size, const digest& content, bool deleted,
+                  std::vector<std::pair<std::string, std::uint32_t>> targets) {
+    auto w = std::make_shared<wave>();
+    w->file = file;
+    w->size = size;
+    w->chunk_count = deleted ? 0 : chunk_count(size, options_.chunk_size);
+    if (!deleted && w->chunk_count > 0) w->fd = mirror(file.session).open_read(file.path);
+    std::vector<std::tuple<std::string, std::uint32_t, bool>> resumed;
+    {
+      std::lock_guard g(mu_);
+      for (auto& [node, first] : targets) {
+        auto it = nodes_.find(node);
+        if (it == nodes_.end() || !it->second.link || it->second.lagging) continue;
+        auto& n = it->second;
+        const path_key key{file.session, file.path};
+        n.active[key] = file.version;
+        if (auto p = n.partials.find(key); p != n.partials.end()) {
+          if (p->second.file.version == file.version && p->second.content == content && p->second.chunks_done <= w->chunk_count) {
+            first = std::max(first, p->second.chunks_done);
+            resumed.emplace_back(node, first, true);
+          }
+          n.partials.erase(p);
+        }
+        const bool queued = deleted ? n.link->try_send(file_remove{file})
+                                    : n.link->try_send(file_begin{file, size, static_cast<std::uint32_t>(options_.chunk_size),
+                                                                  w->chunk_count, content, first});
+        if (!queued) {
+          n.active.erase(key);
+          continue;
+        }
+        w->targets.push_back({node, n.link, first, false});
+      }
+      w->next = w->targets.empty() ? 0 : std::min_element(w->targets.begin(), w->targets.end(), [](auto& a, auto& b) {
+                                           return a.first < b.first;
+                                         })->first;
+      if (w->chunk_count > 0 && !w->targets.empty()) waves_.insert(w);
+    }
+    for (auto& [node, first, _] : resumed)
+      emit(event_kind::transfer_resumed, file.session, node, file.path, file.version,
+           "resuming at chunk " + std::to_string(first) + " of " + std::to_string(w->chunk_count));
+    if (w->chunk_count > 0 && !w->targets.empty()) pool_.post([this, w] { pump(w); });
+  }
+
+  /// Produces a wave's chunks while some member has room, offering each to every member.
+  void pump(const std::shared_ptr<wave>& w) {
+    try {
+      pump_chunks(w);
+    } catch (const std::exception& e) {
+      // The wave cannot go on (e.g. the mirror could not be read): drop it; its members
+      // catch up later from whatever the mirror then holds.
+      std::vector<std::string> targets;
+      {
+        std::lock_guard g(mu_);
+        waves_.erase(w);
+        for (auto& t : w->targets) {
+          auto it = nodes_.find(t.node);
+          if (it == nodes_.end()) continue;
+          auto a = it->second.active.find({w->file.session, w->file.path});
+          if (a != it->second.active.end() && a->second == w->file.version) it->second.active.erase(a);
+          targets.push_back(t.node);
+        }
+      }
+      emit(event_kind::delivery_failed, w->file.session, {}, w->file.path, w->file.version, e.what());
+      for (auto& t : targets) pool_.post_after(retry_backoff(1), [this, t] { request_catch_up(t); });
+    }
+  }
+
+  void pump_chunks(const std::shared_ptr<wave>& w) {
+    std::string scratch;
+    for (;;) {
+      std::vector<std::shared_ptr<node_link>> links;
+      std::vector<std::string> names;
+      {
+        std::lock_guard g(mu_);
+        std::size_t least_queued = SIZE_MAX;
+        for (auto& t : w->targets) {
+          if (t.dropped) continue;
+          auto it = nodes_.find(t.node);
+          const bool still_wanted = it != nodes_.end() && it->second.link == t.link && !it->second.lagging &&
+                                    it->second.active.count({w->file.session, w->file.path}) &&
+                                    it->second.active[{w->file.session, w->file.path}] == w->file.version;
+          if (!still_wanted) {
+            t.dropped = true;
+            continue;
+          }
+          if (t.first <= w->next) least_queued = std::min(least_queued, t.link->queued_chunks());
+        }
+        const bool anyone = std::any_of(w->targets.begin(), w->targets.end(), [](auto& t) { return !t.dropped; });
+        if (!anyone || w->next >= w->chunk_count) {
+          waves_.erase(w);
+          return;
+        }
+        if (least_queued == SIZE_MAX) {  // every member resumes past this chunk
+          ++w->next;
+          continue;
+        }
+        // Pace by the fastest member: wait while even the emptiest queue is over half full.
+        if (least_queued > options_.queue_chunks / 2) {
+          w->parked = true;
+          return;
+        }
+      }
+      const auto span = *chunk_spans(w->size, options_.chunk_size, w->next).begin();
+      chunk c = read_chunk(w->fd.get(), span, codec_, scratch);
+      if (options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks && !c.payload.empty())
+        c.payload[c.payload.size() / 2] ^= 0x5a;
+      auto message = std::make_shared<const chunk_message>(w->file, std::move(c));
+      chunks_encoded_.fetch_add(1);
+      {
+        std::lock_guard g(mu_);
+        for (auto& t : w->targets) {
+          if (t.dropped || t.first > w->next) continue;
+          links.push_back(t.link);
+          names.push_back(t.node);
+        }
+      }
+      std::vector<char> refused(links.size(), 0);
+      std::mutex refused_mu;
+      dispatch_.broadcast(links, message, [&, names](std::size_t i) {
+        std::lock_guard g(refused_mu);
+        refused[i] = 1;
+      });
+      {
+        std::lock_guard g(mu_);
+        for (std::size_t i = 0; i < names.size(); ++i) {
+          auto it = nodes_.find(names[i]);
+          if (it == nodes_.end()) continue;
+          auto& n = it->second;
+          if (refused[i]) continue;
+          auto& high = n.sent_high[{w->file.session, w->file.path, w->file.version}];
+          if (w->next < high) ++n.chunks_resent;
+          high = std::max(high, w->next + 1);
+          ++n.chunks_sent;
+          n.bytes_sent += message->body.payload.size();
+        }
+      }
+      for (std::size_t i = 0; i < names.size(); ++i)
+        if (refused[i]) mark_lagging(names[i], links[i]);
+      ++w->next;
+    }
+  }
+
+  void mark_lagging(const std::string& node, const std::shared_ptr<node_link>& link) {
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || it->second.link != link || it->second.lagging) return;
+      it->second.lagging = true;
+      it->second.active.clear();
+    }
+    emit(event_kind::node_lagging, {}, node, {}, 0,
+         "outbound queue full (" + std::to_string(options_.queue_chunks) + " chunks); will catch up from the mirror");
+    // If the queue already drained while we were marking, nobody else will wake us.
+    if (link->queued_chunks() <= options_.queue_chunks / 2) request_catch_up(node);
+  }
+
+  // ---- catching up -----------------------------------------------------------------------
+
+  /// Queues one catch-up round for the node (coalesced: at most one queued at a time).
+  void request_catch_up(const std::string& node) {
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || !it->second.link || it->second.round_pending) return;
+      it->second.round_pending = true;
+    }
+    pool_.post([this, node] { catch_up_round(node); });
+  }
+
+  /// Compares what the store says the node holds with the current versions of every
+  /// session it belongs to, and starts deliveries of what differs (a window at a time).
+  void catch_up_round(const std::string& node) {
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end()) return;
+      it->second.round_pending = false;
+      if (!it->second.link) return;
+    }
+    struct need {
+      std::string session;
+      file_record file;
+    };
+    std::vector<need> needed;
+    for (auto& s : store_.sessions_of(node)) {
+      std::map<std::string, std::uint64_t> held;
+      for (auto& nv : store_.node_versions(node, s)) held[nv.path] = nv.version;
+      for (auto& f : store_.files(s)) {
+        const auto it = held.find(f.path);
+        const std::uint64_t have = it == held.end() ? 0 : it->second;
+        if (have >= f.version) continue;
+        if (f.deleted && it == held.end()) {
+          // The node never had the path: nothing to remove; record that it is current.
+          store_.record_delivery(node, s, f.path, f.version);
+          continue;
+        }
+        needed.push_back({s, f});
+      }
+    }
+    std::vector<need> start;
+    bool finished = false;
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || !it->second.link) return;
+      auto& n = it->second;
+      const auto now = std::chrono::steady_clock::now();
+      std::size_t slots = n.active.size() >= options_.catch_up_window ? 0 : options_.catch_up_window - n.active.size();
+      bool waiting_retry = false;
+      for (auto& x : needed) {
+        const path_key key{x.session, x.file.path};
+        if (auto a = n.active.find(key); a != n.active.end() && a->second >= x.file.version) continue;
+        if (auto r = n.retries.find(key); r != n.retries.end()) {
+          if (r->second.first >= options_.max_delivery_retries) continue;  // until the node reconnects
+          if (r->second.second > now) {
+            waiting_retry = true;
+            continue;
+          }
+        }
+        if (slots == 0) break;
+        --slots;
+        n.active[key] = 0;  // reserved; start_wave sets the version
+        start.push_back(x);
+      }
+      n.catching_up = !start.empty() || !n.active.empty() || waiting_retry;
+      finished = !n.catching_up && n.lagging;
+      if (finished) n.lagging = false;
+    }
+    if (finished) emit(event_kind::node_caught_up, {}, node, {}, 0, {});
+    for (auto& x : start) {
+      // Deliver the version that is current *now*, read under the session's write lock so
+      // the bytes and the version agree even if a write is racing us.
+      auto lock = session_lock(x.session);
+      std::lock_guard g(*lock);
+      auto current = store_.file(x.session, x.file.path);
+      {
+        std::lock_guard s(mu_);
+        auto& n = nodes_[node];
+        if (auto a = n.active.find({x.session, x.file.path}); a != n.active.end() && a->second == 0) n.active.erase(a);
+      }
+      if (!current) continue;
+      try {
+        start_wave({x.session, current->path, current->version}, current->size, current->content, current->deleted, {{node, 0}});
+      } catch (const error& e) {
+        emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
+      }
+    }
+  }
+
+  // ---- what nodes say ---------------------------------------------------------------------
+
+  void handle(const std::string& node, const chunk_ack& ack) {
+    std::lock_guard g(mu_);
+    if (auto it = nodes_.find(node); it != nodes_.end()) ++it->second.chunks_acked;
+    (void)ack;
+  }
+
+  void handle(const std::string& node, const file_ack& ack) {
+    const path_key key{ack.file.session, ack.file.path};
+    bool catching_up = false;
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end()) return;
+      auto& n = it->second;
+      if (auto a = n.active.find(key); a != n.active.end() && a->second == ack.file.version) n.active.erase(a);
+      n.sent_high.erase({ack.file.session, ack.file.path, ack.file.version});
+      catching_up = n.catching_up;
+      if (ack.ok) {
+        ++n.files_acked;
+        n.retries.erase(key);
+      } else {
+        auto& r = n.retries[key];
+        ++r.first;
+        r.second = std::chrono::steady_clock::now() + retry_backoff(r.first);
+      }
+    }
+    if (!ack.ok) {
+      const bool corrupt = ack.error.find("corrupt") != std::string::npos;
+      emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
+           ack.file.version, ack.error);
+      std::size_t attempts = 0;
+      {
+        std::lock_guard g(mu_);
+        attempts = nodes_[node].retries[key].first;
+      }
+      if (attempts <= options_.max_delivery_retries)
+        pool_.post_after(retry_backoff(attempts), [this, node] { request_catch_up(node); });
+      return;
+    }
+    // Only a member's copy counts; a node that left meanwhile changes nothing.
+    if (!is_member(node, ack.file.session)) return;
+    for (auto& done : store_.record_delivery(node, ack.file.session, ack.file.path, ack.file.version))
+      emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    emit(event_kind::file_delivered, ack.file.session, node, ack.file.path, ack.file.version, {});
+    recheck_waiters(ack.file.session, ack.file.path);
+    if (catching_up) request_catch_up(node);
+  }
+
+  void handle(const std::string& node, const command_result& result) {
+    std::function<void(command_result)> cb;
+    {
+      std::lock_guard g(mu_);
+      auto it = commands_.find(result.id);
+      if (it == commands_.end() || it->second.node != node) return;  // late, or not theirs
+      cb = it->second.on_result;
+      if (result.last) commands_.erase(it);
+    }
+    cb(result);
+  }
+
+  static std::chrono::milliseconds retry_backoff(std::size_t attempt) {
+    return std::chrono::milliseconds(std::min<std::size_t>(100u << std::min<std::size_t>(attempt, 6), 5000));
+  }
+
+  bool is_member(const std::string& node, const std::string& session_name) const {
+    auto members = store_.members(session_name);
+    return std::find(members.begin(), members.end(), node) != members.end();
+  }
+
+  void fail_command(std::uint64_t id, const std::string& why) {
+    std::function<void(command_result)> cb;
+    {
+      std::lock_guard g(mu_);
+      auto it = commands_.find(id);
+      if (it == commands_.end()) return;
+      cb = std::move(it->second.on_result);
+      commands_.erase(it);
+    }
+    command_result r;
+    r.id = id;
+    r.last = true;
+    r.error = why;
+    cb(std::move(r));
+  }
+
+  // ---- waiting for members ------------------------------------------------------------------
+
+  std::vector<std::string> missing_members(const std::string& session_name, const std::string& path, std::uint64_t version) const {
+    std::vector<std::string> missing;
+    for (auto& m : store_.members(session_name)) {
+      std::uint64_t have = 0;
+      for (auto& nv : store_.node_versions(m, session_name))
+        if (nv.path == path) have = nv.version;
+      if (have < version) missing.push_back(m);
+    }
+    return missing;
+  }
+
+  void check_waiter(const std::shared_ptr<waiter>& w) {
+    if (w->fired.load() || !missing_members(w->session, w->path, w->version).empty()) return;
+    if (w->fired.exchange(true)) return;
+    forget_waiter(w);
+    w->done({});
+  }
+
+  void forget_waiter(const std::shared_ptr<waiter>& w) {
+    std::lock_guard g(mu_);
+    std::erase(waiters_, w);
+  }
+
+  void recheck_waiters(const std::string& session_name, const std::string& path = {}) {
+    std::vector<std::shared_ptr<waiter>> check;
+    {
+      std::lock_guard g(mu_);
+      for (auto& w : waiters_)
+        if (w->session == session_name && (path.empty() || w->path == path)) check.push_back(w);
+    }
+    for (auto& w : check) check_waiter(w);
+  }
+
+  hub_options options_;
+  Store store_;
+  Dispatch dispatch_;
+  Codec codec_;
+  workspace mirror_root_;
+
+  mutable std::mutex mu_;  ///< guards everything below up to the events
+  std::map<std::string, node_state> nodes_;
+  std::set<std::shared_ptr<wave>> waves_;
+  std::vector<std::shared_ptr<waiter>> waiters_;
+  std::map<std::uint64_t, pending_command> commands_;
+  std::uint64_t command_seq_ = 0;
+  std::map<std::string, std::shared_ptr<std::mutex>> session_locks_;
+  std::atomic<std::uint64_t> chunks_encoded_{0};
+  std::atomic<std::uint32_t> corrupted_{0};
+
+  std::mutex events_mu_;
+  std::uint64_t event_seq_ = 0;
+  std::vector<event> history_;
+  std::map<std::uint64_t, event_handler> subscribers_;
+  std::uint64_t subscriber_seq_ = 0;
+
+  thread_pool pool_;  ///< last: its threads stop before the state they use is destroyed
+};
+
+}  // namespace meshhub

@@ -1,0 +1,82 @@
+#pragma once
+/// The values `basic_hub` takes and returns: its options and the answers to intents.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/digest.hpp"
+#include "meshhub/store/records.hpp"
+
+namespace meshhub {
+
+/// Run-time settings of a hub; each value states its limits.
+struct hub_options {
+  /// Holds the mirror (`sessions/<session>/`) and, for the reference server, the store.
+  std::filesystem::path data_dir = "meshhub-data";
+  /// Per-node outbound queue bound, in chunks (≥ 2). Hub memory for chunks stays below
+  /// queue_chunks × chunk_size × nodes, however slow a node is.
+  std::size_t queue_chunks = 8;
+  /// Threads for disk, chunking and compression (≥ 1).
+  std::size_t io_threads = 4;
+  /// Transfer chunk size (1 KiB … 4 MiB).
+  std::size_t chunk_size = default_chunk_size;
+  /// Deliveries one node may have in flight while it catches up (≥ 1).
+  std::size_t catch_up_window = 4;
+  /// Recent events kept for `events --replay`.
+  std::size_t event_history = 1024;
+  /// Retries of one failed delivery before the hub waits for the node to reconnect.
+  std::size_t max_delivery_retries = 8;
+  /// How long a relayed node command (`ls`/`cat --node`) may take.
+  std::chrono::milliseconds node_command_timeout{30'000};
+  /// Test aid: corrupt the payload of the first N chunks sent (proves nodes refuse them).
+  std::uint32_t test_corrupt_chunks = 0;
+};
+
+/// The answer to `write`, `push` and `rm`.
+struct write_result {
+  std::string session, path;
+  std::uint64_t version = 0;
+  std::uint64_t size = 0;
+  digest content{};
+  bool deleted = false;
+  std::vector<std::string> members;
+  std::vector<std::string> missing;  ///< members without the version (after a wait)
+};
+
+/// One member's copy of a mirror file.
+struct member_copy {
+  std::string node;
+  std::uint64_t version = 0;  ///< 0: never held
+  std::string state;          ///< in-sync, behind, missing, lagging, offline
+};
+
+/// One mirror file and where the members stand.
+struct listed_file_state {
+  file_record file;
+  std::vector<member_copy> members;
+};
+
+/// A node as `status` reports it.
+struct node_status {
+  std::string id;
+  bool connected = false;
+  bool lagging = false;
+  std::vector<std::string> sessions;
+  std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
+  std::uint64_t queued = 0;
+};
+
+/// The hub at a glance.
+struct hub_status {
+  std::vector<node_status> nodes;
+  std::vector<session_record> sessions;
+  std::uint64_t pending_waves = 0;
+  std::uint64_t chunks_encoded = 0;
+  std::size_t queue_chunks = 0;
+};
+
+}  // namespace meshhub

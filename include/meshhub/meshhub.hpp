@@ -1,0 +1,20 @@
+#pragma once
+/// The umbrella header: everything without a heavy dependency. Policies that bring in a
+/// library of their own are included by name: `meshhub/store/sqlite.hpp` (SQLite).
+#include "meshhub/chunk.hpp"
+#include "meshhub/codec/identity.hpp"
+#include "meshhub/codec/zlib.hpp"
+#include "meshhub/concepts.hpp"
+#include "meshhub/digest.hpp"
+#include "meshhub/dispatch/sequential.hpp"
+#include "meshhub/error.hpp"
+#include "meshhub/event.hpp"
+#include "meshhub/executor.hpp"
+#include "meshhub/fwd.hpp"
+#include "meshhub/hub.hpp"
+#include "meshhub/lock/null.hpp"
+#include "meshhub/lock/thread.hpp"
+#include "meshhub/manifest.hpp"
+#include "meshhub/path.hpp"
+#include "meshhub/transport/link.hpp"
+#include "meshhub/workspace.hpp"

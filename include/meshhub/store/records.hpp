@@ -1,0 +1,53 @@
+#pragma once
+/// The rows a store policy keeps, as plain values.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "meshhub/digest.hpp"
+
+namespace meshhub {
+
+/// A path of a session at its current version; `deleted` marks a removal (tombstone),
+/// kept so versions stay monotonic and removals reach nodes that were away.
+struct file_record {
+  std::string path;
+  std::uint64_t version = 0;
+  std::uint64_t size = 0;
+  digest content{};
+  bool deleted = false;
+};
+
+/// A session and its members.
+struct session_record {
+  std::string name;
+  std::vector<std::string> members;
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t pending_waves = 0;
+};
+
+/// One journaled wave: a change and the members that do not hold it yet.
+struct wave_record {
+  std::uint64_t id = 0;
+  std::string session, path;
+  std::uint64_t version = 0;
+  digest content{};
+  bool deleted = false;
+  std::vector<std::string> pending;
+};
+
+/// What `commit_change` returns: the version the change got and its wave.
+struct change_record {
+  std::uint64_t version = 0;
+  std::uint64_t wave_id = 0;
+  std::vector<std::string> members;  ///< the wave's pending members at commit
+};
+
+/// A version some node holds of a path (acknowledged by that node).
+struct node_version {
+  std::string path;
+  std::uint64_t version = 0;
+};
+
+}  // namespace meshhub

@@ -1,0 +1,134 @@
+#pragma once
+/// The seam between the transport-agnostic hub and whatever carries bytes to a node.
+/// A transport implements `node_link` (the reference server over a gRPC stream, tests and
+/// benchmarks in process) and feeds what a node says back through `link_listener`.
+///
+/// A link owns a *bounded* outbound queue counted in chunks: `try_send` never blocks, and
+/// a full queue refuses the chunk. That refusal is how a slow node is detected without
+/// ever slowing anyone else (the hub marks it lagging and later repairs it from the
+/// durable mirror).
+#include <any>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/digest.hpp"
+
+namespace meshhub {
+
+/// Starts (or, with `first_chunk` > 0, resumes) delivery of one file version.
+struct file_begin {
+  file_version file;
+  std::uint64_t size = 0;
+  std::uint32_t chunk_size = 0;
+  std::uint32_t chunk_count = 0;
+  digest content{};
+  std::uint32_t first_chunk = 0;
+};
+
+/// Removes a path (the removal is itself a version).
+struct file_remove {
+  file_version file;
+};
+
+/// The memberships a node has, sent once it is accepted.
+struct welcome {
+  std::vector<std::string> sessions;
+};
+
+/// A question relayed to one node (`ls`/`cat --node`).
+struct node_command {
+  enum class kind : std::uint8_t { list, read };
+  std::uint64_t id = 0;
+  kind what = kind::list;
+  std::string session, path;
+};
+
+/// One chunk of one file version on its way to every member of a wave. Made once,
+/// shared read-only by every link (`std::shared_ptr<const chunk_message>`).
+///
+/// A transport usually needs its own serialized form (a gRPC `ByteBuffer`); `encoded`
+/// makes it once, on first use, and every other link reuses it — so a chunk is
+/// serialized once per wave, not once per node.
+class chunk_message {
+ public:
+  chunk_message(file_version file, chunk body) : file(std::move(file)), body(std::move(body)) {}
+  const file_version file;
+  const chunk body;
+
+  /// The transport's encoding of this message, made by `make()` on first call. One hub
+  /// uses one transport, so one `T` per message.
+  template <class T, class Make>
+  const T& encoded(Make&& make) const {
+    std::call_once(once_, [&] { cache_ = std::make_shared<const T>(make(*this)); });
+    return *std::static_pointer_cast<const T>(cache_);
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable std::shared_ptr<const void> cache_;
+};
+
+using chunk_ptr = std::shared_ptr<const chunk_message>;
+
+/// Everything the hub sends to a node.
+using outbound_message = std::variant<welcome, file_begin, chunk_ptr, file_remove, node_command>;
+
+/// What a node says (mirrors `meshhub.v1.NodeMessage` after the hello).
+struct chunk_ack {
+  file_version file;
+  std::uint32_t index = 0;
+};
+struct file_ack {
+  file_version file;
+  digest content{};
+  bool ok = false;
+  std::string error;
+};
+struct node_entry {
+  std::string path;
+  std::uint64_t size = 0;
+  digest content{};
+};
+struct command_result {
+  std::uint64_t id = 0;
+  bool last = true;
+  std::string error;
+  std::vector<node_entry> entries;
+  std::string data;
+};
+using inbound_message = std::variant<chunk_ack, file_ack, command_result>;
+
+/// A partial transfer a node reports in its hello.
+struct partial_transfer {
+  file_version file;
+  digest content{};
+  std::uint32_t chunks_done = 0;
+};
+
+/// A node's hello.
+struct hello {
+  std::string node_id;
+  std::string credential;
+  std::vector<partial_transfer> partials;
+};
+
+/// One node's connection, as the hub sees it. Thread-safe: the hub calls it from any thread.
+class node_link {
+ public:
+  virtual ~node_link() = default;
+  /// Queues a message without blocking. Chunks count against the queue bound and are
+  /// refused (false) when it is full; control messages are small and always queued.
+  /// Returns false too once the link is closed.
+  virtual bool try_send(outbound_message message) = 0;
+  /// Chunks queued and not yet handed to the wire.
+  [[nodiscard]] virtual std::size_t queued_chunks() const = 0;
+  /// Ends the connection (e.g. a second connection with the same node id replaced it).
+  virtual void close(const std::string& reason) = 0;
+};
+
+}  // namespace meshhub

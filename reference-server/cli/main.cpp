@@ -1,0 +1,857 @@
+/// `meshhub`, the command-line client of the hub's Assistant service (docs/cli.md is its
+/// contract). Each subcommand is one RPC: the CLI holds no state of its own, so what it
+/// prints is what the hub answered. Human output is plain aligned tables; `--json` prints
+/// the documented shapes for scripts and tests. This is the CLI's only translation unit
+/// that includes gRPC headers; the text helpers it uses stay free of them.
+#include "cli/progress.hpp"
+#include "cli/text.hpp"
+#include "common/grpc_config.hpp"
+#include "meshhub/v1/assistant.grpc.pb.h"
+
+#include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace meshhub::cli {
+
+namespace v1 = meshhub::v1;
+/// Ordered, so the printed keys follow the order docs/cli.md lists them in.
+using json = nlohmann::ordered_json;
+
+/// Push sends the file in pieces this large: big enough to keep the stream busy, small
+/// enough that flow control (a blocking Write) keeps memory flat.
+inline constexpr std::size_t piece_bytes = 1024 * 1024;
+
+/// A wait on the mesh may take --timeout; this much more covers the upload and the answer.
+inline constexpr std::chrono::seconds wait_slack = 30s;
+
+// ---------------------------------------------------------------------------------------
+// Options and the context every command runs in
+// ---------------------------------------------------------------------------------------
+
+/// Everything the command line sets. Exactly one subcommand runs, so they share one set.
+struct options {
+  std::string hub = "127.0.0.1:7420";
+  int timeout_seconds = 120;
+  std::string session;
+  std::string path;
+  std::string local_file;
+  std::string node;
+  std::vector<std::string> nodes;
+  std::string wait;
+  bool json = false;
+  bool replay = false;
+
+  bool wait_all() const { return wait == "all"; }
+};
+
+/// What a running command needs: its options, the hub, and the name errors carry.
+struct invocation {
+  const options& opts;
+  v1::Assistant::Stub& hub;
+  std::string command;
+};
+
+/// A subcommand as parsed by CLI11 and the function that carries it out.
+struct command {
+  CLI::App* app;
+  std::string name;
+  std::function<int(const invocation&)> run;
+};
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+std::string_view code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+/// Codes with which the hub refuses a change before making it: saying so spares the user
+/// from checking whether half a write landed.
+bool refused_before_change(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::NOT_FOUND:
+    case grpc::StatusCode::ALREADY_EXISTS:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED: return true;
+    default: return false;
+  }
+}
+
+void print_error(const invocation& call, std::string_view message) {
+  std::fprintf(stderr, "meshhub: %s: %.*s\n", call.command.c_str(), static_cast<int>(message.size()),
+               message.data());
+}
+
+/// gRPC fails a call with this message when no connection could be made, before the
+/// request left the client: the hub never saw it.
+bool never_reached_hub(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         status.error_message().rfind("failed to connect to all addresses", 0) == 0;
+}
+
+/// The command that shows whether a change the client cannot vouch for took effect.
+std::string check_command(const invocation& call) {
+  if (call.command.rfind("session", 0) == 0) return "meshhub session ls";
+  return "meshhub ls " + call.opts.session;
+}
+
+/// What a failed change left behind, as far as the client can tell from the status.
+std::string aftermath(const invocation& call, const grpc::Status& status) {
+  if (refused_before_change(status.error_code()) || never_reached_hub(status)) return "nothing was changed";
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && call.opts.wait_all()) {
+    return "the change may have been applied without every member confirming it within --timeout; "
+           "check with `" + check_command(call) + "`";
+  }
+  return "the change may or may not have been applied; check with `" + check_command(call) + "`";
+}
+
+/// Reports a failed RPC on stderr and returns the exit status. `changes` marks commands
+/// that modify the mesh: their message also says what was left unchanged.
+int report_status(const invocation& call, const grpc::Status& status, bool changes = false) {
+  const std::string message = status.error_message().empty() ? "the call failed" : status.error_message();
+  std::string line = message + " (" + std::string(code_name(status.error_code())) + ")";
+  if (changes) line += "; " + aftermath(call, status);
+  print_error(call, line);
+  if (never_reached_hub(status)) {
+    print_error(call, "could not reach the hub at " + call.opts.hub +
+                          ": is meshhub-server running there? (set --hub or MESHHUB_HUB)");
+  }
+  return 1;
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines
+// ---------------------------------------------------------------------------------------
+
+void set_deadline(grpc::ClientContext& context, std::chrono::seconds after) {
+  context.set_deadline(std::chrono::system_clock::now() + after);
+}
+
+/// A call that waits on every member gets the user's --timeout plus slack for the rest.
+std::chrono::seconds wait_deadline(const options& opts) {
+  return std::chrono::seconds(opts.timeout_seconds) + wait_slack;
+}
+
+std::uint32_t timeout_ms(const options& opts) {
+  return static_cast<std::uint32_t>(opts.timeout_seconds) * 1000u;
+}
+
+// ---------------------------------------------------------------------------------------
+// Protocol messages as JSON and as table cells
+// ---------------------------------------------------------------------------------------
+
+template <typename Repeated>
+std::vector<std::string> strings(const Repeated& repeated) {
+  return {repeated.begin(), repeated.end()};
+}
+
+json session_json(const v1::SessionInfo& info) {
+  return {{"name", info.name()},
+          {"members", strings(info.members())},
+          {"files", info.files()},
+          {"bytes", info.bytes()},
+          {"pending_waves", info.pending_waves()}};
+}
+
+json write_json(const v1::WriteReply& reply) {
+  return {{"session", reply.session()},
+          {"path", reply.path()},
+          {"version", reply.version()},
+          {"size", reply.size()},
+          {"digest", to_hex(reply.content_digest())},
+          {"members", strings(reply.members())},
+          {"missing", strings(reply.missing())}};
+}
+
+json member_json(const v1::FileEntry& member) {
+  return {{"node", member.node()}, {"version", member.version()}, {"state", member.state()}};
+}
+
+json listed_file_json(const v1::ListedFile& file) {
+  json members = json::array();
+  for (const auto& member : file.members()) members.push_back(member_json(member));
+  return {{"path", file.mirror().path()},
+          {"size", file.mirror().size()},
+          {"version", file.mirror().version()},
+          {"digest", to_hex(file.mirror().content_digest())},
+          {"members", std::move(members)}};
+}
+
+json node_file_json(const v1::FileEntry& entry) {
+  return {{"path", entry.path()}, {"size", entry.size()}, {"digest", to_hex(entry.content_digest())}};
+}
+
+json node_status_json(const v1::NodeStatus& node) {
+  return {{"id", node.id()},
+          {"connected", node.connected()},
+          {"lagging", node.lagging()},
+          {"sessions", strings(node.sessions())},
+          {"chunks_sent", node.chunks_sent()},
+          {"chunks_resent", node.chunks_resent()},
+          {"chunks_acked", node.chunks_acked()},
+          {"bytes_sent", node.bytes_sent()},
+          {"queued", node.queued()},
+          {"files_acked", node.files_acked()}};
+}
+
+json event_json(const v1::Event& event) {
+  return {{"seq", event.seq()},         {"unix_ms", event.unix_ms()}, {"kind", event.kind()},
+          {"session", event.session()}, {"node", event.node()},       {"path", event.path()},
+          {"version", event.version()}, {"detail", event.detail()}};
+}
+
+void print_json(const json& value) {
+  std::cout << value.dump() << '\n' << std::flush;
+}
+
+std::string yes_no(bool value) {
+  return value ? "yes" : "no";
+}
+
+/// "n1:in-sync n2:behind(v2)": a member's version is shown only when it differs.
+std::string member_states(const v1::ListedFile& file) {
+  std::vector<std::string> words;
+  for (const auto& member : file.members()) {
+    std::string word = member.node() + ':' + member.state();
+    if (member.version() != 0 && member.version() != file.mirror().version()) {
+      word += "(v" + std::to_string(member.version()) + ')';
+    }
+    words.push_back(std::move(word));
+  }
+  return join(words, " ");
+}
+
+void print_sessions_table(const google::protobuf::RepeatedPtrField<v1::SessionInfo>& sessions) {
+  text_table table({"SESSION", "MEMBERS", "FILES", "SIZE", "PENDING WAVES"});
+  for (const auto& info : sessions) {
+    const auto members = strings(info.members());
+    table.add_row({info.name(), members.empty() ? "-" : join(members, ","), std::to_string(info.files()),
+                   human_bytes(info.bytes()), std::to_string(info.pending_waves())});
+  }
+  table.print(stdout);
+}
+
+// ---------------------------------------------------------------------------------------
+// session create | join | leave | ls
+// ---------------------------------------------------------------------------------------
+
+void print_membership(const v1::SessionInfo& info, std::string_view what) {
+  const auto members = strings(info.members());
+  std::printf("%.*s session %s; members: %s\n", static_cast<int>(what.size()), what.data(),
+              info.name().c_str(), members.empty() ? "none" : join(members, ", ").c_str());
+}
+
+int run_session_create(const invocation& call) {
+  v1::SessionRequest request;
+  request.set_session(call.opts.session);
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::SessionReply reply;
+  const auto status = call.hub.CreateSession(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, true);
+  print_membership(reply.session(), "created");
+  return 0;
+}
+
+/// join and leave differ only in the RPC they call.
+using membership_rpc = grpc::Status (v1::Assistant::Stub::*)(grpc::ClientContext*,
+                                                             const v1::MembershipRequest&, v1::SessionReply*);
+
+int run_membership(const invocation& call, membership_rpc rpc, std::string_view what) {
+  v1::MembershipRequest request;
+  request.set_session(call.opts.session);
+  for (const auto& node : call.opts.nodes) request.add_nodes(node);
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::SessionReply reply;
+  const auto status = (call.hub.*rpc)(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, true);
+  print_membership(reply.session(), what);
+  return 0;
+}
+
+int run_session_ls(const invocation& call) {
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::ListSessionsReply reply;
+  const auto status = call.hub.ListSessions(&context, v1::ListSessionsRequest{}, &reply);
+  if (!status.ok()) return report_status(call, status);
+  if (call.opts.json) {
+    json sessions = json::array();
+    for (const auto& info : reply.sessions()) sessions.push_back(session_json(info));
+    print_json({{"sessions", std::move(sessions)}});
+  } else {
+    print_sessions_table(reply.sessions());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// write | push | rm: the commands that change the mesh
+// ---------------------------------------------------------------------------------------
+
+/// The bytes a Push sends: a named file or stdin, opened before the hub is contacted so
+/// a local mistake sends nothing.
+struct local_source {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{nullptr, nullptr};
+  std::int64_t size = -1;  // -1: known only at end of input (stdin, a pipe)
+  std::string label;       // how messages name it
+};
+
+bool is_stdin(const std::string& name) {
+  return name.empty() || name == "-";
+}
+
+/// Opens `name` ("" or "-" = stdin); on failure returns false and says why in `error`.
+bool open_source(const std::string& name, local_source& source, std::string& error) {
+  if (is_stdin(name)) {
+    // stdin is not ours to close.
+    source.file = {stdin, [](std::FILE*) { return 0; }};
+    source.label = "stdin";
+  } else {
+    source.file = {std::fopen(name.c_str(), "rb"), [](std::FILE* file) { return std::fclose(file); }};
+    source.label = name;
+    if (!source.file) {
+      error = "cannot read " + name + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  struct stat info {};
+  if (::fstat(::fileno(source.file.get()), &info) != 0) {
+    error = "cannot read " + source.label + ": " + std::strerror(errno);
+    return false;
+  }
+  if (S_ISDIR(info.st_mode)) {
+    error = "cannot read " + source.label + ": it is a directory";
+    return false;
+  }
+  // A regular file's size is announced so the hub can check it; a pipe's is unknowable.
+  if (S_ISREG(info.st_mode)) source.size = static_cast<std::int64_t>(info.st_size);
+  return true;
+}
+
+v1::PushRequest push_header(const invocation& call, const std::string& path, std::int64_t size) {
+  v1::PushRequest request;
+  auto& header = *request.mutable_header();
+  header.set_session(call.opts.session);
+  header.set_path(path);
+  header.set_size(size);
+  header.set_wait_all(call.opts.wait_all());
+  header.set_timeout_ms(timeout_ms(call.opts));
+  return request;
+}
+
+/// How the data phase of a Push ended.
+struct upload_result {
+  enum class kind { sent, stream_broken, local_failure } outcome = kind::sent;
+  std::string error;  // for local_failure
+};
+
+upload_result local_failure(std::string error) {
+  return {upload_result::kind::local_failure, std::move(error)};
+}
+
+/// Streams the source in pieces. A Write that returns false means the hub ended the
+/// call; Finish then tells why. A file that changes size while read is not sent half-way.
+upload_result send_data(grpc::ClientWriter<v1::PushRequest>& writer, local_source& source,
+                        progress_bar& bar) {
+  v1::PushRequest request;
+  std::uint64_t sent = 0;
+  for (;;) {
+    std::string& piece = *request.mutable_data();
+    piece.resize(piece_bytes);
+    const std::size_t got = std::fread(piece.data(), 1, piece.size(), source.file.get());
+    piece.resize(got);
+    if (got == 0) break;
+    if (source.size >= 0 && sent + got > static_cast<std::uint64_t>(source.size)) {
+      return local_failure(source.label + " grew while it was being read");
+    }
+    if (!writer.Write(request)) return {upload_result::kind::stream_broken, {}};
+    sent += got;
+    bar.advance(got);
+  }
+  if (std::ferror(source.file.get())) {
+    return local_failure("reading " + source.label + " failed: " + std::strerror(errno));
+  }
+  if (source.size >= 0 && sent != static_cast<std::uint64_t>(source.size)) {
+    return local_failure(source.label + " shrank while it was being read");
+  }
+  return {};
+}
+
+/// Prints the answer to write/push/rm. When the hub waited and some member does not hold
+/// the version, that is a failure even though the call itself succeeded.
+int report_write(const invocation& call, const v1::WriteReply& reply, const std::string& human_line) {
+  const auto members = reply.members_size();
+  if (call.opts.json) {
+    print_json(write_json(reply));
+  } else {
+    std::printf("%s\n", human_line.c_str());
+    if (call.opts.wait_all() && reply.missing().empty()) {
+      if (members == 0) {
+        std::printf("the session has no members to wait for\n");
+      } else {
+        std::printf("%s %s v%llu\n",
+                    members == 1 ? "the member" : ("all " + count_of(members, "member")).c_str(),
+                    members == 1 ? "holds" : "hold", static_cast<unsigned long long>(reply.version()));
+      }
+    }
+  }
+  std::fflush(stdout);
+  if (reply.missing().empty()) return 0;
+  print_error(call, "not every member holds v" + std::to_string(reply.version()) + ": missing " +
+                        join(strings(reply.missing()), ", "));
+  return 1;
+}
+
+/// "(64.0 MiB, digest 1a2b3c4d5e6f…)"
+std::string size_and_digest(const v1::WriteReply& reply) {
+  return "(" + human_bytes(reply.size()) + ", digest " + short_hex(reply.content_digest()) + "…)";
+}
+
+std::string written_line(const v1::WriteReply& reply, std::string_view verb, const std::string& local_label) {
+  std::string line(verb);
+  if (!local_label.empty()) line += ' ' + local_label + " →";
+  line += ' ' + reply.session() + ':' + reply.path() + " v" + std::to_string(reply.version()) + ' ' +
+          size_and_digest(reply) + " to " +
+          count_of(static_cast<std::uint64_t>(reply.members_size()), "member");
+  return line;
+}
+
+/// On a terminal, say why the command is still running once the bytes are all sent.
+void announce_wait(const invocation& call, bool interactive) {
+  if (!interactive || !call.opts.wait_all()) return;
+  std::fprintf(stderr, "waiting until every member holds the new version (up to %d s)…\n",
+               call.opts.timeout_seconds);
+}
+
+/// The Push RPC: header, data pieces, then the hub's answer. `local_label` names the
+/// source in the human result line ("" for write, which names only the target).
+int push_stream(const invocation& call, local_source& source, const std::string& path, bool show_progress,
+                std::string_view verb, const std::string& local_label) {
+  grpc::ClientContext context;
+  // Without --wait the upload may take as long as the file needs; keepalive still
+  // notices a dead hub. With --wait the user's bound applies to the whole call.
+  if (call.opts.wait_all()) set_deadline(context, wait_deadline(call.opts));
+  v1::WriteReply reply;
+  const auto writer = call.hub.Push(&context, &reply);
+  progress_bar bar(source.size, show_progress);
+  upload_result result{upload_result::kind::stream_broken, {}};
+  if (writer->Write(push_header(call, path, source.size))) result = send_data(*writer, source, bar);
+
+  if (result.outcome == upload_result::kind::local_failure) {
+    // Cancelling is what tells the hub not to commit the partial file.
+    context.TryCancel();
+    (void)writer->Finish();
+    bar.abandon();
+    print_error(call, result.error + "; the push was cancelled, nothing was changed");
+    return 1;
+  }
+  if (result.outcome == upload_result::kind::sent) {
+    writer->WritesDone();
+    bar.finish();
+    announce_wait(call, show_progress);
+  } else {
+    bar.abandon();
+  }
+  const auto status = writer->Finish();
+  if (!status.ok()) return report_status(call, status, true);
+  return report_write(call, reply, written_line(reply, verb, local_label));
+}
+
+int run_write(const invocation& call) {
+  local_source source;
+  std::string error;
+  if (!open_source(call.opts.local_file, source, error)) {
+    print_error(call, error + "; nothing was sent");
+    return 1;
+  }
+  return push_stream(call, source, call.opts.path, false, "wrote", "");
+}
+
+int run_push(const invocation& call) {
+  const std::string& local = call.opts.local_file;
+  std::string path = call.opts.path;
+  // stdin has no name to borrow, and "dir/" has an empty one.
+  if (path.empty() && !is_stdin(local)) path = std::filesystem::path(local).filename().string();
+  if (path.empty()) {
+    print_error(call, "cannot derive PATH from \"" + local + "\"; give PATH explicitly");
+    return 2;
+  }
+  local_source source;
+  std::string error;
+  if (!open_source(local, source, error)) {
+    print_error(call, error + "; nothing was sent");
+    return 1;
+  }
+  return push_stream(call, source, path, ::isatty(STDERR_FILENO) == 1, "pushed", source.label);
+}
+
+int run_rm(const invocation& call) {
+  v1::RemoveRequest request;
+  request.set_session(call.opts.session);
+  request.set_path(call.opts.path);
+  request.set_wait_all(call.opts.wait_all());
+  request.set_timeout_ms(timeout_ms(call.opts));
+  grpc::ClientContext context;
+  set_deadline(context, call.opts.wait_all() ? wait_deadline(call.opts) : programs::unary_deadline);
+  v1::WriteReply reply;
+  const auto status = call.hub.Remove(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, true);
+  const std::string line = "removed " + reply.session() + ':' + reply.path() + " v" +
+                           std::to_string(reply.version()) + " from " +
+                           count_of(static_cast<std::uint64_t>(reply.members_size()), "member");
+  return report_write(call, reply, line);
+}
+
+// ---------------------------------------------------------------------------------------
+// ls | cat
+// ---------------------------------------------------------------------------------------
+
+void print_mirror_listing(const invocation& call, const v1::ListReply& reply) {
+  if (call.opts.json) {
+    json files = json::array();
+    for (const auto& file : reply.files()) files.push_back(listed_file_json(file));
+    print_json({{"session", reply.session()}, {"files", std::move(files)}});
+    return;
+  }
+  text_table table({"PATH", "SIZE", "VERSION", "DIGEST", "MEMBERS"});
+  for (const auto& file : reply.files()) {
+    const auto& mirror = file.mirror();
+    table.add_row({mirror.path(), human_bytes(mirror.size()), "v" + std::to_string(mirror.version()),
+                   short_hex(mirror.content_digest()), member_states(file)});
+  }
+  table.print(stdout);
+}
+
+void print_node_listing(const invocation& call, const v1::ListReply& reply) {
+  if (call.opts.json) {
+    json files = json::array();
+    for (const auto& entry : reply.node_files()) files.push_back(node_file_json(entry));
+    print_json({{"session", reply.session()}, {"node", call.opts.node}, {"files", std::move(files)}});
+    return;
+  }
+  text_table table({"PATH", "SIZE", "DIGEST"});
+  for (const auto& entry : reply.node_files()) {
+    table.add_row({entry.path(), human_bytes(entry.size()), short_hex(entry.content_digest())});
+  }
+  table.print(stdout);
+}
+
+int run_ls(const invocation& call) {
+  v1::ListRequest request;
+  request.set_session(call.opts.session);
+  request.set_path(call.opts.path);
+  request.set_node(call.opts.node);
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::ListReply reply;
+  const auto status = call.hub.List(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status);
+  if (call.opts.node.empty()) {
+    print_mirror_listing(call, reply);
+  } else {
+    print_node_listing(call, reply);
+  }
+  return 0;
+}
+
+int run_cat(const invocation& call) {
+  v1::CatRequest request;
+  request.set_session(call.opts.session);
+  request.set_path(call.opts.path);
+  request.set_node(call.opts.node);
+  grpc::ClientContext context;  // no deadline: a large file streams as long as it needs
+  const auto reader = call.hub.Cat(&context, request);
+  v1::CatReply piece;
+  while (reader->Read(&piece)) {
+    const auto& data = piece.data();
+    if (std::fwrite(data.data(), 1, data.size(), stdout) != data.size()) {
+      const std::string reason = std::strerror(errno);
+      context.TryCancel();
+      (void)reader->Finish();
+      print_error(call, "writing to stdout failed: " + reason);
+      return 1;
+    }
+  }
+  const auto status = reader->Finish();
+  if (std::fflush(stdout) != 0) {
+    print_error(call, std::string("writing to stdout failed: ") + std::strerror(errno));
+    return 1;
+  }
+  if (!status.ok()) return report_status(call, status);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// status | events
+// ---------------------------------------------------------------------------------------
+
+json status_json(const v1::StatusReply& reply) {
+  json nodes = json::array();
+  for (const auto& node : reply.nodes()) nodes.push_back(node_status_json(node));
+  json sessions = json::array();
+  for (const auto& info : reply.sessions()) sessions.push_back(session_json(info));
+  return {{"hub", reply.hub()},
+          {"pending_waves", reply.pending_waves()},
+          {"chunks_encoded", reply.chunks_encoded()},
+          {"queue_chunks", reply.queue_chunks()},
+          {"nodes", std::move(nodes)},
+          {"sessions", std::move(sessions)}};
+}
+
+void print_nodes_table(const v1::StatusReply& reply) {
+  text_table table({"NODE", "CONNECTED", "LAGGING", "SESSIONS", "SENT", "RESENT", "ACKED", "QUEUED"});
+  for (const auto& node : reply.nodes()) {
+    const auto sessions = strings(node.sessions());
+    table.add_row({node.id(), yes_no(node.connected()), yes_no(node.lagging()),
+                   sessions.empty() ? "-" : join(sessions, ","), std::to_string(node.chunks_sent()),
+                   std::to_string(node.chunks_resent()), std::to_string(node.chunks_acked()),
+                   std::to_string(node.queued())});
+  }
+  table.print(stdout);
+}
+
+void print_status(const v1::StatusReply& reply) {
+  std::printf("hub %s: %llu pending waves, %llu chunks encoded, queue bound %u chunks per node\n\n",
+              reply.hub().c_str(), static_cast<unsigned long long>(reply.pending_waves()),
+              static_cast<unsigned long long>(reply.chunks_encoded()), reply.queue_chunks());
+  print_nodes_table(reply);
+  std::printf("\n");
+  print_sessions_table(reply.sessions());
+}
+
+int run_status(const invocation& call) {
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::StatusReply reply;
+  const auto status = call.hub.Status(&context, v1::StatusRequest{}, &reply);
+  if (!status.ok()) return report_status(call, status);
+  if (call.opts.json) {
+    print_json(status_json(reply));
+  } else {
+    print_status(reply);
+  }
+  return 0;
+}
+
+/// "2024-05-01 12:00:00.123 #42 wave_started session=s1 path=big.bin v3 node=n1 detail"
+std::string event_line(const v1::Event& event) {
+  std::string line = local_time_ms(event.unix_ms()) + " #" + std::to_string(event.seq()) + ' ' + event.kind();
+  if (!event.session().empty()) line += " session=" + event.session();
+  if (!event.path().empty()) line += " path=" + event.path();
+  if (event.version() != 0) line += " v" + std::to_string(event.version());
+  if (!event.node().empty()) line += " node=" + event.node();
+  if (!event.detail().empty()) line += "  " + event.detail();
+  return line;
+}
+
+int run_events(const invocation& call) {
+  v1::EventsRequest request;
+  request.set_replay(call.opts.replay);
+  grpc::ClientContext context;  // no deadline: events follow until Ctrl-C
+  const auto reader = call.hub.Events(&context, request);
+  v1::Event event;
+  while (reader->Read(&event)) {
+    if (call.opts.json) {
+      print_json(event_json(event));
+    } else {
+      // Flushed per line so `meshhub events | grep` sees each event as it happens.
+      std::printf("%s\n", event_line(event).c_str());
+      std::fflush(stdout);
+    }
+  }
+  const auto status = reader->Finish();
+  if (!status.ok()) return report_status(call, status);
+  print_error(call, "the hub closed the event stream");
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------
+
+void add_global_options(CLI::App& app, options& opts) {
+  app.add_option("--hub", opts.hub, "the hub to talk to, HOST:PORT")
+      ->envname("MESHHUB_HUB")
+      ->capture_default_str();
+  // timeout_ms on the wire is a uint32 of milliseconds: keep the product inside it.
+  app.add_option("--timeout", opts.timeout_seconds, "bound on any wait, in seconds")
+      ->envname("MESHHUB_TIMEOUT")
+      ->check(CLI::Range(1, 4'000'000))
+      ->capture_default_str();
+}
+
+void add_wait_option(CLI::App& sub, options& opts) {
+  sub.add_option("--wait", opts.wait, "\"all\": return once every member holds the new version")
+      ->check(CLI::IsMember({"all"}));
+}
+
+void add_json_flag(CLI::App& sub, options& opts) {
+  sub.add_flag("--json", opts.json, "print one JSON object on stdout");
+}
+
+void add_session_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
+  auto* session = app.add_subcommand("session", "create sessions and manage their members");
+  session->require_subcommand(1);
+
+  auto* create = session->add_subcommand("create", "create a session");
+  create->add_option("NAME", opts.session, "session name")->required();
+  commands.push_back({create, "session create", run_session_create});
+
+  auto* join_cmd = session->add_subcommand("join", "add nodes to a session");
+  join_cmd->add_option("NAME", opts.session, "session name")->required();
+  join_cmd->add_option("NODE", opts.nodes, "node ids")->required();
+  commands.push_back({join_cmd, "session join", [](const invocation& call) {
+                        return run_membership(call, &v1::Assistant::Stub::JoinSession, "joined");
+                      }});
+
+  auto* leave = session->add_subcommand("leave", "remove nodes from a session");
+  leave->add_option("NAME", opts.session, "session name")->required();
+  leave->add_option("NODE", opts.nodes, "node ids")->required();
+  commands.push_back({leave, "session leave", [](const invocation& call) {
+                        return run_membership(call, &v1::Assistant::Stub::LeaveSession, "left");
+                      }});
+
+  auto* list = session->add_subcommand("ls", "list sessions");
+  add_json_flag(*list, opts);
+  commands.push_back({list, "session ls", run_session_ls});
+}
+
+void add_change_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
+  auto* write = app.add_subcommand("write", "write a file into a session from LOCAL_FILE or stdin");
+  write->add_option("SESSION", opts.session, "session name")->required();
+  write->add_option("PATH", opts.path, "path within the session")->required();
+  write->add_option("LOCAL_FILE", opts.local_file, "file to read; omitted or \"-\": stdin");
+  add_wait_option(*write, opts);
+  add_json_flag(*write, opts);
+  commands.push_back({write, "write", run_write});
+
+  auto* push = app.add_subcommand("push", "push a local file into a session, with a progress bar");
+  push->add_option("SESSION", opts.session, "session name")->required();
+  push->add_option("LOCAL_FILE", opts.local_file, "file to send")->required();
+  push->add_option("PATH", opts.path, "path within the session (default: the file's name)");
+  add_wait_option(*push, opts);
+  add_json_flag(*push, opts);
+  commands.push_back({push, "push", run_push});
+
+  auto* rm = app.add_subcommand("rm", "remove a file from a session");
+  rm->add_option("SESSION", opts.session, "session name")->required();
+  rm->add_option("PATH", opts.path, "path within the session")->required();
+  add_wait_option(*rm, opts);
+  add_json_flag(*rm, opts);
+  commands.push_back({rm, "rm", run_rm});
+}
+
+void add_read_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
+  auto* ls = app.add_subcommand("ls", "list a session's files and each member's copy");
+  ls->add_option("SESSION", opts.session, "session name")->required();
+  ls->add_option("PATH", opts.path, "a file or folder in the session (default: all)");
+  ls->add_option("--node", opts.node, "list this node's own copy instead of the hub's mirror");
+  add_json_flag(*ls, opts);
+  commands.push_back({ls, "ls", run_ls});
+
+  auto* cat = app.add_subcommand("cat", "write a file's bytes to stdout");
+  cat->add_option("SESSION", opts.session, "session name")->required();
+  cat->add_option("PATH", opts.path, "path within the session")->required();
+  cat->add_option("--node", opts.node, "read this node's copy instead of the hub's mirror");
+  commands.push_back({cat, "cat", run_cat});
+
+  auto* status = app.add_subcommand("status", "nodes, sessions, pending waves, lagging nodes");
+  add_json_flag(*status, opts);
+  commands.push_back({status, "status", run_status});
+
+  auto* events = app.add_subcommand("events", "follow the hub's event stream (Ctrl-C to stop)");
+  add_json_flag(*events, opts);
+  events->add_flag("--replay", opts.replay, "start with the recent events the hub still holds");
+  commands.push_back({events, "events", run_events});
+}
+
+/// Builds the whole command line; the returned commands point into `app`.
+std::vector<command> define_command_line(CLI::App& app, options& opts) {
+  // Set before any subcommand exists: subcommands inherit it, so --hub and --timeout
+  // work after the subcommand too ("meshhub ls s1 --hub h:7420").
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.footer("Environment: MESHHUB_HUB sets --hub, MESHHUB_TIMEOUT sets --timeout.\n"
+             "Exit status: 0 ok, 1 failure, 2 usage error.");
+  add_global_options(app, opts);
+  std::vector<command> commands;
+  add_session_commands(app, opts, commands);
+  add_change_commands(app, opts, commands);
+  add_read_commands(app, opts, commands);
+  return commands;
+}
+
+const command* chosen_command(const std::vector<command>& commands) {
+  const auto found = std::find_if(commands.begin(), commands.end(),
+                                  [](const command& candidate) { return candidate.app->parsed(); });
+  return found == commands.end() ? nullptr : &*found;
+}
+
+int run(int argc, char** argv) {
+  options opts;
+  CLI::App app{"meshhub: keep AI-agent session workspaces identical across a mesh of nodes", "meshhub"};
+  const auto commands = define_command_line(app, opts);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // --help is a "parse error" that exits 0; every real one is a usage error.
+    return app.exit(error) == 0 ? 0 : 2;
+  }
+  const command* chosen = chosen_command(commands);
+  if (chosen == nullptr) {
+    std::fputs(app.help().c_str(), stderr);
+    return 2;
+  }
+  const auto stub = v1::Assistant::NewStub(programs::dial(opts.hub));
+  return chosen->run(invocation{opts, *stub, chosen->name});
+}
+
+}  // namespace meshhub::cli
+
+int main(int argc, char** argv) {
+  return meshhub::cli::run(argc, argv);
+}

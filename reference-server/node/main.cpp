@@ -1,0 +1,72 @@
+/// `meshhub-node`, the node agent: flags and environment (docs/cli.md) → `run_agent`.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <climits>
+#include <iostream>
+#include <string>
+
+#include "meshhub/path.hpp"
+#include "node/agent.hpp"
+
+namespace {
+
+std::string host_name() {
+  char buf[HOST_NAME_MAX + 1] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "node";
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  meshhub::node::node_options opts;
+  opts.id = host_name();
+  std::string log_level = "info";
+
+  CLI::App app{"meshhub-node: the node agent. Dials the hub, keeps this node's session "
+               "workspaces identical to the hub's mirror, and answers ls/cat --node."};
+  app.add_option("--hub", opts.hub, "the hub to dial, HOST:PORT (reconnects with jittered backoff)")
+      ->envname("MESHHUB_HUB")
+      ->capture_default_str();
+  app.add_option("--id", opts.id, "this node's id (default: the host name)")
+      ->envname("MESHHUB_NODE_ID")
+      ->capture_default_str();
+  app.add_option("--workspace", opts.workspace,
+                 "a session's files live at DIR/<session>/<path>; agent state in DIR/.meshhub/")
+      ->envname("MESHHUB_WORKSPACE")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (logs go to stderr)")
+      ->envname("MESHHUB_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "err", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--throttle-bytes-per-sec", opts.throttle_bytes_per_sec,
+                 "TEST AID: store received file data no faster than N bytes/s (0 = unlimited); "
+                 "simulates a slow node")
+      ->capture_default_str();
+  app.add_option("--delay-ms-per-chunk", opts.delay_ms_per_chunk,
+                 "TEST AID: wait N ms before storing each received chunk (0 = none); "
+                 "lets tests interrupt a transfer midway")
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+    if (opts.hub.empty()) throw CLI::ValidationError("--hub", "the hub address is empty");
+    if (opts.workspace.empty()) throw CLI::ValidationError("--workspace", "the workspace path is empty");
+    if (auto why = meshhub::name_problem(opts.id, "node id"); !why.empty())
+      throw CLI::ValidationError("--id", "invalid node id '" + opts.id + "': " + why);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("meshhub-node");
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [node " + opts.id + "] %v");
+  logger->set_level(spdlog::level::from_str(log_level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+
+  return meshhub::node::run_agent(opts);
+}

@@ -1,0 +1,203 @@
+#pragma once
+/// Between the library's values and the protocol's messages. gRPC's and protobuf's names
+/// stay on this side of the seam.
+#include <grpcpp/grpcpp.h>
+
+#include <optional>
+
+#include "meshhub/error.hpp"
+#include "meshhub/event.hpp"
+#include "meshhub/hub/types.hpp"
+#include "meshhub/transport/link.hpp"
+#include "meshhub/v1/assistant.pb.h"
+#include "meshhub/v1/node.pb.h"
+
+namespace meshhub::programs {
+
+inline grpc::Status to_status(const error& e) {
+  using grpc::StatusCode;
+  const auto code = [&] {
+    switch (e.code()) {
+      case errc::invalid_argument: return StatusCode::INVALID_ARGUMENT;
+      case errc::not_found: return StatusCode::NOT_FOUND;
+      case errc::already_exists: return StatusCode::ALREADY_EXISTS;
+      case errc::corrupt: return StatusCode::DATA_LOSS;
+      case errc::too_large: return StatusCode::RESOURCE_EXHAUSTED;
+      case errc::unavailable: return StatusCode::UNAVAILABLE;
+      case errc::deadline_exceeded: return StatusCode::DEADLINE_EXCEEDED;
+      case errc::io: return StatusCode::INTERNAL;
+      case errc::permission_denied: return StatusCode::PERMISSION_DENIED;
+      case errc::unauthenticated: return StatusCode::UNAUTHENTICATED;
+    }
+    return StatusCode::UNKNOWN;
+  }();
+  return {code, e.what()};
+}
+
+template <class Message>
+void set_file(Message* target, const file_version& f) {
+  target->set_session(f.session);
+  target->set_path(f.path);
+  target->set_version(f.version);
+}
+
+inline v1::HubMessage to_proto(const welcome& w) {
+  v1::HubMessage m;
+  auto* out = m.mutable_welcome();
+  out->set_hub("meshhub-server 0.1.0");
+  for (auto& s : w.sessions) out->add_sessions(s);
+  return m;
+}
+
+inline v1::HubMessage to_proto(const file_begin& b) {
+  v1::HubMessage m;
+  auto* out = m.mutable_begin();
+  set_file(out, b.file);
+  out->set_size(b.size);
+  out->set_chunk_size(b.chunk_size);
+  out->set_chunk_count(b.chunk_count);
+  out->set_content_digest(to_bytes(b.content));
+  out->set_first_chunk(b.first_chunk);
+  return m;
+}
+
+inline v1::HubMessage to_proto(const file_remove& r) {
+  v1::HubMessage m;
+  set_file(m.mutable_remove(), r.file);
+  return m;
+}
+
+inline v1::HubMessage to_proto(const node_command& c) {
+  v1::HubMessage m;
+  auto* out = m.mutable_command();
+  out->set_id(c.id);
+  out->set_session(c.session);
+  out->set_path(c.path);
+  out->set_kind(c.what == node_command::kind::list ? v1::NodeCommand::LIST : v1::NodeCommand::READ);
+  return m;
+}
+
+inline v1::HubMessage to_proto(const chunk_message& c) {
+  v1::HubMessage m;
+  auto* out = m.mutable_chunk();
+  set_file(out, c.file);
+  out->set_index(c.body.index);
+  out->set_offset(c.body.offset);
+  out->set_raw_size(c.body.raw_size);
+  out->set_codec(static_cast<v1::Codec>(c.body.codec));
+  out->set_payload(c.body.payload);
+  out->set_digest(to_bytes(c.body.raw_digest));
+  return m;
+}
+
+inline v1::HubMessage to_proto(const chunk_ptr& c) { return to_proto(*c); }
+
+/// A digest field from a node: empty or malformed reads as all zeroes (it then matches nothing).
+inline digest digest_or_zero(const std::string& raw) {
+  return raw.size() == digest{}.size() ? digest_from_bytes(raw) : digest{};
+}
+
+inline hello from_proto(const v1::Hello& h) {
+  hello out{h.node_id(), h.credential(), {}};
+  for (auto& p : h.partials())
+    out.partials.push_back({{p.session(), p.path(), p.version()}, digest_or_zero(p.content_digest()), p.chunks_done()});
+  return out;
+}
+
+/// A node's message after its hello; nullopt for one that has no business there.
+inline std::optional<inbound_message> from_proto(const v1::NodeMessage& m) {
+  switch (m.body_case()) {
+    case v1::NodeMessage::kChunkAck: {
+      auto& a = m.chunk_ack();
+      return chunk_ack{{a.session(), a.path(), a.version()}, a.index()};
+    }
+    case v1::NodeMessage::kFileAck: {
+      auto& a = m.file_ack();
+      return file_ack{{a.session(), a.path(), a.version()}, digest_or_zero(a.content_digest()), a.ok(), a.error()};
+    }
+    case v1::NodeMessage::kResult: {
+      auto& r = m.result();
+      command_result out{r.id(), r.last(), r.error(), {}, r.data()};
+      for (auto& e : r.entries()) out.entries.push_back({e.path(), e.size(), digest_or_zero(e.content_digest())});
+      return out;
+    }
+    default: return std::nullopt;
+  }
+}
+
+inline void fill(v1::SessionInfo& out, const session_record& s) {
+  out.set_name(s.name);
+  for (auto& m : s.members) out.add_members(m);
+  out.set_files(s.files);
+  out.set_bytes(s.bytes);
+  out.set_pending_waves(s.pending_waves);
+}
+
+inline void fill(v1::WriteReply& out, const write_result& r) {
+  out.set_session(r.session);
+  out.set_path(r.path);
+  out.set_version(r.version);
+  out.set_size(r.size);
+  if (!r.deleted) out.set_content_digest(to_bytes(r.content));
+  for (auto& m : r.members) out.add_members(m);
+  for (auto& m : r.missing) out.add_missing(m);
+}
+
+inline void fill(v1::ListReply& out, const std::vector<listed_file_state>& files) {
+  for (auto& f : files) {
+    auto* listed = out.add_files();
+    auto* mirror = listed->mutable_mirror();
+    mirror->set_path(f.file.path);
+    mirror->set_size(f.file.size);
+    mirror->set_version(f.file.version);
+    mirror->set_content_digest(to_bytes(f.file.content));
+    for (auto& m : f.members) {
+      auto* copy = listed->add_members();
+      copy->set_path(f.file.path);
+      copy->set_node(m.node);
+      copy->set_version(m.version);
+      copy->set_state(m.state);
+    }
+  }
+}
+
+inline void fill(v1::FileEntry& out, const node_entry& e, const std::string& node) {
+  out.set_path(e.path);
+  out.set_size(e.size);
+  out.set_content_digest(to_bytes(e.content));
+  out.set_node(node);
+}
+
+inline void fill(v1::StatusReply& out, const hub_status& s) {
+  out.set_hub("meshhub-server 0.1.0");
+  out.set_pending_waves(s.pending_waves);
+  out.set_chunks_encoded(s.chunks_encoded);
+  out.set_queue_chunks(static_cast<std::uint32_t>(s.queue_chunks));
+  for (auto& n : s.nodes) {
+    auto* o = out.add_nodes();
+    o->set_id(n.id);
+    o->set_connected(n.connected);
+    o->set_lagging(n.lagging);
+    for (auto& sess : n.sessions) o->add_sessions(sess);
+    o->set_chunks_sent(n.chunks_sent);
+    o->set_chunks_resent(n.chunks_resent);
+    o->set_chunks_acked(n.chunks_acked);
+    o->set_bytes_sent(n.bytes_sent);
+    o->set_queued(n.queued);
+    o->set_files_acked(n.files_acked);
+  }
+  for (auto& sess : s.sessions) fill(*out.add_sessions(), sess);
+}
+
+inline void fill(v1::Event& out, const event& e) {
+  out.set_seq(e.seq);
+  out.set_unix_ms(e.unix_ms);
+  out.set_kind(std::string(to_string(e.kind)));
+  out.set_session(e.session);
+  out.set_node(e.node);
+  out.set_path(e.path);
+  out.set_version(e.version);
+  out.set_detail(e.detail);
+}
+
+}  // namespace meshhub::programs

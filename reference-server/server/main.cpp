@@ -1,0 +1,43 @@
+/// meshhub-server: flags (each also an environment variable) → run_server.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+
+#include "server/server.hpp"
+
+int main(int argc, char** argv) {
+  meshhub::programs::server_config config;
+  std::string log_level = "info";
+  CLI::App app{"meshhub-server: the hub that keeps session workspaces identical across nodes"};
+  app.add_option("--listen", config.listen, "HOST:PORT to serve on (port 0: any free port)")
+      ->envname("MESHHUB_LISTEN")->capture_default_str();
+  app.add_option("--data-dir", config.data_dir, "mirror, store and skills live here")
+      ->envname("MESHHUB_DATA_DIR")->capture_default_str();
+  app.add_option("--store", config.store, "sqlite://FILE or memory:// (default sqlite://<data-dir>/meshhub.db)")
+      ->envname("MESHHUB_STORE");
+  app.add_option("--ready-file", config.ready_file, "written with the bound HOST:PORT once serving")
+      ->envname("MESHHUB_READY_FILE");
+  app.add_option("--queue-chunks", config.queue_chunks, "per-node outbound queue bound, in chunks")
+      ->envname("MESHHUB_QUEUE_CHUNKS")->check(CLI::Range(2, 1024))->capture_default_str();
+  app.add_option("--io-threads", config.io_threads, "threads for disk, chunking and compression")
+      ->envname("MESHHUB_IO_THREADS")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
+  app.add_option("--test-corrupt-chunks", config.test_corrupt_chunks,
+                 "TEST AID: corrupt the payload of the first N chunks sent (nodes must refuse them)");
+  CLI11_PARSE(app, argc, argv);
+
+  // Logs go to stderr: stdout carries the events, one JSON line each.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("meshhub-server"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  // Block the stop signals before any thread exists: every thread inherits the mask and
+  // run_server waits for them with sigwait.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  return meshhub::programs::run_server(config);
+}

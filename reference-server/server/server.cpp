@@ -1,0 +1,626 @@
+/// The gRPC face of the hub: one class per service, a nested reactor per streaming RPC.
+/// Reactors never block — every call that may touch disk, the store or a lock is posted to
+/// the hub's executor, and a reactor continues (next read, next write, Finish) from there.
+/// This is the only translation unit of meshhub-server that includes gRPC headers.
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
+
+#include "common/grpc_config.hpp"
+#include "meshhub/v1/assistant.grpc.pb.h"
+#include "meshhub/v1/node.grpc.pb.h"
+#include "server/convert.hpp"
+#include "server/server.hpp"
+#include "server/server_hub.hpp"
+
+namespace meshhub::programs {
+namespace {
+
+namespace v1 = meshhub::v1;
+
+/// Runs `body` and turns a meshhub error (or any exception) into a gRPC status.
+template <class F>
+grpc::Status guarded(F&& body) {
+  try {
+    body();
+    return grpc::Status::OK;
+  } catch (const error& e) {
+    return to_status(e);
+  } catch (const std::exception& e) {
+    return {grpc::StatusCode::INTERNAL, e.what()};
+  }
+}
+
+// ---- the node link ------------------------------------------------------------------------
+
+class node_link_service;
+
+/// One node's bounded outbound queue over its stream. Shared with the hub, which may call
+/// it from any thread; it outlives the reactor, which it forgets in `reactor_gone`.
+class grpc_node_link final : public node_link {
+ public:
+  using drained_fn = std::function<void()>;
+
+  grpc_node_link(grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* reactor, std::size_t bound, drained_fn drained)
+      : reactor_(reactor), bound_(bound), drained_(std::move(drained)) {}
+
+  bool try_send(outbound_message message) override {
+    const bool is_chunk = std::holds_alternative<chunk_ptr>(message);
+    grpc::ByteBuffer bytes = encode(message);
+    std::lock_guard g(mu_);
+    if (!reactor_ || closed_) return false;
+    if (is_chunk && queued_chunks_ >= bound_) return false;
+    queue_.push_back({std::move(bytes), is_chunk});
+    queued_chunks_ += is_chunk;
+    if (!writing_) start_write_locked();
+    return true;
+  }
+
+  [[nodiscard]] std::size_t queued_chunks() const override {
+    std::lock_guard g(mu_);
+    return queued_chunks_;
+  }
+
+  void close(const std::string& reason) override {
+    std::lock_guard g(mu_);
+    if (closed_ || !reactor_) return;
+    closed_ = true;
+    reactor_->Finish(grpc::Status(grpc::StatusCode::ABORTED, reason));
+  }
+
+  /// The reactor finished its write; start the next one, and say when the queue drained
+  /// to half its bound (the hub parks waves above that).
+  void write_done(bool ok) {
+    bool drained = false;
+    {
+      std::lock_guard g(mu_);
+      writing_ = false;
+      if (!queue_.empty()) {
+        if (queue_.front().is_chunk) {
+          drained = queued_chunks_-- == bound_ / 2 + 1;
+        }
+        queue_.pop_front();
+      }
+      if (!ok) {
+        closed_ = true;
+        queue_.clear();
+        queued_chunks_ = 0;
+      } else if (!queue_.empty() && !closed_) {
+        start_write_locked();
+      }
+    }
+    if (drained) drained_();
+  }
+
+  /// Marks the link closed before the reactor finishes, so nothing more is queued.
+  bool mark_closed() {
+    std::lock_guard g(mu_);
+    return !std::exchange(closed_, true);
+  }
+
+  void reactor_gone() {
+    std::lock_guard g(mu_);
+    reactor_ = nullptr;
+    queue_.clear();
+    queued_chunks_ = 0;
+  }
+
+ private:
+  struct queued {
+    grpc::ByteBuffer bytes;
+    bool is_chunk;
+  };
+
+  void start_write_locked() {
+    writing_ = true;
+    reactor_->StartWrite(&queue_.front().bytes);
+  }
+
+  /// A chunk is serialized once, by whichever link meets it first; the others copy the
+  /// ByteBuffer, which only adds references to the same slices.
+  static grpc::ByteBuffer encode(const outbound_message& message) {
+    if (auto* c = std::get_if<chunk_ptr>(&message))
+      return (*c)->encoded<grpc::ByteBuffer>([](const chunk_message& m) { return serialize(to_proto(m)); });
+    return serialize(std::visit([](const auto& m) { return to_proto(m); }, message));
+  }
+
+  static grpc::ByteBuffer serialize(const v1::HubMessage& message) {
+    grpc::ByteBuffer out;
+    bool own = false;
+    grpc::SerializationTraits<v1::HubMessage>::Serialize(message, &out, &own);
+    return out;
+  }
+
+  mutable std::mutex mu_;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* reactor_;
+  std::size_t bound_;
+  drained_fn drained_;
+  std::deque<queued> queue_;  ///< front is being written while `writing_`
+  std::size_t queued_chunks_ = 0;
+  bool writing_ = false;
+  bool closed_ = false;
+};
+
+class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Connect<v1::NodeLink::Service> {
+ public:
+  explicit node_link_service(server_hub& hub) : hub_(hub) {}
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(grpc::CallbackServerContext* context) override {
+    return new connection(hub_, context->peer());
+  }
+
+ private:
+  /// One node's stream. Reads one message at a time and hands it to the hub's executor;
+  /// the next read starts once the hub has handled it, which keeps a node's messages in
+  /// order and lets a flood from one node wait on itself.
+  class connection final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    connection(server_hub& hub, std::string peer) : hub_(hub), peer_(std::move(peer)) {
+      link_ = std::make_shared<grpc_node_link>(this, hub_.options().queue_chunks, [this, &hub] {
+        // Called from write_done, while the reactor is alive; the hub copies what it needs.
+        hub.post([&hub, node = node_id_] {
+          if (!node.empty()) hub.on_drained(node);
+        });
+      });
+      StartRead(&in_);
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) return finish(grpc::Status::OK);
+      v1::NodeMessage message;
+      if (!grpc::SerializationTraits<v1::NodeMessage>::Deserialize(&in_, &message).ok())
+        return finish({grpc::StatusCode::INVALID_ARGUMENT, "malformed NodeMessage"});
+      if (node_id_.empty()) {
+        if (!message.has_hello()) return finish({grpc::StatusCode::FAILED_PRECONDITION, "the first message must be Hello"});
+        auto h = from_proto(message.hello());
+        hub_.post([this, h = std::move(h)] {
+          // Named before attach: attach queues the welcome, and the link's drain callback
+          // (on a gRPC thread, ordered after that queueing by the link's mutex) reads it.
+          node_id_ = h.node_id;
+          auto status = guarded([&] { hub_.attach(h, link_); });
+          if (!status.ok()) return finish(status);
+          spdlog::info("node {} connected from {}", node_id_, peer_);
+          StartRead(&in_);
+        });
+        return;
+      }
+      auto inbound = from_proto(message);
+      if (!inbound) return finish({grpc::StatusCode::INVALID_ARGUMENT, "unexpected message after Hello"});
+      hub_.post([this, m = std::move(*inbound)]() mutable {
+        auto status = guarded([&] { hub_.on_message(node_id_, std::move(m)); });
+        if (!status.ok()) spdlog::warn("node {}: {}", node_id_, status.error_message());
+        StartRead(&in_);
+      });
+    }
+
+    void OnWriteDone(bool ok) override { link_->write_done(ok); }
+
+    void OnDone() override {
+      link_->reactor_gone();
+      delete this;
+    }
+
+   private:
+    /// Ends the stream once: the hub forgets the link first, so nothing new is queued.
+    void finish(grpc::Status status) {
+      if (!link_->mark_closed()) return;
+      if (!node_id_.empty()) {
+        spdlog::info("node {} disconnected{}", node_id_, status.ok() ? "" : ": " + status.error_message());
+        hub_.post([&hub = hub_, node = node_id_, link = link_] { hub.detach(node, link); });
+      } else if (!status.ok()) {
+        spdlog::warn("refused a node link from {}: {}", peer_, status.error_message());
+      }
+      Finish(status);
+    }
+
+    server_hub& hub_;
+    std::string peer_;
+    std::string node_id_;  ///< set once the hello is accepted; only the reactor's own path writes it
+    std::shared_ptr<grpc_node_link> link_;
+    grpc::ByteBuffer in_;
+  };
+
+  server_hub& hub_;
+};
+
+// ---- the assistant API ---------------------------------------------------------------------
+
+class assistant_service final : public v1::Assistant::CallbackService {
+ public:
+  explicit assistant_service(server_hub& hub) : hub_(hub) {}
+
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx, const v1::SessionRequest* req,
+                                          v1::SessionReply* reply) override {
+    return unary(ctx, [=, this] { fill(*reply->mutable_session(), hub_.create_session(req->session())); });
+  }
+
+  grpc::ServerUnaryReactor* JoinSession(grpc::CallbackServerContext* ctx, const v1::MembershipRequest* req,
+                                        v1::SessionReply* reply) override {
+    return unary(ctx, [=, this] {
+      fill(*reply->mutable_session(), hub_.join(req->session(), {req->nodes().begin(), req->nodes().end()}));
+    });
+  }
+
+  grpc::ServerUnaryReactor* LeaveSession(grpc::CallbackServerContext* ctx, const v1::MembershipRequest* req,
+                                         v1::SessionReply* reply) override {
+    return unary(ctx, [=, this] {
+      fill(*reply->mutable_session(), hub_.leave(req->session(), {req->nodes().begin(), req->nodes().end()}));
+    });
+  }
+
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx, const v1::ListSessionsRequest*,
+                                         v1::ListSessionsReply* reply) override {
+    return unary(ctx, [=, this] {
+      for (auto& s : hub_.sessions()) fill(*reply->add_sessions(), s);
+    });
+  }
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const v1::StatusRequest*, v1::StatusReply* reply) override {
+    return unary(ctx, [=, this] { fill(*reply, hub_.status()); });
+  }
+
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* req, v1::ListReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    hub_.post([=, this] {
+      reply->set_session(req->session());
+      if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path())); }));
+      auto status = guarded([&] {
+        hub_.ask_node(req->node(), node_command::kind::list, req->session(), req->path(), [=](command_result r) {
+          if (!r.error.empty()) return reactor->Finish({grpc::StatusCode::UNAVAILABLE, "node " + req->node() + ": " + r.error});
+          for (auto& e : r.entries) fill(*reply->add_node_files(), e, req->node());
+          if (r.last) reactor->Finish(grpc::Status::OK);
+        });
+      });
+      if (!status.ok()) reactor->Finish(status);
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Remove(grpc::CallbackServerContext* ctx, const v1::RemoveRequest* req, v1::WriteReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    hub_.post([=, this] {
+      std::optional<write_result> result;
+      auto status = guarded([&] { result = hub_.remove(req->session(), req->path()); });
+      if (!status.ok()) return reactor->Finish(status);
+      finish_write(reactor, *result, req->wait_all(), req->timeout_ms(), reply);
+    });
+    return reactor;
+  }
+
+  grpc::ServerReadReactor<v1::PushRequest>* Push(grpc::CallbackServerContext* ctx, v1::WriteReply* reply) override {
+    return new push_reactor(*this, ctx, reply);
+  }
+
+  grpc::ServerWriteReactor<v1::CatReply>* Cat(grpc::CallbackServerContext*, const v1::CatRequest* req) override {
+    return new cat_reactor(hub_, *req);
+  }
+
+  grpc::ServerWriteReactor<v1::Event>* Events(grpc::CallbackServerContext*, const v1::EventsRequest* req) override {
+    return new events_reactor(hub_, req->replay());
+  }
+
+ private:
+  /// Every unary call: run `body` on the executor, then finish with its status.
+  template <class F>
+  grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, F body) {
+    auto* reactor = ctx->DefaultReactor();
+    hub_.post([reactor, body = std::move(body)] { reactor->Finish(guarded(body)); });
+    return reactor;
+  }
+
+  /// Answers a write: at once, or once every member holds it (or the wait runs out, and
+  /// the reply names who does not).
+  template <class Reactor>
+  void finish_write(Reactor* reactor, const write_result& result, bool wait_all, std::uint32_t timeout_ms, v1::WriteReply* reply) {
+    fill(*reply, result);
+    if (!wait_all) return reactor->Finish(grpc::Status::OK);
+    const auto timeout = std::chrono::milliseconds(timeout_ms ? timeout_ms : 120'000);
+    hub_.when_delivered(result.session, result.path, result.version, timeout, [reactor, reply](std::vector<std::string> missing) {
+      for (auto& m : missing) reply->add_missing(m);
+      reactor->Finish(grpc::Status::OK);
+    });
+  }
+
+  /// Push: header first, then data pieces into a temp file in the mirror; the end of the
+  /// stream publishes the version. A cancelled or short stream publishes nothing.
+  class push_reactor final : public grpc::ServerReadReactor<v1::PushRequest> {
+   public:
+    push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply)
+        : service_(service), hub_(service.hub_), ctx_(ctx), reply_(reply) {
+      StartRead(&request_);
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        if (ctx_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "push cancelled; nothing was changed"});
+        return hub_.post([this] { publish(); });
+      }
+      hub_.post([this] {
+        auto status = guarded([&] { take(request_); });
+        if (!status.ok()) return finish(status);
+        StartRead(&request_);
+      });
+    }
+
+    void OnDone() override { delete this; }
+
+   private:
+    void take(const v1::PushRequest& request) {
+      if (request.has_header()) {
+        if (upload_) throw error(errc::invalid_argument, "push: a second header");
+        header_ = request.header();
+        upload_.emplace(hub_.begin_upload(header_.session(), header_.path()));
+        return;
+      }
+      if (!upload_) throw error(errc::invalid_argument, "push: the first message must be the header");
+      upload_->append(request.data());
+    }
+
+    void publish() {
+      std::optional<write_result> result;
+      auto status = guarded([&] {
+        if (!upload_) throw error(errc::invalid_argument, "push: no header was sent; nothing was changed");
+        if (header_.size() >= 0 && upload_->size() != static_cast<std::uint64_t>(header_.size()))
+          throw error(errc::invalid_argument, "push: received " + std::to_string(upload_->size()) + " of " +
+                                                  std::to_string(header_.size()) + " bytes; nothing was changed");
+        result = hub_.finish_upload(std::move(*upload_));
+        upload_.reset();
+      });
+      if (!status.ok()) return finish(status);
+      service_.finish_write(this, *result, header_.wait_all(), header_.timeout_ms(), reply_);
+    }
+
+    void finish(grpc::Status status) {
+      upload_.reset();  // an unpublished upload removes its temp file
+      Finish(status);
+    }
+
+    assistant_service& service_;
+    server_hub& hub_;
+    grpc::CallbackServerContext* ctx_;
+    v1::WriteReply* reply_;
+    v1::PushRequest request_;
+    v1::PushHeader header_;
+    std::optional<server_hub::upload> upload_;
+  };
+
+  /// Cat: streams the mirror's copy in 1 MiB pieces read on the executor, or relays a
+  /// node's answer piece by piece.
+  class cat_reactor final : public grpc::ServerWriteReactor<v1::CatReply> {
+   public:
+    cat_reactor(server_hub& hub, v1::CatRequest request) : hub_(hub), request_(std::move(request)) {
+      hub_.post([this] { request_.node().empty() ? open_mirror() : ask_node(); });
+    }
+
+    void OnWriteDone(bool ok) override {
+      if (!ok) return done_writing(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      if (fd_) return hub_.post([this] { read_next(); });
+      std::lock_guard g(mu_);
+      writing_ = false;
+      pieces_.pop_front();
+      write_next_locked();
+    }
+
+    void OnDone() override { delete this; }
+
+   private:
+    static constexpr std::size_t piece_size = 1 << 20;
+
+    void open_mirror() {
+      auto status = guarded([&] { fd_ = hub_.open_mirror(request_.session(), request_.path()); });
+      if (!status.ok()) return Finish(status);
+      read_next();
+    }
+
+    void read_next() {
+      std::string& data = *reply_.mutable_data();
+      data.resize(piece_size);
+      ssize_t n;
+      do n = ::read(fd_.get(), data.data(), data.size());
+      while (n < 0 && errno == EINTR);
+      if (n < 0) return Finish({grpc::StatusCode::INTERNAL, std::string("read: ") + std::strerror(errno)});
+      if (n == 0) return Finish(grpc::Status::OK);
+      data.resize(static_cast<std::size_t>(n));
+      StartWrite(&reply_);
+    }
+
+    void ask_node() {
+      auto status = guarded([&] {
+        hub_.ask_node(request_.node(), node_command::kind::read, request_.session(), request_.path(), [this](command_result r) {
+          std::lock_guard g(mu_);
+          if (!r.error.empty()) {
+            final_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node " + request_.node() + ": " + r.error);
+          } else {
+            if (!r.data.empty()) {
+              v1::CatReply piece;
+              piece.set_data(std::move(r.data));
+              pieces_.push_back(std::move(piece));
+            }
+            if (r.last) final_ = grpc::Status::OK;
+          }
+          write_next_locked();
+        });
+      });
+      if (!status.ok()) Finish(status);
+    }
+
+    void write_next_locked() {
+      if (writing_ || finished_) return;
+      if (!pieces_.empty()) {
+        writing_ = true;
+        StartWrite(&pieces_.front());
+      } else if (final_) {
+        finished_ = true;
+        Finish(*final_);
+      }
+    }
+
+    void done_writing(grpc::Status status) {
+      if (fd_) return Finish(status);
+      std::lock_guard g(mu_);
+      writing_ = false;
+      if (!finished_) {
+        finished_ = true;
+        Finish(status);
+      }
+    }
+
+    server_hub& hub_;
+    v1::CatRequest request_;
+    unique_fd fd_;
+    v1::CatReply reply_;
+    std::mutex mu_;  ///< node relay: pieces arrive on hub threads
+    std::deque<v1::CatReply> pieces_;
+    std::optional<grpc::Status> final_;
+    bool writing_ = false, finished_ = false;
+  };
+
+  /// Events: follows the hub's event stream. A client too slow to keep up loses events
+  /// (counted in the next one's detail) rather than growing the hub's memory.
+  class events_reactor final : public grpc::ServerWriteReactor<v1::Event> {
+   public:
+    events_reactor(server_hub& hub, bool replay) : hub_(hub) {
+      subscription_ = hub_.subscribe([this](const event& e) { push(e); }, replay);
+    }
+
+    void OnWriteDone(bool ok) override {
+      std::lock_guard g(mu_);
+      writing_ = false;
+      if (!ok) return finish_locked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      queue_.pop_front();
+      write_next_locked();
+    }
+
+    void OnCancel() override {
+      std::lock_guard g(mu_);
+      finish_locked(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    }
+
+    void OnDone() override {
+      hub_.unsubscribe(subscription_);  // after this no handler runs
+      delete this;
+    }
+
+   private:
+    static constexpr std::size_t max_queued = 4096;
+
+    void push(const event& e) {
+      std::lock_guard g(mu_);
+      if (finished_) return;
+      if (queue_.size() >= max_queued) {
+        ++dropped_;
+        return;
+      }
+      v1::Event out;
+      fill(out, e);
+      if (dropped_) out.set_detail(out.detail() + (out.detail().empty() ? "" : "; ") + std::to_string(std::exchange(dropped_, 0)) +
+                                   " earlier event(s) dropped: client too slow");
+      queue_.push_back(std::move(out));
+      write_next_locked();
+    }
+
+    void write_next_locked() {
+      if (writing_ || finished_ || queue_.empty()) return;
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+
+    void finish_locked(grpc::Status status) {
+      if (finished_) return;
+      finished_ = true;
+      Finish(status);
+    }
+
+    server_hub& hub_;
+    std::uint64_t subscription_ = 0;
+    std::mutex mu_;
+    std::deque<v1::Event> queue_;
+    std::size_t dropped_ = 0;
+    bool writing_ = false, finished_ = false;
+  };
+
+  server_hub& hub_;
+};
+
+std::string store_file(const server_config& config) {
+  const std::string& url = config.store;
+  if (url.empty()) return (std::filesystem::path(config.data_dir) / "meshhub.db").string();
+  if (url == "memory://" || url == "memory:") return ":memory:";
+  if (url.starts_with("sqlite://")) return url.substr(9);
+  throw error(errc::invalid_argument, "--store: expected sqlite://FILE or memory://, got '" + url + "'");
+}
+
+/// The ready file appears whole or not at all (written aside, then renamed).
+void write_ready_file(const std::string& file, const std::string& address) {
+  const std::string temp = file + ".tmp";
+  std::ofstream(temp) << address << "\n";
+  std::filesystem::rename(temp, file);
+}
+
+std::string event_json(const event& e) {
+  return nlohmann::json{{"seq", e.seq},   {"unix_ms", e.unix_ms},   {"kind", to_string(e.kind)}, {"session", e.session},
+                        {"node", e.node}, {"path", e.path}, {"version", e.version}, {"detail", e.detail}}
+      .dump();
+}
+
+}  // namespace
+
+int run_server(const server_config& config) {
+  try {
+    std::filesystem::create_directories(config.data_dir);
+    hub_options options;
+    options.data_dir = config.data_dir;
+    options.queue_chunks = config.queue_chunks;
+    options.io_threads = config.io_threads;
+    options.test_corrupt_chunks = config.test_corrupt_chunks;
+    server_hub hub(options, sqlite_store(store_file(config)));
+
+    // Events: one JSON line each on stdout, the structured log operators and tests read.
+    std::mutex stdout_mu;
+    const auto log_subscription = hub.subscribe([&](const event& e) {
+      std::lock_guard g(stdout_mu);
+      std::fputs((event_json(e) + "\n").c_str(), stdout);
+      std::fflush(stdout);
+    });
+
+    node_link_service nodes(hub);
+    assistant_service assistant(hub);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+    configure_server(builder);
+    builder.RegisterService(&nodes);
+    builder.RegisterService(&assistant);
+    auto server = builder.BuildAndStart();
+    if (!server || port == 0) {
+      spdlog::critical("cannot listen on {} (in use, or not a HOST:PORT?)", config.listen);
+      return 1;
+    }
+    const std::string address = config.listen.substr(0, config.listen.rfind(':')) + ":" + std::to_string(port);
+    spdlog::info("meshhub-server serving on {} (data dir {}, store {})", address, config.data_dir, store_file(config));
+    if (!config.ready_file.empty()) write_ready_file(config.ready_file, address);
+
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    int signal = 0;
+    sigwait(&stop, &signal);
+    spdlog::info("stopping on signal {}", signal);
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    hub.unsubscribe(log_subscription);
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace meshhub::programs

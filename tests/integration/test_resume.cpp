@@ -1,0 +1,90 @@
+/// A node killed in the middle of a transfer resumes at the first chunk it had not
+/// acknowledged: it does not start over, and it never shows a partial file.
+#include "mesh.hpp"
+
+using namespace meshhub::it;
+
+TEST_CASE("a node killed mid-transfer resumes where it stopped", "[resume]") {
+  mesh m("resume");
+  m.add_node("n1", {"--delay-ms-per-chunk", "150"});
+  m.wait_connected({"n1"});
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1"});
+
+  const fs::path src = m.src("big.bin");
+  constexpr std::uint64_t size = 64 * mib;
+  constexpr std::uint64_t chunks = size / chunk_bytes;  // 16
+  make_mixed_file(src, size, 7);
+  const std::string src_sha = sha256_file(src);
+
+  // Without --wait the push returns once the mirror is durable.
+  const json push = m.cli_json({"push", "s", src.string(), "--json"}, {}, 60s);
+  INFO("push: " << push.dump());
+  CHECK(push.value("path", "") == "big.bin");
+  const std::uint64_t version = u64(push, "version");
+  REQUIRE(fs::exists(m.mirror_file("s", "big.bin")));
+  CHECK(sha256_file(m.mirror_file("s", "big.bin")) == src_sha);
+
+  // Let the slow node acknowledge a few chunks, then kill it mid-transfer.
+  std::uint64_t acked = 0;
+  std::string last;
+  wait_until(
+      30s,
+      [&] {
+        auto st = m.try_status_json(&last);
+        if (!st) return false;
+        last = st->dump();
+        const json* n = mesh::find_node(*st, "n1");
+        acked = n ? u64(*n, "chunks_acked") : 0;
+        return acked >= 4;
+      },
+      [&] { return "n1 chunks_acked >= 4; last status: " + last; });
+  m.kill_node("n1");
+  INFO("n1 had acknowledged " << acked << " of " << chunks << " chunks when it was killed");
+  REQUIRE(acked < chunks);  // otherwise nothing was left to resume (is --delay-ms-per-chunk honoured?)
+  // A partial file never appears under the final name.
+  CHECK_FALSE(fs::exists(m.node_file("n1", "s", "big.bin")));
+
+  // Same id, same workspace, full speed.
+  m.add_node("n1");
+  wait_until(
+      60s,
+      [&] {
+        auto ls = m.try_ls_json("s", &last);
+        if (!ls) return false;
+        last = ls->dump();
+        return mesh::all_in_sync(*ls, "big.bin", {"n1"});
+      },
+      [&] { return "n1 in-sync for big.bin after its restart; last ls: " + last; });
+
+  const fs::path copy = m.node_file("n1", "s", "big.bin");
+  REQUIRE(fs::exists(copy));
+  CHECK(fs::file_size(copy) == size);
+  CHECK(sha256_file(copy) == src_sha);
+  {
+    const json ls = m.ls_json("s");
+    const json* f = mesh::find_file(ls, "big.bin");
+    REQUIRE(f);
+    CHECK(u64(*f, "version") == version);
+  }
+
+  // It resumed: only the in-flight window (sent, not acknowledged) was sent again.
+  const json st = m.status_json();
+  INFO("status: " << st.dump());
+  const json* n = mesh::find_node(st, "n1");
+  REQUIRE(n);
+  REQUIRE(st.contains("queue_chunks"));
+  const std::uint64_t window = u64(st, "queue_chunks");
+  const std::uint64_t resent = u64(*n, "chunks_resent");
+  CHECK(window >= 1);
+  CHECK(resent <= window);
+  CHECK(resent < chunks - 4);
+
+  // No temp or partial files left in the session folder; agent state only under .meshhub/.
+  CHECK(join(list_tree(m.workspace("n1") / "s")) == "big.bin");
+  for (const auto& e : list_tree(m.workspace("n1"))) {
+    INFO("workspace entry " << e);
+    CHECK((e == "s/" || e.rfind("s/", 0) == 0 || e.rfind(".meshhub/", 0) == 0));
+  }
+  m.check_alive();
+}
