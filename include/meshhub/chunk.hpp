@@ -52,9 +52,11 @@ struct chunk {
   return static_cast<std::uint32_t>((size + chunk_size - 1) / chunk_size);
 }
 
-/// The chunk spans of a file, from `first` on, as a lazy view.
+/// The chunk spans of a file, from `first` on, as a lazy view (empty when `first` is past
+/// the end, e.g. a resume point beyond a file that shrank).
 [[nodiscard]] inline auto chunk_spans(std::uint64_t size, std::size_t chunk_size, std::uint32_t first = 0) {
-  return ranges::views::iota(first, chunk_count(size, chunk_size)) |
+  const std::uint32_t count = chunk_count(size, chunk_size);
+  return ranges::views::iota(std::min(first, count), count) |
          ranges::views::transform([=](std::uint32_t i) {
            const std::uint64_t offset = std::uint64_t{i} * chunk_size;
            return chunk_span{i, offset, static_cast<std::uint32_t>(std::min<std::uint64_t>(chunk_size, size - offset))};

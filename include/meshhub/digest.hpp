@@ -100,6 +100,20 @@ class content_hasher {
   return out;
 }
 
+/// Parses 64 hex digits; throws `errc::corrupt` otherwise.
+[[nodiscard]] inline digest digest_from_hex(std::string_view hex) {
+  auto nibble = [&](char c) -> std::uint8_t {
+    if (c >= '0' && c <= '9') return static_cast<std::uint8_t>(c - '0');
+    if (c >= 'a' && c <= 'f') return static_cast<std::uint8_t>(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return static_cast<std::uint8_t>(c - 'A' + 10);
+    throw error(errc::corrupt, "digest: '" + std::string(hex) + "' is not hex");
+  };
+  digest d{};
+  if (hex.size() != d.size() * 2) throw error(errc::corrupt, "digest: expected 64 hex digits, got " + std::to_string(hex.size()));
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = static_cast<std::uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  return d;
+}
+
 /// A digest as the protocol carries it (raw bytes in a std::string).
 [[nodiscard]] inline std::string to_bytes(const digest& d) {
   return {reinterpret_cast<const char*>(d.data()), d.size()};

@@ -9,17 +9,21 @@
 /// from an fd opened on that exact version. The wave reads each chunk once, encodes it
 /// once, and offers the one shared buffer to every member's bounded queue.
 ///
-/// Slow nodes: a wave produces the next chunk only while some member has room (its queue
-/// at most half full), so it runs at the pace of the fastest member; a member whose queue
-/// is full when a chunk is offered is marked *lagging* and dropped from the wave. Once its
-/// queue drains it *catches up* from the durable mirror — the same mechanism that brings a
-/// reconnecting node, a newly joined member or a failed delivery up to date, resuming any
-/// partial transfer at its first unacknowledged chunk. Hub memory stays bounded by
-/// queue_chunks × chunk_size per wave, whatever the nodes do.
+/// Slow nodes: every member has its own cursor into the wave, and chunks a member has not
+/// taken yet wait in the wave's backlog — shared buffers, at most backlog_chunks of them. A
+/// new chunk is produced only when the fastest member wants it and its queue is at most
+/// half full, so the wave runs at the fastest member's pace and jitter between equal
+/// members costs nothing. A member that falls out of the backlog window is *lagging*: it
+/// leaves the wave, and once its queue drains it *catches up* from the durable mirror —
+/// the same mechanism that brings a reconnecting node, a newly joined member or a failed
+/// delivery up to date, resuming a partial transfer at its first unacknowledged chunk.
+/// Hub memory for one wave stays below backlog_chunks × chunk_size plus each member's
+/// queue bound, whatever the nodes do.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -216,11 +220,23 @@ class basic_hub {
       waiters_.push_back(w);
     }
     check_waiter(w);
-    pool_.post_after(timeout, [this, w] {
-      if (w->fired.exchange(true)) return;
-      forget_waiter(w);
-      w->done(missing_members(w->session, w->path, w->version));
-    });
+    if (stopping()) return fire(w);
+    pool_.post_after(timeout, [this, w] { fire(w); });
+  }
+
+  /// Answers every pending wait (with whoever is still missing) and relayed command (with
+  /// an error), and from now on answers new ones at once: for a transport shutting down.
+  void stop_waiting() {
+    std::vector<std::shared_ptr<waiter>> waiting;
+    std::vector<std::uint64_t> commands;
+    {
+      std::lock_guard g(mu_);
+      stopping_ = true;
+      waiting = waiters_;
+      for (auto& [id, c] : commands_) commands.push_back(id);
+    }
+    for (auto& w : waiting) fire(w);
+    for (auto id : commands) fail_command(id, "the hub is shutting down");
   }
 
   // ---- reads --------------------------------------------------------------------------
@@ -275,7 +291,7 @@ class basic_hub {
       id = ++command_seq_;
       commands_[id] = {std::string(node), std::move(on_result)};
     }
-    if (!link->try_send(node_command{id, what, std::string(session_name), std::string(path)}))
+    if (stopping() || !link->try_send(node_command{id, what, std::string(session_name), std::string(path)}))
       fail_command(id, "node '" + std::string(node) + "' is not connected");
     pool_.post_after(options_.node_command_timeout, [this, id] { fail_command(id, "the node did not answer in time"); });
   }
@@ -418,11 +434,14 @@ class basic_hub {
     struct target {
       std::string node;
       std::shared_ptr<node_link> link;
-      std::uint32_t first = 0;
+      std::uint32_t next = 0;  ///< the next chunk this member takes (its resume point at first)
       bool dropped = false;
     };
     std::vector<target> targets;
-    std::uint32_t next = 0;
+    std::deque<chunk_ptr> backlog;      ///< produced chunks some member has not taken yet
+    std::uint32_t backlog_first = 0;    ///< index of backlog.front()
+    std::uint32_t produced = 0;         ///< chunks read and encoded so far
+    bool repair = false;                ///< brings one node up to date (lagging or not)
     bool parked = false;
     bool waits_for(const std::string& node) const {
       return std::any_of(targets.begin(), targets.end(), [&](auto& t) { return !t.dropped && t.node == node; });
@@ -446,6 +465,7 @@ class basic_hub {
     o.io_threads = std::max<std::size_t>(o.io_threads, 1);
     o.chunk_size = std::clamp<std::size_t>(o.chunk_size, 1024, max_chunk_size);
     o.catch_up_window = std::max<std::size_t>(o.catch_up_window, 1);
+    o.backlog_chunks = std::max<std::size_t>(o.backlog_chunks, 1);
     return o;
   }
 
@@ -514,12 +534,13 @@ class basic_hub {
 
   // ---- waves -----------------------------------------------------------------------------
 
-  /// Starts delivering one version to `targets` (node, first chunk). Connected, non-lagging
-  /// nodes only; the rest are caught up later from the mirror. The caller holds the
-  /// session's write lock or has checked the version is current.
+  /// Starts delivering one version to `targets` (node, first chunk): a broadcast wave to
+  /// the connected, non-lagging members, or a `repair` wave that brings one node (lagging
+  /// or not) up to date. The caller holds the session's write lock.
   void start_wave(file_version file, std::uint64_t size, const digest& content, bool deleted,
-                  std::vector<std::pair<std::string, std::uint32_t>> targets) {
+                  std::vector<std::pair<std::string, std::uint32_t>> targets, bool repair = false) {
     auto w = std::make_shared<wave>();
+    w->repair = repair;
     w->file = file;
     w->size = size;
     w->chunk_count = deleted ? 0 : chunk_count(size, options_.chunk_size);
@@ -529,7 +550,7 @@ class basic_hub {
       std::lock_guard g(mu_);
       for (auto& [node, first] : targets) {
         auto it = nodes_.find(node);
-        if (it == nodes_.end() || !it->second.link || it->second.lagging) continue;
+        if (it == nodes_.end() || !it->second.link || (it->second.lagging && !repair)) continue;
         auto& n = it->second;
         const path_key key{file.session, file.path};
         n.active[key] = file.version;
@@ -549,9 +570,10 @@ class basic_hub {
         }
         w->targets.push_back({node, n.link, first, false});
       }
-      w->next = w->targets.empty() ? 0 : std::min_element(w->targets.begin(), w->targets.end(), [](auto& a, auto& b) {
-                                           return a.first < b.first;
-                                         })->first;
+      // Resuming members start past what they hold; nothing before the earliest is produced.
+      if (!w->targets.empty())
+        w->produced = w->backlog_first =
+            std::min_element(w->targets.begin(), w->targets.end(), [](auto& a, auto& b) { return a.next < b.next; })->next;
       if (w->chunk_count > 0 && !w->targets.empty()) waves_.insert(w);
     }
     for (auto& [node, first, _] : resumed)
@@ -584,78 +606,115 @@ class basic_hub {
     }
   }
 
+  /// One step at a time, under the hub lock: decide what can move, then move it unlocked.
+  /// Each member has its own cursor into the wave; chunks it has not taken yet wait in
+  /// the wave's backlog (shared buffers, at most backlog_chunks of them). A new chunk is
+  /// produced only when the fastest member wants it and has room, so the wave runs at the
+  /// fastest member's pace; a member whose cursor falls out of the backlog is lagging.
   void pump_chunks(const std::shared_ptr<wave>& w) {
     std::string scratch;
+    const std::size_t bound = options_.queue_chunks;
     for (;;) {
-      std::vector<std::shared_ptr<node_link>> links;
-      std::vector<std::string> names;
+      struct offer {
+        std::size_t target;
+        std::shared_ptr<node_link> link;
+      };
+      std::map<std::uint32_t, std::vector<offer>> offers;  // chunk index → who takes it now
+      std::vector<std::pair<std::string, std::shared_ptr<node_link>>> fell_behind;
+      bool produce = false;
       {
         std::lock_guard g(mu_);
-        std::size_t least_queued = SIZE_MAX;
-        for (auto& t : w->targets) {
+        bool anyone = false, all_done = true;
+        for (std::size_t i = 0; i < w->targets.size(); ++i) {
+          auto& t = w->targets[i];
           if (t.dropped) continue;
           auto it = nodes_.find(t.node);
-          const bool still_wanted = it != nodes_.end() && it->second.link == t.link && !it->second.lagging &&
-                                    it->second.active.count({w->file.session, w->file.path}) &&
-                                    it->second.active[{w->file.session, w->file.path}] == w->file.version;
-          if (!still_wanted) {
+          const path_key key{w->file.session, w->file.path};
+          const bool wanted = it != nodes_.end() && it->second.link == t.link && (w->repair || !it->second.lagging) &&
+                              it->second.active.count(key) && it->second.active.at(key) == w->file.version;
+          if (!wanted) {
             t.dropped = true;
             continue;
           }
-          if (t.first <= w->next) least_queued = std::min(least_queued, t.link->queued_chunks());
+          if (t.next < w->backlog_first) {  // out of the window: it catches up from the mirror
+            t.dropped = true;
+            fell_behind.emplace_back(t.node, t.link);
+            continue;
+          }
+          anyone = true;
+          if (t.next >= w->chunk_count) continue;
+          all_done = false;
+          const std::size_t queued = t.link->queued_chunks();
+          if (t.next < w->produced && queued < bound) offers[t.next].push_back({i, t.link});
+          // Hysteresis: produce for a member at most half full, so equal members stay together.
+          if (t.next == w->produced && queued <= bound / 2) produce = true;
         }
-        const bool anyone = std::any_of(w->targets.begin(), w->targets.end(), [](auto& t) { return !t.dropped; });
-        if (!anyone || w->next >= w->chunk_count) {
+        if (!anyone || all_done) {
           waves_.erase(w);
-          return;
-        }
-        if (least_queued == SIZE_MAX) {  // every member resumes past this chunk
-          ++w->next;
-          continue;
-        }
-        // Pace by the fastest member: wait while even the emptiest queue is over half full.
-        if (least_queued > options_.queue_chunks / 2) {
-          w->parked = true;
+          produce = false;
+        } else if (offers.empty() && !produce && fell_behind.empty()) {
+          w->parked = true;  // on_drained wakes it (same lock: no lost wake-up)
           return;
         }
       }
-      const auto span = *chunk_spans(w->size, options_.chunk_size, w->next).begin();
-      chunk c = read_chunk(w->fd.get(), span, codec_, scratch);
-      if (options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks && !c.payload.empty())
-        c.payload[c.payload.size() / 2] ^= 0x5a;
-      auto message = std::make_shared<const chunk_message>(w->file, std::move(c));
-      chunks_encoded_.fetch_add(1);
-      {
+      for (auto& [node, link] : fell_behind) mark_lagging(node, link);
+      if (offers.empty() && !produce) {
         std::lock_guard g(mu_);
-        for (auto& t : w->targets) {
-          if (t.dropped || t.first > w->next) continue;
-          links.push_back(t.link);
-          names.push_back(t.node);
+        if (!waves_.count(w)) return;
+        continue;
+      }
+      for (auto& [index, takers] : offers) deliver(w, index, takers);
+      if (produce) {
+        const auto span = *chunk_spans(w->size, options_.chunk_size, w->produced).begin();
+        chunk c = read_chunk(w->fd.get(), span, codec_, scratch);
+        if (options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks && !c.payload.empty())
+          c.payload[c.payload.size() / 2] ^= 0x5a;
+        chunks_encoded_.fetch_add(1);
+        std::lock_guard g(mu_);
+        w->backlog.push_back(std::make_shared<const chunk_message>(w->file, std::move(c)));
+        ++w->produced;
+        // Keep what someone still needs, and never more than the window.
+        std::uint32_t oldest_needed = w->produced;
+        for (auto& t : w->targets)
+          if (!t.dropped) oldest_needed = std::min(oldest_needed, t.next);
+        while (!w->backlog.empty() && (w->backlog_first < oldest_needed || w->backlog.size() > options_.backlog_chunks)) {
+          w->backlog.pop_front();
+          ++w->backlog_first;
         }
       }
-      std::vector<char> refused(links.size(), 0);
-      std::mutex refused_mu;
-      dispatch_.broadcast(links, message, [&, names](std::size_t i) {
-        std::lock_guard g(refused_mu);
-        refused[i] = 1;
-      });
-      {
-        std::lock_guard g(mu_);
-        for (std::size_t i = 0; i < names.size(); ++i) {
-          auto it = nodes_.find(names[i]);
-          if (it == nodes_.end()) continue;
-          auto& n = it->second;
-          if (refused[i]) continue;
-          auto& high = n.sent_high[{w->file.session, w->file.path, w->file.version}];
-          if (w->next < high) ++n.chunks_resent;
-          high = std::max(high, w->next + 1);
-          ++n.chunks_sent;
-          n.bytes_sent += message->body.payload.size();
-        }
-      }
-      for (std::size_t i = 0; i < names.size(); ++i)
-        if (refused[i]) mark_lagging(names[i], links[i]);
-      ++w->next;
+    }
+  }
+
+  /// Hands chunk `index` to the members whose cursor is there, through the dispatch policy.
+  template <class Offers>
+  void deliver(const std::shared_ptr<wave>& w, std::uint32_t index, const Offers& takers) {
+    chunk_ptr message;
+    std::vector<std::shared_ptr<node_link>> links;
+    {
+      std::lock_guard g(mu_);
+      if (index < w->backlog_first) return;
+      message = w->backlog[index - w->backlog_first];
+    }
+    for (auto& o : takers) links.push_back(o.link);
+    std::vector<char> refused(links.size(), 0);
+    std::mutex refused_mu;
+    dispatch_.broadcast(links, message, [&](std::size_t i) {
+      std::lock_guard g(refused_mu);
+      refused[i] = 1;
+    });
+    std::lock_guard g(mu_);
+    for (std::size_t i = 0; i < takers.size(); ++i) {
+      if (refused[i]) continue;  // its queue filled meanwhile: offered again next step
+      auto& t = w->targets[takers[i].target];
+      ++t.next;
+      auto it = nodes_.find(t.node);
+      if (it == nodes_.end()) continue;
+      auto& n = it->second;
+      auto& high = n.sent_high[{w->file.session, w->file.path, w->file.version}];
+      if (index < high) ++n.chunks_resent;
+      high = std::max(high, index + 1);
+      ++n.chunks_sent;
+      n.bytes_sent += message->body.payload.size();
     }
   }
 
@@ -759,7 +818,8 @@ class basic_hub {
       }
       if (!current) continue;
       try {
-        start_wave({x.session, current->path, current->version}, current->size, current->content, current->deleted, {{node, 0}});
+        start_wave({x.session, current->path, current->version}, current->size, current->content, current->deleted, {{node, 0}},
+                   /*repair=*/true);
       } catch (const error& e) {
         emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
       }
@@ -866,6 +926,18 @@ class basic_hub {
     return missing;
   }
 
+  /// Answers a waiter once, with whoever is still missing.
+  void fire(const std::shared_ptr<waiter>& w) {
+    if (w->fired.exchange(true)) return;
+    forget_waiter(w);
+    w->done(missing_members(w->session, w->path, w->version));
+  }
+
+  bool stopping() const {
+    std::lock_guard g(mu_);
+    return stopping_;
+  }
+
   void check_waiter(const std::shared_ptr<waiter>& w) {
     if (w->fired.load() || !missing_members(w->session, w->path, w->version).empty()) return;
     if (w->fired.exchange(true)) return;
@@ -900,6 +972,7 @@ class basic_hub {
   std::vector<std::shared_ptr<waiter>> waiters_;
   std::map<std::uint64_t, pending_command> commands_;
   std::uint64_t command_seq_ = 0;
+  bool stopping_ = false;
   std::map<std::string, std::shared_ptr<std::mutex>> session_locks_;
   std::atomic<std::uint64_t> chunks_encoded_{0};
   std::atomic<std::uint32_t> corrupted_{0};

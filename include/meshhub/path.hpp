@@ -13,7 +13,7 @@ namespace meshhub {
 
 /// Limits on names; each is checked with a clear error.
 struct path_limits {
-  static constexpr std::size_t max_path_bytes = 4096;     ///< PATH_MAX on Linux
+  static constexpr std::size_t max_path_bytes = 4095;     ///< PATH_MAX (4096) less its NUL
   static constexpr std::size_t max_component_bytes = 255;  ///< NAME_MAX on Linux
   static constexpr std::size_t max_depth = 64;             ///< folders deep
   static constexpr std::size_t max_session_bytes = 128;
@@ -44,7 +44,7 @@ inline std::string quoted(std::string_view s) {
 /// no NUL, control characters or backslashes; within the length and depth limits.
 [[nodiscard]] inline std::string path_problem(std::string_view path) {
   if (path.empty()) return "the path is empty";
-  if (path.size() > path_limits::max_path_bytes) return "the path is longer than 4096 bytes";
+  if (path.size() > path_limits::max_path_bytes) return "the path is longer than 4095 bytes";
   if (path.front() == '/') return "the path is absolute; give it relative to the workspace";
   std::size_t depth = 0;
   std::size_t start = 0;

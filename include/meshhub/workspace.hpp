@@ -152,13 +152,10 @@ struct listed_file {
 /// A directory tree that paths cannot escape. Cheap to share: holds one directory fd.
 class workspace {
  public:
-  /// Opens `root` (creating it, and its parents, when `create`).
+  /// Opens `root` (creating it, and its parents, when `create`; each new folder is
+  /// fsynced into its parent, so a root that held acknowledged files survives power loss).
   explicit workspace(const std::filesystem::path& root, bool create = true) : root_(root) {
-    if (create) {
-      std::error_code ec;
-      std::filesystem::create_directories(root, ec);
-      if (ec) throw error(errc::io, "create workspace '" + root.string() + "': " + ec.message());
-    }
+    if (create) create_durably(root);
     fd_.reset(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd_) throw_errno("open workspace '" + root.string() + "'", errno);
   }
@@ -209,15 +206,18 @@ class workspace {
   }
   void write(std::string_view rel, std::string_view bytes) const { write(rel, std::as_bytes(std::span(bytes))); }
 
-  /// Opens a regular file for reading; throws `errc::not_found` when absent.
+  /// Opens a regular file for reading; throws `errc::not_found` when absent and
+  /// `errc::invalid_argument` for anything but a regular file. Opened non-blocking first,
+  /// so a FIFO planted at the path cannot hang the caller, then switched back.
   [[nodiscard]] unique_fd open_read(std::string_view rel) const {
     check_path(rel);
-    const int fd = detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY);
+    const int fd = detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY | O_NONBLOCK);
     if (fd < 0) throw_resolve_error(rel, errno);
     unique_fd file(fd);
     struct stat st {};
     if (::fstat(fd, &st) != 0) throw_errno("stat '" + std::string(rel) + "'", errno);
     if (!S_ISREG(st.st_mode)) throw error(errc::invalid_argument, "'" + std::string(rel) + "' is not a regular file");
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return file;
   }
 
@@ -270,23 +270,17 @@ class workspace {
 
   /// Every regular file beneath the folder `rel`, sorted by path. Skips meshhub's own
   /// names (temp files, agent state) and never follows a symlink.
+  /// `rel` may name a single file, which is then the whole listing.
   [[nodiscard]] std::vector<listed_file> list(std::string_view rel = {}) const {
     std::vector<listed_file> out;
-    unique_fd dir;
-    try {
-      dir = open_folder(rel, false);
-    } catch (const error& e) {
-      if (e.code() == errc::not_found && !rel.empty()) {
-        // A file rather than a folder? List just that file.
-        struct stat st {};
-        auto f = detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY);
-        if (f >= 0 && ::fstat(f, &st) == 0 && S_ISREG(st.st_mode)) out.push_back({std::string(rel), static_cast<std::uint64_t>(st.st_size)});
-        if (f >= 0) ::close(f);
-        if (!out.empty()) return out;
-      }
-      throw;
-    }
-    walk(dir.get(), rel.empty() ? std::string() : std::string(rel) + "/", out);
+    check_folder(rel);
+    unique_fd at(rel.empty() ? ::dup(fd_.get()) : detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY | O_NONBLOCK));
+    if (!at) throw_resolve_error(rel, errno);
+    struct stat st {};
+    if (::fstat(at.get(), &st) != 0) throw_errno("stat '" + std::string(rel) + "'", errno);
+    if (S_ISREG(st.st_mode)) return {{std::string(rel), static_cast<std::uint64_t>(st.st_size)}};
+    if (!S_ISDIR(st.st_mode)) throw error(errc::invalid_argument, "'" + std::string(rel) + "' is neither a file nor a folder");
+    walk(at.get(), rel.empty() ? std::string() : std::string(rel) + "/", out);
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.path < b.path; });
     return out;
   }
@@ -295,13 +289,22 @@ class workspace {
   std::size_t remove_temp_files() const { return sweep(fd_.get()); }
 
  private:
+  static void create_durably(const std::filesystem::path& dir) {
+    if (dir.empty() || std::filesystem::is_directory(dir)) return;
+    const auto parent = dir.has_parent_path() && dir.parent_path() != dir ? dir.parent_path() : std::filesystem::path(".");
+    create_durably(parent);
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create workspace '" + dir.string() + "'", errno);
+    unique_fd p(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (p) detail::fsync_or_throw(p.get(), "'" + parent.string() + "'");
+  }
+
   [[noreturn]] static void throw_resolve_error(std::string_view rel, int err) {
     const std::string p(rel);
     switch (err) {
       case ENOENT: throw error(errc::not_found, "'" + p + "' does not exist");
       case ELOOP: throw error(errc::invalid_argument, "'" + p + "' passes through a symlink (refused)");
       case EXDEV: throw error(errc::invalid_argument, "'" + p + "' resolves outside the workspace (refused)");
-      case ENOTDIR: throw error(errc::invalid_argument, "'" + p + "': a parent is not a folder");
+      case ENOTDIR: throw error(errc::invalid_argument, "'" + p + "': a parent is not a folder (a file or a symlink stands in the way)");
       case EISDIR: throw error(errc::invalid_argument, "'" + p + "' is a folder");
       default: throw_errno("resolve '" + p + "'", err);
     }
@@ -343,8 +346,16 @@ class workspace {
     while (auto* e = ::readdir(d)) {
       const std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
-      if (name.starts_with(temp_prefix)) temps.emplace_back(name);
-      else if (e->d_type == DT_DIR) dirs.emplace_back(name);
+      if (name.starts_with(temp_prefix)) {
+        temps.emplace_back(name);
+        continue;
+      }
+      bool is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN) {  // some file systems do not say: ask
+        struct stat st {};
+        is_dir = ::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+      }
+      if (is_dir) dirs.emplace_back(name);
     }
     ::closedir(d);
     for (auto& t : temps) removed += ::unlinkat(dir_fd, t.c_str(), 0) == 0;

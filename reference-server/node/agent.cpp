@@ -27,8 +27,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <iterator>
 #include <optional>
 #include <random>
+#include <string>
 #include <spdlog/spdlog.h>
 #include <thread>
 #include <utility>
@@ -56,7 +58,8 @@ constexpr std::size_t read_piece_bytes = 1u << 20;
 /// A LIST answer is split into several results past this many (estimated) bytes, well
 /// under the 16 MiB message limit.
 constexpr std::size_t list_batch_bytes = 4u << 20;
-/// Reconnect backoff: starts here, doubles up to the cap, each delay jittered by ±50 %.
+/// Reconnect backoff: starts here, doubles up to the cap, each delay jittered by ±50 %
+/// (and never longer than the cap, so a node is back within 5 s of its hub).
 constexpr std::chrono::milliseconds backoff_initial = 100ms;
 constexpr std::chrono::milliseconds backoff_cap = 5s;
 
@@ -114,14 +117,19 @@ struct refusal {
 };
 
 std::string describe(const grpc::Status& s) {
-  return std::to_string(static_cast<int>(s.error_code())) + (s.error_message().empty() ? "" : " " + s.error_message());
+  static constexpr const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                          "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                          "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                          "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const auto code = static_cast<std::size_t>(s.error_code());
+  std::string out = code < std::size(names) ? names[code] : "code " + std::to_string(code);
+  return s.error_message().empty() ? out : out + ": " + s.error_message();
 }
 
 class agent {
  public:
   explicit agent(const node_options& o)
-      : opts_(o), root_(o.workspace, true), partials_(prepare_state_dir()), channel_(programs::dial(o.hub)),
-        stub_(v1::NodeLink::NewStub(channel_)) {
+      : opts_(o), root_(o.workspace, true), partials_(prepare_state_dir()) {
     if (o.throttle_bytes_per_sec > 0) bucket_.emplace(o.throttle_bytes_per_sec);
     sweep_session_folders();
   }
@@ -135,7 +143,6 @@ class agent {
 
   /// The connection loop; returns once stop() was called.
   int run() {
-    spdlog::info("{} starting: hub {}, workspace {}", agent_version, opts_.hub, opts_.workspace.string());
     if (opts_.delay_ms_per_chunk || opts_.throttle_bytes_per_sec)
       spdlog::warn("test aids on: delay {} ms per chunk, throttle {} bytes/s", opts_.delay_ms_per_chunk,
                    opts_.throttle_bytes_per_sec);
@@ -146,7 +153,8 @@ class agent {
       if (stop_.requested()) break;
       if (was_connected) backoff = backoff_initial;
       std::uniform_real_distribution<double> jitter(0.5, 1.5);
-      const auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(backoff * jitter(rng));
+      const auto delay = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(backoff * jitter(rng)),
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(backoff_cap));
       backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(backoff_cap));
       spdlog::info("reconnecting to {} in {} ms", opts_.hub, delay.count());
       stop_.sleep_for(delay);
@@ -197,6 +205,17 @@ class agent {
   // The stream
   // ---------------------------------------------------------------------------------
 
+  /// A fresh channel per attempt, with the link settings every program shares. Fresh, and
+  /// with a subchannel of its own, because a reused channel keeps gRPC's own reconnect
+  /// backoff (up to 120 s, and RPCs fail fast meanwhile with the last error even after
+  /// ChannelResetConnectionBackoff): our jittered backoff must be the only one, so a node
+  /// is back within ~5 s of a hub restart.
+  std::shared_ptr<grpc::Channel> dial() const {
+    auto args = programs::channel_arguments();
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(opts_.hub, grpc::InsecureChannelCredentials(), args);
+  }
+
   /// One stream's life: Hello, then every hub message until the stream ends. True when
   /// the hub answered at all (so the backoff starts over).
   bool connect_once() {
@@ -206,11 +225,9 @@ class agent {
       if (stop_.requested()) return false;
       ctx_ = &ctx;
     }
-    // Our own backoff decides when to retry; the channel's (up to 120 s by default) must
-    // not delay the attempt further.
-    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
     spdlog::debug("dialing {}", opts_.hub);
-    auto stream = stub_->Connect(&ctx);
+    auto stub = v1::NodeLink::NewStub(dial());
+    auto stream = stub->Connect(&ctx);
     stream_ = stream.get();
     write_failed_ = false;
 
@@ -333,7 +350,6 @@ class agent {
     auto* t = partials_.find(s, p);
     if (!t || !shape.same_file(*t) || t->chunks_done < b.first_chunk()) {
       if (t) partials_.discard(*t);
-      spdlog::warn("cannot resume {}/{} v{} at chunk {}: no matching partial", s, p, v, b.first_chunk());
       throw refusal{"cannot resume: no matching partial"};
     }
     partials_.rewind(*t, b.first_chunk());
@@ -373,7 +389,6 @@ class agent {
     if (c.index() > t->chunks_done) {
       const auto expected = t->chunks_done;
       partials_.discard(*t);
-      spdlog::warn("refusing {}/{}: chunk gap (expected chunk {})", s, what, expected);
       throw refusal{"chunk gap: expected chunk " + std::to_string(expected) + " of " + p + " v" + std::to_string(v) +
                     ", got " + std::to_string(c.index())};
     }
@@ -393,7 +408,6 @@ class agent {
                    raw_, t->chunk_size);
     } catch (const error& e) {
       partials_.discard(*t);
-      spdlog::warn("refusing corrupt {} ({}): {}", what, s, e.what());
       throw refusal{"corrupt " + what + ": " + e.what()};
     }
 
@@ -432,7 +446,6 @@ class agent {
     const auto got = partials_.content_digest(t);
     if (got != expected) {
       partials_.discard(t);
-      spdlog::warn("refusing {}/{} v{}: content digest {} != {}", s, p, v, to_hex(got), to_hex(expected));
       throw refusal{"content digest mismatch for " + p + " v" + std::to_string(v) + ": got " + to_hex(got) +
                     ", expected " + to_hex(expected)};
     }
@@ -466,7 +479,6 @@ class agent {
       check_session_name(s);
       check_path(p);
     } catch (const error& e) {
-      spdlog::warn("refusing: {}", e.what());
       throw refusal{e.what()};
     }
   }
@@ -474,7 +486,7 @@ class agent {
   bool is_stale(const std::string& s, const std::string& p, std::uint64_t v) const {
     auto it = applied_.find({s, p});
     if (it == applied_.end() || v >= it->second) return false;
-    spdlog::warn("ignoring stale {}/{} v{} (v{} already applied)", s, p, v, it->second);
+    spdlog::debug("stale {}/{} v{} (v{} already applied)", s, p, v, it->second);
     return true;
   }
 
@@ -640,8 +652,6 @@ class agent {
   std::optional<token_bucket> bucket_;
   std::string raw_;  ///< decode buffer, reused across chunks
 
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::NodeLink::Stub> stub_;
   stop_flag stop_;
   std::mutex ctx_mu_;
   grpc::ClientContext* ctx_ = nullptr;  ///< the live stream's context, for stop()
@@ -661,6 +671,7 @@ int run_agent(const node_options& options) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+  spdlog::info("{} starting: hub {}, workspace {}", agent_version, options.hub, options.workspace.string());
   std::unique_ptr<agent> a;
   try {
     a = std::make_unique<agent>(options);

@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include <climits>
-#include <iostream>
 #include <string>
 
 #include "meshhub/path.hpp"

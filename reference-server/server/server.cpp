@@ -70,8 +70,9 @@ class grpc_node_link final : public node_link {
 
   void close(const std::string& reason) override {
     std::lock_guard g(mu_);
-    if (closed_ || !reactor_) return;
     closed_ = true;
+    if (finished_ || !reactor_) return;
+    finished_ = true;
     reactor_->Finish(grpc::Status(grpc::StatusCode::ABORTED, reason));
   }
 
@@ -99,10 +100,12 @@ class grpc_node_link final : public node_link {
     if (drained) drained_();
   }
 
-  /// Marks the link closed before the reactor finishes, so nothing more is queued.
-  bool mark_closed() {
+  /// Closes the link for sending and claims the one call to Finish: true for the first
+  /// caller only. (A failed write closes the link too, but only this claims the Finish.)
+  bool claim_finish() {
     std::lock_guard g(mu_);
-    return !std::exchange(closed_, true);
+    closed_ = true;
+    return !std::exchange(finished_, true);
   }
 
   void reactor_gone() {
@@ -145,7 +148,8 @@ class grpc_node_link final : public node_link {
   std::deque<queued> queue_;  ///< front is being written while `writing_`
   std::size_t queued_chunks_ = 0;
   bool writing_ = false;
-  bool closed_ = false;
+  bool closed_ = false;    ///< nothing more is queued
+  bool finished_ = false;  ///< Finish was called (exactly once)
 };
 
 class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Connect<v1::NodeLink::Service> {
@@ -208,16 +212,17 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
     }
 
    private:
-    /// Ends the stream once: the hub forgets the link first, so nothing new is queued.
+    /// Ends the stream: the hub forgets the link (detach is idempotent), and Finish is
+    /// called once, unless the hub already finished it (a newer connection replaced it).
     void finish(grpc::Status status) {
-      if (!link_->mark_closed()) return;
+      const bool claimed = link_->claim_finish();
       if (!node_id_.empty()) {
         spdlog::info("node {} disconnected{}", node_id_, status.ok() ? "" : ": " + status.error_message());
         hub_.post([&hub = hub_, node = node_id_, link = link_] { hub.detach(node, link); });
       } else if (!status.ok()) {
         spdlog::warn("refused a node link from {}: {}", peer_, status.error_message());
       }
-      Finish(status);
+      if (claimed) Finish(status);
     }
 
     server_hub& hub_;
@@ -614,6 +619,8 @@ int run_server(const server_config& config) {
     int signal = 0;
     sigwait(&stop, &signal);
     spdlog::info("stopping on signal {}", signal);
+    // Answer every pending wait and relayed command now, so Shutdown need not wait for them.
+    hub.stop_waiting();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     hub.unsubscribe(log_subscription);
     return 0;

@@ -235,6 +235,26 @@ inline void make_mixed_file(const fs::path& path, std::uint64_t bytes, std::uint
   if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
+/// Writes `bytes` of deterministic random bytes (incompressible: every chunk is sent raw).
+inline void make_random_file(const fs::path& path, std::uint64_t bytes, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error("cannot create " + path.string());
+  std::string buf(1 << 20, '\0');
+  for (std::uint64_t written = 0; written < bytes;) {
+    for (std::size_t i = 0; i < buf.size(); i += 8) {
+      const std::uint64_t v = rng();
+      std::memcpy(buf.data() + i, &v, 8);
+    }
+    const auto n = std::min<std::uint64_t>(buf.size(), bytes - written);
+    out.write(buf.data(), static_cast<std::streamsize>(n));
+    written += n;
+  }
+  out.close();
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
 /// Every entry beneath `root` (files, folders, symlinks), as relative generic paths,
 /// folders with a trailing '/'. Empty when `root` does not exist.
 inline std::set<std::string> list_tree(const fs::path& root) {
@@ -287,13 +307,37 @@ inline std::string tail(const fs::path& path, std::size_t lines = 40) {
 // ---------------------------------------------------------------------------------------
 // Waiting: poll a predicate until a deadline, FAIL with a description otherwise.
 
+/// Every deadline of the harness is multiplied by this factor: $MESHHUB_IT_TIMEOUT_SCALE,
+/// else the compiled-in MESHHUB_IT_TIMEOUT_SCALE (CMake sets it for sanitizer builds), else 1.
+inline double timeout_scale() {
+  static const double scale = [] {
+    if (const char* e = std::getenv("MESHHUB_IT_TIMEOUT_SCALE"); e && *e) {
+      try {
+        if (const double v = std::stod(e); v >= 1) return v;
+      } catch (const std::exception&) {
+      }
+    }
+#ifdef MESHHUB_IT_TIMEOUT_SCALE
+    return static_cast<double>(MESHHUB_IT_TIMEOUT_SCALE);
+#else
+    return 1.0;
+#endif
+  }();
+  return scale;
+}
+
+/// `d` stretched by timeout_scale().
+inline milliseconds scaled(milliseconds d) {
+  return milliseconds(static_cast<milliseconds::rep>(static_cast<double>(d.count()) * timeout_scale()));
+}
+
 /// Polls `pred` every `every` until it returns true; at `timeout` FAILs with `what`
 /// (a string, or a callable returning one — evaluated only on failure, so it can report
 /// the last thing observed).
 template <class Pred, class What>
 bool wait_until(milliseconds timeout, Pred&& pred, What&& what, milliseconds every = 25ms) {
-  const auto start = steady::now();
-  const auto deadline = start + timeout;
+  timeout = scaled(timeout);
+  const auto deadline = steady::now() + timeout;
   for (;;) {
     if (pred()) return true;
     if (steady::now() >= deadline) {
@@ -313,7 +357,7 @@ bool wait_until(milliseconds timeout, Pred&& pred, What&& what, milliseconds eve
 /// (for CHECK(poll_until(...)) where a miss should not end the test).
 template <class Pred>
 bool poll_until(milliseconds timeout, Pred&& pred, milliseconds every = 25ms) {
-  const auto deadline = steady::now() + timeout;
+  const auto deadline = steady::now() + scaled(timeout);
   for (;;) {
     if (pred()) return true;
     if (steady::now() >= deadline) return false;
@@ -598,9 +642,10 @@ struct cli_result {
   }
 };
 
-/// Runs `argv` with `stdin_data` on its stdin; kills it at `timeout`.
+/// Runs `argv` with `stdin_data` on its stdin; kills it at `timeout` (scaled).
 inline cli_result run_program(const std::vector<std::string>& argv, std::string_view stdin_data,
                               milliseconds timeout) {
+  timeout = scaled(timeout);
   cli_result r;
   for (const auto& a : argv) r.command += (r.command.empty() ? "" : " ") + a;
   int in[2], out[2], err[2];
@@ -789,7 +834,7 @@ struct hub_options {
 class mesh {
  public:
   explicit mesh(const std::string& tag, hub_options opts = {})
-      : dir_(tag), failures_at_start_(failure_count().load()) {
+      : dir_(tag) {
     require_binaries();
     fs::create_directories(dir_.path() / "logs");
     fs::create_directories(dir_.path() / "src");
@@ -1021,6 +1066,40 @@ class mesh {
     }
   }
 
+  /// Ends the test cleanly: SIGTERM every node, then the hub; CHECKs that none crashed on
+  /// the way out and that no log under D/logs holds a sanitizer report (ASan, LSan, UBSan,
+  /// TSan — leaks are only reported at a clean exit, hence the SIGTERM).
+  void finish() {
+    auto stop = [](process& p) {
+      const std::string before = p.describe();
+      const int st = p.terminate(scaled(10s));
+      INFO(p.name() << " was " << before << ", then " << detail::describe_wait_status(st) << "\n"
+                    << tail(p.err_log(), 20));
+      const bool crashed = WIFSIGNALED(st) && WTERMSIG(st) != SIGTERM && WTERMSIG(st) != SIGKILL;
+      CHECK_FALSE(crashed);
+    };
+    for (auto& [id, p] : nodes_) stop(p);
+    if (hub_) stop(*hub_);
+    check_sanitizer_reports();
+  }
+
+  /// CHECKs that no process log holds a sanitizer report.
+  void check_sanitizer_reports() {
+    static constexpr std::array<std::string_view, 5> markers = {
+        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:",
+        "ERROR: ThreadSanitizer"};
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir() / "logs", ec)) {
+      if (!e.is_regular_file()) continue;
+      const std::string text = read_file(e.path());
+      for (const auto& mk : markers) {
+        const auto at = text.find(mk);
+        INFO(e.path().string() << ":\n" << (at == std::string::npos ? "" : text.substr(at > 200 ? at - 200 : 0, 3000)));
+        CHECK(at == std::string::npos);
+      }
+    }
+  }
+
   /// Prints, for every process started, how it ended and the tail of its logs.
   void dump_logs() {
     std::ostringstream o;
@@ -1046,7 +1125,6 @@ class mesh {
   }
 
   temp_dir dir_;  // first: destroyed last, after every process is dead
-  int failures_at_start_;
   std::optional<process> hub_;
   int hub_starts_ = 0;
   std::string hub_addr_;

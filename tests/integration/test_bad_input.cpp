@@ -86,7 +86,8 @@ TEST_CASE("bad input is refused, says why and changes nothing", "[bad-input]") {
     CHECK(read_file(c) == canary);
   }
   if (!etc_x_existed) CHECK_FALSE(fs::exists("/etc/x"));
-  for (const auto& e : list_tree(m.dir())) {
+  for (std::string e : list_tree(m.dir())) {
+    if (e.ends_with('/')) e.pop_back();  // folders count too
     const auto name = fs::path(e).filename().string();
     INFO("entry " << e);
     CHECK(name != "escape.txt");
@@ -105,6 +106,7 @@ TEST_CASE("bad input is refused, says why and changes nothing", "[bad-input]") {
   CHECK(mesh::all_in_sync(ls, "keep.txt", ids));
   CHECK(session_names(m) == std::set<std::string>{"s"});
   m.check_alive();
+  m.finish();
 }
 
 TEST_CASE("a corrupt chunk is refused by the node and sent again", "[bad-input][corrupt]") {
@@ -114,8 +116,15 @@ TEST_CASE("a corrupt chunk is refused by the node and sent again", "[bad-input][
   m.cli_ok({"session", "create", "s"});
   m.cli_ok({"session", "join", "s", "n1"});
 
+  // The corrupted chunk is the first one sent: zlib-compressed (a mixed file: the node's
+  // inflate or its digest check refuses it) or raw (random bytes: the digest check does).
+  const bool raw = GENERATE(false, true);
+  INFO((raw ? "random (raw chunks)" : "mixed (zlib chunks)") << " content");
   const fs::path src = m.src("c.bin");
-  make_mixed_file(src, 3 * chunk_bytes + 1234, 99);  // 4 chunks
+  if (raw)
+    make_random_file(src, 3 * chunk_bytes + 1234, 98);  // 4 chunks
+  else
+    make_mixed_file(src, 3 * chunk_bytes + 1234, 99);
   const std::string src_sha = sha256_file(src);
   const fs::path copy = m.node_file("n1", "s", "c.bin");
 
@@ -174,10 +183,61 @@ TEST_CASE("a corrupt chunk is refused by the node and sent again", "[bad-input][
 
   // The hub's stdout carries the same events as JSON lines (checked after a clean stop,
   // so that buffering cannot hide them).
-  m.hub().terminate();
+  m.finish();
   std::size_t hub_rejected = 0;
   for (auto& e : parse_json_lines(read_file(m.hub().out_log())))
     if (e.value("kind", "") == "chunk_rejected") ++hub_rejected;
   INFO("hub stdout (tail): " << tail(m.hub().out_log(), 20));
   CHECK(hub_rejected >= 1);
+}
+
+TEST_CASE("symlinks in a workspace do not lead out of it", "[bad-input][symlink]") {
+  mesh m("symlink");
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  m.cli_json({"write", "s", "keep.txt", "-", "--wait", "all", "--json"}, "keep\n", 60s);
+
+  // Planted by hand (nothing a client can do), each to a folder of its own outside every
+  // workspace: a folder symlink `hublink` in the mirror only, `link` in each node's copy
+  // only (so the hub accepts a write beneath it and the nodes must not follow it), and a
+  // file symlink `secret` in each to a file outside.
+  const std::string secret = "top secret, outside every workspace\n";
+  write_file(m.dir() / "secret.txt", secret);
+  std::map<fs::path, fs::path> outside;  // where the symlink sits -> the folder it points at
+  outside[m.mirror_file("s", "hublink")] = m.dir() / "outside-hub";
+  for (const auto& id : ids) outside[m.node_file(id, "s", "link")] = m.dir() / ("outside-" + id);
+  for (const auto& [link, target] : outside) {
+    fs::create_directories(target);
+    fs::create_directory_symlink(target, link);
+    fs::create_symlink(m.dir() / "secret.txt", link.parent_path() / "secret");
+  }
+
+  // Writes beneath a symlink: refused, or done without following it; never outside.
+  for (const std::string path : {"hublink/pwned.txt", "link/pwned.txt"}) {
+    auto r = m.cli({"--timeout", "5", "write", "s", path, "-", "--wait", "all"}, "EVIL\n", 60s);
+    INFO(r.describe());
+    CHECK_FALSE(r.timed_out);
+    if (r.exit_code != 0) CHECK_FALSE(r.err.empty());
+  }
+  // Reads through a symlink to a file outside: never the outside file's bytes.
+  for (const auto& args : std::vector<std::vector<std::string>>{{"cat", "s", "secret"},
+                                                                {"cat", "s", "secret", "--node", "n1"},
+                                                                {"cat", "s", "link/../secret.txt"}}) {
+    auto r = m.cli(args, {}, 30s);
+    INFO(r.describe());
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.out.find("top secret") == std::string::npos);
+  }
+
+  for (const auto& [link, target] : outside) {
+    INFO("symlink " << link.string() << " -> " << target.string());
+    CHECK(join(list_tree(target)) == "");
+  }
+  CHECK(read_file(m.dir() / "secret.txt") == secret);
+  for (const auto& id : ids) CHECK(read_file(m.node_file(id, "s", "keep.txt")) == "keep\n");
+  m.check_alive();
+  m.finish();
 }

@@ -190,4 +190,5 @@ TEST_CASE("three nodes converge on push, write and rm, and ls and cat see it", "
     CHECK(u64(st, "chunks_encoded") < 2 * 16);
   }
   m.check_alive();
+  m.finish();
 }

@@ -87,4 +87,5 @@ TEST_CASE("a node killed mid-transfer resumes where it stopped", "[resume]") {
     CHECK((e == "s/" || e.rfind("s/", 0) == 0 || e.rfind(".meshhub/", 0) == 0));
   }
   m.check_alive();
+  m.finish();
 }

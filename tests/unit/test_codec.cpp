@@ -20,13 +20,27 @@
 // --- allocation tracking --------------------------------------------------------------
 // Replaces the global operator new so a test can see the largest single allocation and the
 // total allocated by the calling thread while a probe is armed. Unarmed (every other test,
-// every other thread) it is a plain malloc.
+// every other thread) it is a plain malloc. Sanitizers bring their own operator new (and
+// flag a replacement as an alloc/dealloc mismatch), so under them the tracking is off and
+// the bomb test relies on the output buffer's capacity alone.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MESHHUB_TEST_TRACK_ALLOCATIONS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define MESHHUB_TEST_TRACK_ALLOCATIONS 0
+#endif
+#endif
+#ifndef MESHHUB_TEST_TRACK_ALLOCATIONS
+#define MESHHUB_TEST_TRACK_ALLOCATIONS 1
+#endif
+
 namespace {
 thread_local bool alloc_probe_armed = false;
 thread_local std::size_t alloc_probe_largest = 0;
 thread_local std::size_t alloc_probe_total = 0;
 }  // namespace
 
+#if MESHHUB_TEST_TRACK_ALLOCATIONS
 void* operator new(std::size_t size) {
   if (alloc_probe_armed) {
     alloc_probe_largest = std::max(alloc_probe_largest, size);
@@ -37,6 +51,7 @@ void* operator new(std::size_t size) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 using namespace meshhub;
 
@@ -333,8 +348,11 @@ TEST_CASE("a zlib bomb is refused without allocating beyond the declared size", 
     }
     alloc_probe_armed = false;
     CAPTURE(alloc_probe_largest, alloc_probe_total);
-    CHECK(alloc_probe_largest <= declared + 1);         // the output buffer, nothing larger
-    CHECK(alloc_probe_total <= declared + 64 * 1024);   // plus at most small bookkeeping
+    if (MESHHUB_TEST_TRACK_ALLOCATIONS) {
+      CHECK(alloc_probe_largest >= declared);             // the probe saw the output buffer
+      CHECK(alloc_probe_largest <= declared + 1);         // and nothing larger
+      CHECK(alloc_probe_total <= declared + 64 * 1024);   // plus at most small bookkeeping
+    }
   }
   CHECK(code == errc::corrupt);
   CHECK_THAT(message, Catch::Contains("beyond") && Catch::Contains(std::to_string(declared)));
@@ -375,9 +393,9 @@ TEST_CASE("a truncated zlib payload is refused as corrupt", "[codec][zlib][hosti
   }
 }
 
-TEST_CASE("a truncated zlib payload is not reported as a bomb", "[codec][zlib][hostile][!mayfail]") {
-  // Library bug (reported): kind.hpp decode_payload reports every Z_BUF_ERROR — including
-  // a payload that simply ends too early — as "inflates beyond its declared N bytes".
+TEST_CASE("a truncated zlib payload is not reported as a bomb", "[codec][zlib][hostile]") {
+  // A payload that simply ends too early must not be reported as a bomb ("inflates
+  // beyond its declared N bytes"): the operator reading the event needs the real cause.
   const auto raw = text_bytes(50000, 12);
   const auto payload = zlib_deflate(raw);
   std::string message;

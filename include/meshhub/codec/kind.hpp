@@ -36,20 +36,29 @@ inline void decode_payload(codec_kind kind, std::span<const std::byte> payload,
       zs.avail_in = static_cast<uInt>(payload.size());
       zs.next_out = reinterpret_cast<Bytef*>(out.data());
       zs.avail_out = static_cast<uInt>(raw_size);
-      int rc = inflate(&zs, Z_FINISH);
+      const int rc = inflate(&zs, Z_FINISH);
       const auto produced = zs.total_out;
       const bool input_left = zs.avail_in != 0;
+      const bool output_full = zs.avail_out == 0;
       inflateEnd(&zs);
-      if (rc != Z_STREAM_END || produced != raw_size || input_left)
-        throw error(errc::corrupt,
-                    rc == Z_BUF_ERROR || (rc == Z_OK && zs.avail_out == 0)
-                        ? "chunk: zlib payload inflates beyond its declared " +
-                              std::to_string(raw_size) + " bytes (refused)"
-                        : "chunk: zlib payload does not decode to its declared size");
-      return;
+      if (rc == Z_STREAM_END && produced == raw_size && !input_left) return;
+      if (rc != Z_STREAM_END && output_full && input_left)
+        throw error(errc::corrupt, "chunk: zlib payload inflates beyond its declared " + std::to_string(raw_size) +
+                                       " bytes (refused)");
+      if (rc == Z_STREAM_END && input_left) throw error(errc::corrupt, "chunk: bytes after the end of the zlib payload");
+      throw error(errc::corrupt, rc == Z_DATA_ERROR ? "chunk: zlib payload is not valid deflate data"
+                                                    : "chunk: zlib payload is truncated or shorter than declared");
     }
   }
   throw error(errc::corrupt, "chunk: unknown codec " + std::to_string(static_cast<int>(kind)));
+}
+
+/// The codec a wire number names; throws `errc::corrupt` for one this build does not know
+/// (a plain cast to the 8-bit enum would read 257 as zlib).
+[[nodiscard]] inline codec_kind codec_from_wire(std::int64_t value) {
+  if (value == static_cast<std::int64_t>(codec_kind::identity)) return codec_kind::identity;
+  if (value == static_cast<std::int64_t>(codec_kind::zlib)) return codec_kind::zlib;
+  throw error(errc::corrupt, "chunk: unknown codec " + std::to_string(value));
 }
 
 }  // namespace meshhub

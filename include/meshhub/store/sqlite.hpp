@@ -54,6 +54,7 @@ class sqlite_statement {
     while (step()) {
     }
   }
+  void reset() { sqlite3_reset(stmt_); }
 
   [[nodiscard]] std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
   [[nodiscard]] std::string text(int col) const {
@@ -117,12 +118,12 @@ class sqlite_store {
   }
 
   [[nodiscard]] bool session_exists(std::string_view name) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     return stmt("SELECT 1 FROM sessions WHERE name = ?").bind(name).step();
   }
 
   [[nodiscard]] std::vector<session_record> sessions() const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     std::vector<session_record> out;
     auto& q = stmt(
         "SELECT s.name,"
@@ -157,12 +158,12 @@ class sqlite_store {
   }
 
   [[nodiscard]] std::vector<std::string> members(std::string_view session) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     return members_locked(session);
   }
 
   [[nodiscard]] std::vector<std::string> sessions_of(std::string_view node) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     std::vector<std::string> out;
     auto& q = stmt("SELECT session FROM members WHERE node = ? ORDER BY session").bind(node);
     while (q.step()) out.push_back(q.text(0));
@@ -170,14 +171,14 @@ class sqlite_store {
   }
 
   [[nodiscard]] std::optional<file_record> file(std::string_view session, std::string_view path) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     auto& q = stmt("SELECT path, version, size, digest, deleted FROM files WHERE session = ? AND path = ?").bind(session, path);
     if (!q.step()) return std::nullopt;
     return read_file(q);
   }
 
   [[nodiscard]] std::vector<file_record> files(std::string_view session) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     std::vector<file_record> out;
     auto& q = stmt("SELECT path, version, size, digest, deleted FROM files WHERE session = ? ORDER BY path").bind(session);
     while (q.step()) out.push_back(read_file(q));
@@ -226,7 +227,7 @@ class sqlite_store {
   }
 
   [[nodiscard]] std::vector<node_version> node_versions(std::string_view node, std::string_view session) const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     std::vector<node_version> out;
     auto& q = stmt("SELECT path, version FROM node_files WHERE node = ? AND session = ? ORDER BY path").bind(node, session);
     while (q.step()) out.push_back({q.text(0), static_cast<std::uint64_t>(q.integer(1))});
@@ -234,14 +235,29 @@ class sqlite_store {
   }
 
   [[nodiscard]] std::vector<wave_record> pending_waves() const {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     return waves_where("w.completed_ms IS NULL");
   }
 
  private:
+  /// Holds the store's mutex for one call and resets every cached statement when the call
+  /// ends: a statement left mid-result keeps its read snapshot open, and the connection
+  /// would then not see what another process committed since (a lost update).
+  class call_guard {
+   public:
+    explicit call_guard(const sqlite_store& s) : s_(s), g_(s.m_) {}
+    ~call_guard() {
+      for (auto& [text, st] : s_.cache_) st->reset();
+    }
+
+   private:
+    const sqlite_store& s_;
+    std::lock_guard<std::recursive_mutex> g_;
+  };
+
   template <class F>
   std::invoke_result_t<F> transaction(F&& body) {
-    std::lock_guard g(m_);
+    call_guard g(*this);
     exec("BEGIN IMMEDIATE");
     try {
       auto result = body();

@@ -1,0 +1,59 @@
+/// A slow node holds back no one: the other members get a change at their own pace,
+/// the slow one catches up later, and all end with the same bytes.
+#include "mesh.hpp"
+
+using namespace meshhub::it;
+
+TEST_CASE("a throttled node does not hold the others back", "[slow]") {
+  mesh m("slow");
+  // Random content is sent raw, so 24 MiB at 2 MiB/s keeps n3 busy for about 12 s.
+  constexpr std::uint64_t size = 6 * chunk_bytes;
+  m.add_node("n1");
+  m.add_node("n2");
+  m.add_node("n3", {"--throttle-bytes-per-sec", std::to_string(2 * mib)});
+  m.wait_connected({"n1", "n2", "n3"});
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2", "n3"});
+
+  const fs::path src = m.src("r.bin");
+  make_random_file(src, size, 3);
+  const std::string src_sha = sha256_file(src);
+  const json push = m.cli_json({"push", "s", src.string(), "--json"}, {}, 60s);  // no --wait
+  INFO("push: " << push.dump());
+
+  // The fast members finish while the throttled one is still receiving.
+  std::string last;
+  json ls_when_fast_done;
+  wait_until(
+      30s,
+      [&] {
+        auto ls = m.try_ls_json("s", &last);
+        if (!ls) return false;
+        last = ls->dump();
+        if (!mesh::all_in_sync(*ls, "r.bin", {"n1", "n2"})) return false;
+        ls_when_fast_done = *ls;
+        return true;
+      },
+      [&] { return "n1 and n2 in-sync for r.bin; last ls: " + last; });
+  {
+    INFO("ls when n1 and n2 were done: " << ls_when_fast_done.dump());
+    CHECK_FALSE(mesh::all_in_sync(ls_when_fast_done, "r.bin", {"n3"}));
+    CHECK_FALSE(fs::exists(m.node_file("n3", "s", "r.bin")));
+  }
+  for (const std::string id : {"n1", "n2"}) CHECK(sha256_file(m.node_file(id, "s", "r.bin")) == src_sha);
+
+  // ...and the slow one gets there too.
+  wait_until(
+      60s,
+      [&] {
+        auto ls = m.try_ls_json("s", &last);
+        if (!ls) return false;
+        last = ls->dump();
+        return mesh::all_in_sync(*ls, "r.bin", {"n1", "n2", "n3"});
+      },
+      [&] { return "n3 in-sync for r.bin; last ls: " + last; });
+  REQUIRE(fs::exists(m.node_file("n3", "s", "r.bin")));
+  CHECK(sha256_file(m.node_file("n3", "s", "r.bin")) == src_sha);
+  m.check_alive();
+  m.finish();
+}

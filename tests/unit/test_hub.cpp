@@ -1,0 +1,267 @@
+// basic_hub against in-process nodes: delivery, encode-once, slow nodes, resume, bad input.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "meshhub/meshhub.hpp"
+#include "meshhub/store/sqlite.hpp"
+#include "support/in_process_node.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace meshhub;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// The configurations every hub test runs against.
+using zlib_hub = hub<sqlite_store>;
+using identity_hub = basic_hub<sequential_dispatch, sqlite_store, null_lock, identity_codec>;
+using hub_configs = std::tuple<zlib_hub, identity_hub>;
+
+constexpr std::size_t small_chunk = 64 * 1024;  // many chunks from small files
+
+/// Polls `done` until it holds or `timeout` passes; the deadline is the failure.
+template <class F>
+bool eventually(F done, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+std::string mixed_bytes(std::size_t size, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string out;
+  out.reserve(size);
+  while (out.size() < size) {
+    if (rng() % 2) {
+      for (int i = 0; i < 4096 && out.size() < size; ++i) out.push_back(static_cast<char>(rng()));
+    } else {
+      const std::string line = "int meshhub_line_" + std::to_string(rng() % 100) + " = 42;\n";
+      for (int i = 0; i < 100 && out.size() < size; ++i) out += line.substr(0, std::min(line.size(), size - out.size()));
+    }
+  }
+  return out;
+}
+
+template <class Hub>
+struct fixture {
+  explicit fixture(hub_options extra = {}) : hub(options(extra), sqlite_store(":memory:")) {
+    hub.subscribe([this](const event& e) {
+      std::lock_guard g(mu);
+      events.push_back(e);
+    });
+  }
+  hub_options options(hub_options o) {
+    o.data_dir = dir / "hub";
+    o.chunk_size = small_chunk;
+    return o;
+  }
+  testing::in_process_node<Hub>& add_node(const std::string& id) {
+    nodes.push_back(std::make_unique<testing::in_process_node<Hub>>(hub, id, dir / id));
+    nodes.back()->connect();
+    return *nodes.back();
+  }
+  bool holds(testing::in_process_node<Hub>& n, const std::string& session, const std::string& path, const std::string& bytes) {
+    try {
+      return n.session(session).read(path) == bytes;
+    } catch (const error&) {
+      return false;
+    }
+  }
+  std::size_t count(event_kind kind, const std::string& node = {}) {
+    std::lock_guard g(mu);
+    return std::count_if(events.begin(), events.end(), [&](auto& e) { return e.kind == kind && (node.empty() || e.node == node); });
+  }
+  std::vector<std::string> wait_all(const write_result& r, std::chrono::milliseconds timeout = 20s) {
+    std::promise<std::vector<std::string>> missing;
+    hub.when_delivered(r.session, r.path, r.version, timeout, [&](std::vector<std::string> m) { missing.set_value(std::move(m)); });
+    return missing.get_future().get();
+  }
+
+  testing::temp_dir dir;
+  std::mutex mu;
+  std::vector<event> events;
+  Hub hub;
+  std::vector<std::unique_ptr<testing::in_process_node<Hub>>> nodes;  // destroyed before the hub
+};
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("hub: a write reaches every member, each chunk encoded once", "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  for (auto id : {"n1", "n2", "n3"}) f.add_node(id);
+  f.hub.join("s", {"n1", "n2", "n3"});
+
+  const auto data = mixed_bytes(16 * small_chunk, 1);
+  auto r = f.hub.write("s", "dir/data.bin", data);
+  CHECK(r.version == 1);
+  CHECK(r.content == content_digest_of(data));
+  CHECK(f.wait_all(r).empty());
+  for (auto& n : f.nodes) CHECK(f.holds(*n, "s", "dir/data.bin", data));
+  // Compress once: 16 chunks for 3 members is 16 encodings, not 48.
+  CHECK(f.hub.status().chunks_encoded == 16);
+  CHECK(f.hub.status().pending_waves == 0);
+  CHECK(f.hub.store().pending_waves().empty());
+  CHECK(eventually([&] { return f.count(event_kind::wave_completed) == 1; }));
+
+  auto listing = f.hub.list("s", "");
+  REQUIRE(listing.size() == 1);
+  for (auto& m : listing[0].members) CHECK(m.state == "in-sync");
+
+  // A removal is a version too, and reaches everyone.
+  auto rm = f.hub.remove("s", "dir/data.bin");
+  CHECK(rm.version == 2);
+  CHECK(f.wait_all(rm).empty());
+  for (auto& n : f.nodes) CHECK_THROWS_AS(n->session("s").read("dir/data.bin"), error);
+  CHECK(f.hub.list("s", "").empty());
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: bad input is refused with a clear error and changes nothing", "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  auto code_of = [](auto&& call) {
+    try {
+      call();
+    } catch (const error& e) {
+      return e.code();
+    }
+    FAIL("expected an error");
+    return errc::io;
+  };
+  CHECK(code_of([&] { f.hub.write("nope", "a.txt", "x"); }) == errc::not_found);
+  CHECK(code_of([&] { f.hub.write("s", "../escape.txt", "x"); }) == errc::invalid_argument);
+  CHECK(code_of([&] { f.hub.write("s", "/etc/passwd", "x"); }) == errc::invalid_argument);
+  CHECK(code_of([&] { f.hub.write("s", "a/../../b", "x"); }) == errc::invalid_argument);
+  CHECK(code_of([&] { f.hub.write("s", ".meshhub-tmp-x", "x"); }) == errc::invalid_argument);
+  CHECK(code_of([&] { f.hub.create_session("../up"); }) == errc::invalid_argument);
+  CHECK(code_of([&] { f.hub.create_session("s"); }) == errc::already_exists);
+  CHECK(code_of([&] { f.hub.remove("s", "never.txt"); }) == errc::not_found);
+  CHECK(code_of([&] { f.hub.join("s", {"bad/id"}); }) == errc::invalid_argument);
+  CHECK(code_of([&] { (void)f.hub.list("s", "missing"); }) == errc::not_found);
+  CHECK(f.hub.store().files("s").empty());
+  CHECK(workspace(f.dir / "hub" / "sessions").list().empty());
+  CHECK_FALSE(std::filesystem::exists(f.dir / "escape.txt"));
+  CHECK_FALSE(std::filesystem::exists(f.dir / "hub" / "escape.txt"));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a stalled node lags alone, memory stays bounded, then it catches up", "[hub]", hub_configs) {
+  hub_options o;
+  o.queue_chunks = 4;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& fast1 = f.add_node("fast1");
+  auto& fast2 = f.add_node("fast2");
+  auto& slow = f.add_node("slow");
+  f.hub.join("s", {"fast1", "fast2", "slow"});
+  slow.stall(true);
+
+  const auto data = mixed_bytes(48 * small_chunk, 2);
+  auto r = f.hub.write("s", "big.bin", data);
+  REQUIRE(eventually([&] { return f.holds(fast1, "s", "big.bin", data) && f.holds(fast2, "s", "big.bin", data); }));
+  CHECK_FALSE(f.holds(slow, "s", "big.bin", data));
+  CHECK(eventually([&] { return f.count(event_kind::node_lagging, "slow") == 1; }));
+  CHECK(slow.peak_queued() <= o.queue_chunks);  // bounded however long it stalls
+  bool lagging = false;
+  for (auto& n : f.hub.status().nodes)
+    if (n.id == "slow") lagging = n.lagging;
+  CHECK(lagging);
+
+  slow.stall(false);
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(slow, "s", "big.bin", data));
+  CHECK(eventually([&] { return f.count(event_kind::node_caught_up, "slow") == 1; }));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a reconnecting node resumes at its first unacknowledged chunk", "[hub]", hub_configs) {
+  hub_options o;
+  o.queue_chunks = 4;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& n = f.add_node("n1");
+  f.hub.join("s", {"n1"});
+  n.stall_after(5);  // takes five chunks, then stops reading
+
+  const auto data = mixed_bytes(20 * small_chunk, 3);
+  auto r = f.hub.write("s", "resume.bin", data);
+  REQUIRE(eventually([&] { return n.received()["resume.bin"].size() == 5; }));
+  n.disconnect();
+  n.connect();
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(n, "s", "resume.bin", data));
+
+  auto begins = n.begins();
+  REQUIRE(begins.size() == 2);
+  CHECK(begins.back().first_chunk == 5);
+  auto got = n.received()["resume.bin"];
+  // Five before the break, then 5..19 exactly once: nothing from zero again.
+  REQUIRE(got.size() == 20);
+  for (std::uint32_t i = 0; i < 20; ++i) CHECK(got[i] == i);
+  CHECK(f.count(event_kind::transfer_resumed, "n1") == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: waiting reports the members that do not hold the version", "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  f.add_node("here");
+  f.hub.join("s", {"here", "away"});
+  auto r = f.hub.write("s", "a.txt", "hello");
+  CHECK(f.wait_all(r, 300ms) == std::vector<std::string>{"away"});
+
+  // The absent member catches up the moment it connects.
+  auto& away = f.add_node("away");
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(away, "s", "a.txt", "hello"));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a member that joins later receives the current files, removals included", "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  auto& n = f.add_node("late");
+  f.hub.write("s", "keep.txt", "v1");
+  f.hub.write("s", "keep.txt", "v2");
+  f.hub.write("s", "drop.txt", "x");
+  f.hub.remove("s", "drop.txt");
+  f.hub.join("s", {"late"});
+  REQUIRE(eventually([&] { return f.holds(n, "s", "keep.txt", "v2"); }));
+  CHECK(n.begins().size() == 1);  // only the current version of keep.txt; nothing for drop.txt
+  CHECK(eventually([&] { return f.hub.store().pending_waves().empty(); }));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a corrupt chunk is refused by the node and sent again", "[hub]", hub_configs) {
+  hub_options o;
+  o.test_corrupt_chunks = 1;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& n = f.add_node("n1");
+  f.hub.join("s", {"n1"});
+  const auto data = mixed_bytes(4 * small_chunk, 4);
+  auto r = f.hub.write("s", "c.bin", data);
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(n, "s", "c.bin", data));
+  CHECK(f.count(event_kind::chunk_rejected, "n1") == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: ls and cat --node are answered by the node itself", "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  f.add_node("n1");
+  f.hub.join("s", {"n1"});
+  CHECK(f.wait_all(f.hub.write("s", "x/y.txt", "node bytes")).empty());
+
+  std::promise<command_result> listed, read;
+  f.hub.ask_node("n1", node_command::kind::list, "s", "", [&](command_result r) { listed.set_value(std::move(r)); });
+  f.hub.ask_node("n1", node_command::kind::read, "s", "x/y.txt", [&](command_result r) { read.set_value(std::move(r)); });
+  auto l = listed.get_future().get();
+  REQUIRE(l.entries.size() == 1);
+  CHECK(l.entries[0].path == "x/y.txt");
+  CHECK(l.entries[0].content == content_digest_of("node bytes"));
+  CHECK(read.get_future().get().data == "node bytes");
+  CHECK_THROWS_AS(f.hub.ask_node("ghost", node_command::kind::list, "s", "", [](command_result) {}), error);
+}

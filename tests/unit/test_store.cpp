@@ -1,0 +1,150 @@
+// The store policy suite: what every store must guarantee, run against each store.
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "meshhub/store/sqlite.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace meshhub;
+
+namespace {
+
+/// Makes a fresh store of each kind under test; add a store here and the suite covers it.
+struct sqlite_file_store {
+  testing::temp_dir dir;
+  sqlite_store store{(dir / "meshhub.db").string()};
+};
+struct sqlite_memory_store {
+  sqlite_store store{":memory:"};
+};
+using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store>;
+
+const digest d1 = sha256_of("one");
+const digest d2 = sha256_of("two");
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("store: sessions and membership", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  CHECK(s.create_session("alpha"));
+  CHECK_FALSE(s.create_session("alpha"));  // a second create changes nothing
+  CHECK(s.session_exists("alpha"));
+  CHECK_FALSE(s.session_exists("beta"));
+
+  s.add_member("alpha", "n2");
+  s.add_member("alpha", "n1");
+  s.add_member("alpha", "n1");  // idempotent
+  CHECK(s.members("alpha") == std::vector<std::string>{"n1", "n2"});
+  CHECK(s.sessions_of("n1") == std::vector<std::string>{"alpha"});
+  s.remove_member("alpha", "n2");
+  s.remove_member("alpha", "n9");  // absent: nothing happens
+  CHECK(s.members("alpha") == std::vector<std::string>{"n1"});
+  REQUIRE(s.sessions().size() == 1);
+  CHECK(s.sessions()[0].members == std::vector<std::string>{"n1"});
+}
+
+TEMPLATE_LIST_TEST_CASE("store: versions grow per path and the wave journal tracks members", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  s.add_member("a", "n2");
+
+  auto c1 = s.commit_change("a", "x.txt", 3, d1, false);
+  CHECK(c1.version == 1);
+  CHECK(c1.members == std::vector<std::string>{"n1", "n2"});
+  auto c2 = s.commit_change("a", "x.txt", 3, d2, false);
+  CHECK(c2.version == 2);
+  CHECK(c2.wave_id > c1.wave_id);
+  CHECK(s.commit_change("a", "y.txt", 0, d1, false).version == 1);  // per path
+
+  auto file = s.file("a", "x.txt");
+  REQUIRE(file);
+  CHECK(file->version == 2);
+  CHECK(file->content == d2);
+  CHECK(s.pending_waves().size() == 3);
+
+  // n1 acknowledging v2 satisfies both waves of x.txt for n1; nothing completes yet.
+  CHECK(s.record_delivery("n1", "a", "x.txt", 2).empty());
+  auto done = s.record_delivery("n2", "a", "x.txt", 2);
+  REQUIRE(done.size() == 2);
+  CHECK(done[0].version == 1);
+  CHECK(done[1].version == 2);
+  CHECK(s.pending_waves().size() == 1);  // y.txt still waits for both
+  CHECK(s.pending_waves()[0].pending == std::vector<std::string>{"n1", "n2"});
+
+  // A late, older ack never lowers what a node holds.
+  s.record_delivery("n1", "a", "x.txt", 1);
+  auto held = s.node_versions("n1", "a");
+  REQUIRE(held.size() == 1);
+  CHECK(held[0].version == 2);
+}
+
+TEMPLATE_LIST_TEST_CASE("store: removals are tombstones and leaving drops pending deliveries", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  s.commit_change("a", "gone.txt", 4, d1, false);
+  auto rm = s.commit_change("a", "gone.txt", 0, digest{}, true);
+  CHECK(rm.version == 2);
+  auto file = s.file("a", "gone.txt");
+  REQUIRE(file);
+  CHECK(file->deleted);
+  CHECK(s.sessions()[0].files == 0);
+  CHECK(s.pending_waves().size() == 2);
+  s.remove_member("a", "n1");
+  CHECK(s.pending_waves().empty());  // nobody left to wait for
+
+  // A change in a session without members completes at once.
+  CHECK(s.commit_change("a", "lonely.txt", 1, d1, false).members.empty());
+  CHECK(s.pending_waves().empty());
+}
+
+TEST_CASE("store: sqlite survives a reopen and refuses a newer schema", "[store]") {
+  testing::temp_dir dir;
+  const auto file = (dir / "meshhub.db").string();
+  {
+    sqlite_store s(file);
+    s.create_session("kept");
+    s.add_member("kept", "n1");
+    s.commit_change("kept", "f", 1, d1, false);
+  }
+  {
+    sqlite_store s(file);
+    CHECK(s.session_exists("kept"));
+    CHECK(s.members("kept") == std::vector<std::string>{"n1"});
+    CHECK(s.file("kept", "f")->content == d1);
+    CHECK(s.pending_waves().size() == 1);  // the journal is durable too
+  }
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+  try {
+    sqlite_store s(file);
+    FAIL("a newer schema must be refused");
+  } catch (const error& e) {
+    CHECK(std::string(e.what()).find("newer") != std::string::npos);
+  }
+}
+
+TEST_CASE("store: two stores on one file (two hub processes) serialize their writes", "[store]") {
+  testing::temp_dir dir;
+  const auto file = (dir / "meshhub.db").string();
+  sqlite_store a(file), b(file);
+  a.create_session("shared");
+  constexpr int per_writer = 50;
+  auto writer = [&](sqlite_store& s) {
+    for (int i = 0; i < per_writer; ++i) s.commit_change("shared", "counter", 1, d1, false);
+  };
+  std::thread ta(writer, std::ref(a)), tb(writer, std::ref(b));
+  ta.join();
+  tb.join();
+  // BEGIN IMMEDIATE + busy timeout: no lost update, every commit got its own version.
+  CHECK(a.file("shared", "counter")->version == 2 * per_writer);
+}
