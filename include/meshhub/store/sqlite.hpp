@@ -105,7 +105,10 @@ class sqlite_store {
   }
   sqlite_store(sqlite_store&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
   sqlite_store& operator=(sqlite_store&&) = delete;
-  ~sqlite_store() { sqlite3_close(db_); }
+  ~sqlite_store() {
+    cache_.clear();  // finalize first: sqlite3_close refuses (and leaks) a connection with live statements
+    sqlite3_close(db_);
+  }
 
   /// Schema version this code writes (PRAGMA user_version).
   static constexpr int schema_version = 1;
