@@ -97,18 +97,20 @@ class sqlite_store {
       sqlite3_close(db_);
       throw error(errc::io, "store: cannot open '" + file + "': " + why);
     }
-    sqlite3_busy_timeout(db_, 5000);  // several hub processes may share one data dir
-    exec("PRAGMA journal_mode=WAL");
-    exec("PRAGMA synchronous=FULL");  // an acknowledged change survives power loss
-    exec("PRAGMA foreign_keys=ON");
-    migrate();
+    try {
+      sqlite3_busy_timeout(db_, 5000);  // several hub processes may share one data dir
+      exec("PRAGMA journal_mode=WAL");
+      exec("PRAGMA synchronous=FULL");  // an acknowledged change survives power loss
+      exec("PRAGMA foreign_keys=ON");
+      migrate();
+    } catch (...) {
+      close();  // no destructor runs for a constructor that throws
+      throw;
+    }
   }
   sqlite_store(sqlite_store&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
   sqlite_store& operator=(sqlite_store&&) = delete;
-  ~sqlite_store() {
-    cache_.clear();  // finalize first: sqlite3_close refuses (and leaks) a connection with live statements
-    sqlite3_close(db_);
-  }
+  ~sqlite_store() { close(); }
 
   /// Schema version this code writes (PRAGMA user_version).
   static constexpr int schema_version = 1;
@@ -257,6 +259,12 @@ class sqlite_store {
     const sqlite_store& s_;
     std::lock_guard<std::recursive_mutex> g_;
   };
+
+  void close() noexcept {
+    cache_.clear();  // finalize first: sqlite3_close refuses (and leaks) a connection with live statements
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
 
   template <class F>
   std::invoke_result_t<F> transaction(F&& body) {
