@@ -230,6 +230,9 @@ class agent {
     auto stream = stub->Connect(&ctx);
     stream_ = stream.get();
     write_failed_ = false;
+    // Staleness is judged within one connection: the hub re-derives what this node needs
+    // at every hello (and a hub restarted on a fresh store numbers versions anew).
+    applied_.clear();
 
     v1::NodeMessage hello_msg;
     auto& hello = *hello_msg.mutable_hello();
@@ -543,20 +546,9 @@ class agent {
     manifest found;
     if (auto ws = session(c.session(), false)) {
       try {
-        found = scan(*ws, c.path());
+        found = scan(*ws, c.path());  // a folder, or a single file
       } catch (const error& e) {
-        if (e.code() == errc::not_found) {
-          // a missing folder or file: an empty listing
-        } else if (e.code() == errc::invalid_argument && !c.path().empty()) {
-          // workspace::list reports a *file* as "a parent is not a folder" (ENOTDIR)
-          // instead of listing it: list the one file here.
-          const auto fd = ws->open_read(c.path());
-          struct stat st {};
-          if (::fstat(fd.get(), &st) != 0) throw_errno("stat '" + c.path() + "'", errno);
-          found = manifest({{c.path(), static_cast<std::uint64_t>(st.st_size), 0, content_digest_of_fd(fd.get())}});
-        } else {
-          throw;
-        }
+        if (e.code() != errc::not_found) throw;  // a missing folder or file: an empty listing
       }
     }
     v1::NodeMessage m;
