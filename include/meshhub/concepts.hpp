@@ -42,17 +42,18 @@ concept lock_policy = requires(L& l) {
 };
 
 /// Dispatch: hands one chunk to many node links.
-///   `d.broadcast(links, chunk, refused)` offers `chunk` to every link and calls
-///   `refused(i)` for each link `i` that did not take it (queue full or closed). It keeps
-///   per-link order: two broadcasts from one thread reach each link in that order. It may
-///   return before every link has been offered the chunk (a pool, an async queue), so
-///   `refused` must be safe to call from any thread; `links` and `chunk` are copied as
-///   needed (shared pointers), never borrowed past the call.
+///   `d.broadcast(links, chunk, done)` offers `chunk` to every link `i` and calls
+///   `done(i, accepted)` exactly once per link — `accepted` false when the link did not
+///   take it (queue full, closed, or the policy's own mailbox full). It keeps per-link
+///   order: two broadcasts from one thread reach each link in that order. It may return
+///   before the links have been offered the chunk (a pool, a sender per link), so `done`
+///   may run later, on any thread; the policy copies `done`, `links` and `chunk` (shared
+///   pointers) as it needs, never borrowing them past the call.
 template <class D>
 concept dispatch_policy = requires(D& d, std::span<const std::shared_ptr<node_link>> links,
                                    const std::shared_ptr<const chunk_message>& chunk,
-                                   const std::function<void(std::size_t)>& refused) {
-  d.broadcast(links, chunk, refused);
+                                   const std::function<void(std::size_t, bool)>& done) {
+  d.broadcast(links, chunk, done);
 };
 
 /// Store: the durable record of sessions, membership, versions and the wave journal.

@@ -106,12 +106,19 @@ class basic_hub {
   /// Largest file the hub accepts.
   static constexpr std::uint64_t max_file_size = std::uint64_t{64} << 30;
 
-  basic_hub(hub_options options, Store store, Dispatch dispatch = Dispatch{}, Codec codec = Codec{})
+  /// A hub with default-constructed dispatch and codec policies.
+  basic_hub(hub_options options, Store store) : basic_hub(std::move(options), std::move(store), std::tuple<>{}) {}
+
+  /// A hub whose dispatch and codec policies are built in place from these arguments
+  /// (e.g. `std::tuple{4}` for a pool of four): neither policy need be movable.
+  template <class... DispatchArgs, class... CodecArgs>
+  basic_hub(hub_options options, Store store, std::tuple<DispatchArgs...> dispatch_args,
+            std::tuple<CodecArgs...> codec_args = {})
       : options_(sanitize(std::move(options))),
         store_(std::move(store)),
-        dispatch_(std::move(dispatch)),
-        codec_(std::move(codec)),
+        codec_(std::make_from_tuple<Codec>(std::move(codec_args))),
         mirror_root_(options_.data_dir / "sessions"),
+        dispatch_(std::make_from_tuple<Dispatch>(std::move(dispatch_args))),
         pool_(options_.io_threads, [this](const std::exception& e) { emit(event_kind::delivery_failed, {}, {}, {}, 0, e.what()); }) {
     // A crash can leave temp files of unfinished writes behind; they were never acknowledged.
     mirror_root_.remove_temp_files();
@@ -435,6 +442,7 @@ class basic_hub {
       std::string node;
       std::shared_ptr<node_link> link;
       std::uint32_t next = 0;  ///< the next chunk this member takes (its resume point at first)
+      bool in_flight = false;  ///< an offer to it awaits the dispatch policy's answer
       bool dropped = false;
     };
     std::vector<target> targets;
@@ -644,6 +652,7 @@ class basic_hub {
           anyone = true;
           if (t.next >= w->chunk_count) continue;
           all_done = false;
+          if (t.in_flight) continue;  // its answer wakes us
           const std::size_t queued = t.link->queued_chunks();
           if (t.next < w->produced && queued < bound) offers[t.next].push_back({i, t.link});
           // Hysteresis: produce for a member at most half full, so equal members stay together.
@@ -685,37 +694,46 @@ class basic_hub {
     }
   }
 
-  /// Hands chunk `index` to the members whose cursor is there, through the dispatch policy.
+  /// Hands chunk `index` to the members whose cursor is there, through the dispatch
+  /// policy. A member has one offer in flight at a time; the policy reports each outcome
+  /// (perhaps later, on another thread) and an accepted chunk moves the member's cursor.
   template <class Offers>
   void deliver(const std::shared_ptr<wave>& w, std::uint32_t index, const Offers& takers) {
     chunk_ptr message;
     std::vector<std::shared_ptr<node_link>> links;
+    std::vector<std::size_t> targets;
     {
       std::lock_guard g(mu_);
       if (index < w->backlog_first) return;
       message = w->backlog[index - w->backlog_first];
+      for (auto& o : takers) {
+        w->targets[o.target].in_flight = true;
+        links.push_back(o.link);
+        targets.push_back(o.target);
+      }
     }
-    for (auto& o : takers) links.push_back(o.link);
-    std::vector<char> refused(links.size(), 0);
-    std::mutex refused_mu;
-    dispatch_.broadcast(links, message, [&](std::size_t i) {
-      std::lock_guard g(refused_mu);
-      refused[i] = 1;
+    const auto payload = message->body.payload.size();
+    dispatch_.broadcast(links, message, [this, w, index, payload, targets](std::size_t i, bool accepted) {
+      bool wake = false;
+      {
+        std::lock_guard g(mu_);
+        auto& t = w->targets[targets[i]];
+        t.in_flight = false;
+        if (accepted) {  // refused: its queue filled meanwhile; offered again on the next step
+          ++t.next;
+          if (auto it = nodes_.find(t.node); it != nodes_.end()) {
+            auto& n = it->second;
+            auto& high = n.sent_high[{w->file.session, w->file.path, w->file.version}];
+            if (index < high) ++n.chunks_resent;
+            high = std::max(high, index + 1);
+            ++n.chunks_sent;
+            n.bytes_sent += payload;
+          }
+        }
+        wake = std::exchange(w->parked, false);
+      }
+      if (wake) pool_.post([this, w] { pump(w); });
     });
-    std::lock_guard g(mu_);
-    for (std::size_t i = 0; i < takers.size(); ++i) {
-      if (refused[i]) continue;  // its queue filled meanwhile: offered again next step
-      auto& t = w->targets[takers[i].target];
-      ++t.next;
-      auto it = nodes_.find(t.node);
-      if (it == nodes_.end()) continue;
-      auto& n = it->second;
-      auto& high = n.sent_high[{w->file.session, w->file.path, w->file.version}];
-      if (index < high) ++n.chunks_resent;
-      high = std::max(high, index + 1);
-      ++n.chunks_sent;
-      n.bytes_sent += message->body.payload.size();
-    }
   }
 
   void mark_lagging(const std::string& node, const std::shared_ptr<node_link>& link) {
@@ -962,7 +980,6 @@ class basic_hub {
 
   hub_options options_;
   Store store_;
-  Dispatch dispatch_;
   Codec codec_;
   workspace mirror_root_;
 
@@ -983,6 +1000,9 @@ class basic_hub {
   std::map<std::uint64_t, event_handler> subscribers_;
   std::uint64_t subscriber_seq_ = 0;
 
+  // Destroyed first (reverse order): the dispatch policy's threads may still report into
+  // the state above, and the pool runs tasks that use everything.
+  Dispatch dispatch_;
   thread_pool pool_;  ///< last: its threads stop before the state they use is destroyed
 };
 

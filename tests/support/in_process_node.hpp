@@ -8,8 +8,11 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "meshhub/chunk.hpp"
@@ -56,8 +59,18 @@ class in_process_node {
   /// Chunk indices received per path, in arrival order (for order and resume checks).
   std::map<std::string, std::vector<std::uint32_t>> received() const {
     std::lock_guard g(state_mu_);
+    std::map<std::string, std::vector<std::uint32_t>> out;
+    for (auto& [path, got] : received_)
+      for (auto& [version, index] : got) out[path].push_back(index);
+    return out;
+  }
+  /// (version, chunk index) per path, in arrival order.
+  std::map<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> received_versions() const {
+    std::lock_guard g(state_mu_);
     return received_;
   }
+  /// Sleeps a random 0…`max` before applying each message (a jittery node).
+  void jitter(std::chrono::microseconds max) { jitter_ = max; }
   std::vector<file_begin> begins() const {
     std::lock_guard g(state_mu_);
     return begins_;
@@ -160,6 +173,10 @@ class in_process_node {
   }
 
   void apply(const outbound_message& m) {
+    if (const auto max = jitter_.load(); max.count() > 0) {
+      thread_local std::mt19937 rng{std::random_device{}()};
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % max.count()));  // simulated work, not a wait
+    }
     std::visit([&](const auto& x) { on(x); }, m);
   }
 
@@ -180,7 +197,7 @@ class in_process_node {
 
   void on(const chunk_ptr& c) {
     std::lock_guard g(state_mu_);
-    received_[c->file.path].push_back(c->body.index);
+    received_[c->file.path].emplace_back(c->file.version, c->body.index);
     auto it = transfers_.find({c->file.session, c->file.path});
     if (it == transfers_.end() || it->second.file != c->file || c->body.index != it->second.done) return;
     auto& t = it->second;
@@ -243,7 +260,8 @@ class in_process_node {
   std::shared_ptr<link> link_;
   mutable std::mutex state_mu_;
   std::map<std::pair<std::string, std::string>, transfer> transfers_;
-  std::map<std::string, std::vector<std::uint32_t>> received_;
+  std::map<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> received_;
+  std::atomic<std::chrono::microseconds> jitter_{std::chrono::microseconds{0}};
   std::vector<file_begin> begins_;
 };
 

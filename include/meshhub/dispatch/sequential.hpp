@@ -16,9 +16,8 @@ namespace meshhub {
 /// Hands each chunk to every link, one after another, on the caller's thread.
 struct sequential_dispatch {
   void broadcast(std::span<const std::shared_ptr<node_link>> links, const chunk_ptr& chunk,
-                 const std::function<void(std::size_t)>& refused) {
-    for (std::size_t i = 0; i < links.size(); ++i)
-      if (!links[i]->try_send(chunk)) refused(i);
+                 const std::function<void(std::size_t, bool)>& done) {
+    for (std::size_t i = 0; i < links.size(); ++i) done(i, links[i]->try_send(chunk));
   }
 };
 
