@@ -36,6 +36,7 @@
 
 #include "meshhub/chunk.hpp"
 #include "meshhub/concepts.hpp"
+#include "meshhub/detail/ordered_link.hpp"
 #include "meshhub/event.hpp"
 #include "meshhub/executor.hpp"
 #include "meshhub/fwd.hpp"
@@ -356,8 +357,9 @@ class basic_hub {
 
   /// A node said hello on `link`: accept it (a newer connection replaces an older one with
   /// the same id), send its memberships from the store, and bring it up to date.
-  void attach(const hello& h, std::shared_ptr<node_link> link) {
+  void attach(const hello& h, std::shared_ptr<node_link> transport_link) {
     check_node_id(h.node_id);
+    auto link = std::make_shared<detail::ordered_link>(std::move(transport_link));
     std::shared_ptr<node_link> replaced;
     {
       std::lock_guard g(mu_);
@@ -377,13 +379,13 @@ class basic_hub {
     request_catch_up(h.node_id);
   }
 
-  /// The node's connection ended.
-  void detach(const std::string& node, const std::shared_ptr<node_link>& link) {
+  /// The node's connection (the link the transport attached) ended.
+  void detach(const std::string& node, const std::shared_ptr<node_link>& transport_link) {
     std::vector<std::uint64_t> orphaned;
     {
       std::lock_guard g(mu_);
       auto it = nodes_.find(node);
-      if (it == nodes_.end() || it->second.link != link) return;  // replaced already
+      if (it == nodes_.end() || !it->second.link || it->second.link->inner() != transport_link) return;  // replaced already
       it->second.link.reset();
       it->second.active.clear();
       for (auto& [id, c] : commands_)
@@ -422,7 +424,7 @@ class basic_hub {
   using path_key = std::pair<std::string, std::string>;  // (session, path)
 
   struct node_state {
-    std::shared_ptr<node_link> link;  ///< null while offline
+    std::shared_ptr<detail::ordered_link> link;  ///< null while offline
     bool lagging = false;
     bool round_pending = false;       ///< a catch-up round is queued
     bool catching_up = false;         ///< the last round started deliveries

@@ -1,0 +1,47 @@
+#pragma once
+/// The hub's view of one node link. Several waves (and their dispatch policies' threads)
+/// send to one link at once; this guard makes "a node never receives version v after
+/// v+1 of a path" hold on the wire itself: a begin or removal names the path's current
+/// version, and a chunk of any other version is dropped — under the same lock as its
+/// enqueue, so no chunk of v can slip in after the begin of v+1.
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "meshhub/transport/link.hpp"
+
+namespace meshhub::detail {
+
+class ordered_link final : public node_link {
+ public:
+  explicit ordered_link(std::shared_ptr<node_link> inner) : inner_(std::move(inner)) {}
+
+  bool try_send(outbound_message message) override {
+    std::lock_guard g(mu_);
+    if (auto* c = std::get_if<chunk_ptr>(&message)) {
+      auto it = current_.find({(*c)->file.session, (*c)->file.path});
+      if (it == current_.end() || it->second != (*c)->file.version) return true;  // superseded: dropped on purpose
+    } else if (auto* b = std::get_if<file_begin>(&message)) {
+      if (!inner_->try_send(message)) return false;
+      current_[{b->file.session, b->file.path}] = b->file.version;
+      return true;
+    } else if (auto* r = std::get_if<file_remove>(&message)) {
+      if (!inner_->try_send(message)) return false;
+      current_[{r->file.session, r->file.path}] = r->file.version;
+      return true;
+    }
+    return inner_->try_send(std::move(message));
+  }
+
+  [[nodiscard]] std::size_t queued_chunks() const override { return inner_->queued_chunks(); }
+  void close(const std::string& reason) override { inner_->close(reason); }
+  [[nodiscard]] const std::shared_ptr<node_link>& inner() const noexcept { return inner_; }
+
+ private:
+  std::shared_ptr<node_link> inner_;
+  std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> current_;  ///< (session, path) → version on the wire
+};
+
+}  // namespace meshhub::detail
