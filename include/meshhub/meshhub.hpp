@@ -6,6 +6,8 @@
 #include "meshhub/codec/zlib.hpp"
 #include "meshhub/concepts.hpp"
 #include "meshhub/digest.hpp"
+#include "meshhub/dispatch/async.hpp"
+#include "meshhub/dispatch/pooled.hpp"
 #include "meshhub/dispatch/sequential.hpp"
 #include "meshhub/error.hpp"
 #include "meshhub/event.hpp"

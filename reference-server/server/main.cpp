@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_QUEUE_CHUNKS")->check(CLI::Range(2, 1024))->capture_default_str();
   app.add_option("--io-threads", config.io_threads, "threads for disk, chunking and compression")
       ->envname("MESHHUB_IO_THREADS")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--dispatch-threads", config.dispatch_threads, "threads handing chunks to node links (pooled dispatch)")
+      ->envname("MESHHUB_DISPATCH_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
   app.add_option("--test-corrupt-chunks", config.test_corrupt_chunks,

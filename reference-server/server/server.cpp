@@ -585,7 +585,7 @@ int run_server(const server_config& config) {
     options.queue_chunks = config.queue_chunks;
     options.io_threads = config.io_threads;
     options.test_corrupt_chunks = config.test_corrupt_chunks;
-    server_hub hub(options, sqlite_store(store_file(config)));
+    server_hub hub(options, sqlite_store(store_file(config)), std::tuple{config.dispatch_threads});
 
     // Events: one JSON line each on stdout, the structured log operators and tests read.
     std::mutex stdout_mu;

@@ -15,6 +15,7 @@ struct server_config {
   std::string ready_file;
   std::size_t queue_chunks = 8;
   std::size_t io_threads = 4;
+  std::size_t dispatch_threads = 2;
   std::uint32_t test_corrupt_chunks = 0;
 };
 
