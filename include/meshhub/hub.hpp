@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -367,11 +368,11 @@ class basic_hub {
       replaced = std::exchange(n.link, link);
       n.lagging = false;
       n.active.clear();
-      n.partials.clear();
+      n.resume.clear();
       n.retries.clear();
       for (auto& p : h.partials)
         if (path_problem(p.file.path).empty() && name_problem(p.file.session).empty())
-          n.partials[{p.file.session, p.file.path}] = p;
+          n.resume[{p.file.session, p.file.path}] = {p.file.version, p.content, p.chunks_done};
     }
     if (replaced) replaced->close("replaced by a newer connection of node '" + h.node_id + "'");
     emit(event_kind::node_connected, {}, h.node_id, {}, 0, {});
@@ -429,7 +430,14 @@ class basic_hub {
     bool round_pending = false;       ///< a catch-up round is queued
     bool catching_up = false;         ///< the last round started deliveries
     std::map<path_key, std::uint64_t> active;          ///< version in delivery per path
-    std::map<path_key, partial_transfer> partials;     ///< from the hello, used once
+    /// Where a delivery can resume: from the hello's partial transfers (with their digest)
+    /// and from the chunk acks of this connection. Used once, by the next wave to the path.
+    struct resume_point {
+      std::uint64_t version = 0;
+      std::optional<digest> content;  ///< known for a hello's partial; a live ack names the version only
+      std::uint32_t chunks = 0;       ///< chunks 0..chunks-1 are durable on the node
+    };
+    std::map<path_key, resume_point> resume;
     std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
     std::map<std::tuple<std::string, std::string, std::uint64_t>, std::uint32_t> sent_high;  ///< for resend accounting
     std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
@@ -444,8 +452,8 @@ class basic_hub {
       std::string node;
       std::shared_ptr<node_link> link;
       std::uint32_t next = 0;  ///< the next chunk this member takes (its resume point at first)
-      bool in_flight = false;  ///< an offer to it awaits the dispatch policy's answer
       bool dropped = false;
+      bool in_flight = false;  ///< an offer to it awaits the dispatch policy's answer
     };
     std::vector<target> targets;
     std::deque<chunk_ptr> backlog;      ///< produced chunks some member has not taken yet
@@ -555,38 +563,61 @@ class basic_hub {
     w->size = size;
     w->chunk_count = deleted ? 0 : chunk_count(size, options_.chunk_size);
     if (!deleted && w->chunk_count > 0) w->fd = mirror(file.session).open_read(file.path);
-    std::vector<std::tuple<std::string, std::uint32_t, bool>> resumed;
+    const path_key key{file.session, file.path};
+    struct starting {
+      std::string node;
+      std::shared_ptr<detail::ordered_link> link;
+      std::uint32_t first;
+      bool resumed;
+    };
+    std::vector<starting> begin;
     {
       std::lock_guard g(mu_);
       for (auto& [node, first] : targets) {
         auto it = nodes_.find(node);
         if (it == nodes_.end() || !it->second.link || (it->second.lagging && !repair)) continue;
         auto& n = it->second;
-        const path_key key{file.session, file.path};
         n.active[key] = file.version;
-        if (auto p = n.partials.find(key); p != n.partials.end()) {
-          if (p->second.file.version == file.version && p->second.content == content && p->second.chunks_done <= w->chunk_count) {
-            first = std::max(first, p->second.chunks_done);
-            resumed.emplace_back(node, first, true);
+        bool resumed = false;
+        if (auto r = n.resume.find(key); r != n.resume.end()) {
+          const auto& at = r->second;
+          if (at.version == file.version && (!at.content || *at.content == content) && at.chunks > first &&
+              at.chunks <= w->chunk_count) {
+            first = at.chunks;
+            resumed = true;
           }
-          n.partials.erase(p);
+          n.resume.erase(r);
         }
-        const bool queued = deleted ? n.link->try_send(file_remove{file})
-                                    : n.link->try_send(file_begin{file, size, static_cast<std::uint32_t>(options_.chunk_size),
-                                                                  w->chunk_count, content, first});
-        if (!queued) {
-          n.active.erase(key);
-          continue;
-        }
-        w->targets.push_back({node, n.link, first, false});
+        begin.push_back({node, n.link, first, resumed});
       }
+    }
+    // Sent outside the hub lock: a link's try_send may take time (a blocking transport),
+    // and only this node should wait for it. The session's write lock, which every caller
+    // holds, keeps two begins of one path from crossing.
+    std::vector<std::tuple<std::string, std::uint32_t>> resumed;
+    for (auto& b : begin) {
+      const bool queued = deleted ? b.link->try_send(file_remove{file})
+                                  : b.link->try_send(file_begin{file, size, static_cast<std::uint32_t>(options_.chunk_size),
+                                                                w->chunk_count, content, b.first});
+      std::lock_guard g(mu_);
+      if (!queued) {
+        if (auto it = nodes_.find(b.node); it != nodes_.end())
+          if (auto a = it->second.active.find(key); a != it->second.active.end() && a->second == file.version)
+            it->second.active.erase(a);
+        continue;
+      }
+      w->targets.push_back({b.node, b.link, b.first, false, false});
+      if (b.resumed) resumed.emplace_back(b.node, b.first);
+    }
+    {
+      std::lock_guard g(mu_);
       // Resuming members start past what they hold; nothing before the earliest is produced.
       if (!w->targets.empty())
         w->produced = w->backlog_first =
             std::min_element(w->targets.begin(), w->targets.end(), [](auto& a, auto& b) { return a.next < b.next; })->next;
       if (w->chunk_count > 0 && !w->targets.empty()) waves_.insert(w);
     }
-    for (auto& [node, first, _] : resumed)
+    for (auto& [node, first] : resumed)
       emit(event_kind::transfer_resumed, file.session, node, file.path, file.version,
            "resuming at chunk " + std::to_string(first) + " of " + std::to_string(w->chunk_count));
     if (w->chunk_count > 0 && !w->targets.empty()) pool_.post([this, w] { pump(w); });
@@ -624,6 +655,7 @@ class basic_hub {
   void pump_chunks(const std::shared_ptr<wave>& w) {
     std::string scratch;
     const std::size_t bound = options_.queue_chunks;
+    constexpr std::uint32_t read_ahead = 2;
     for (;;) {
       struct offer {
         std::size_t target;
@@ -634,7 +666,8 @@ class basic_hub {
       bool produce = false;
       {
         std::lock_guard g(mu_);
-        bool anyone = false, all_done = true;
+        bool anyone = false, all_done = true, room = false;
+        std::uint32_t lead = 0;  // the furthest any member's cursor has got (counting offers in flight)
         for (std::size_t i = 0; i < w->targets.size(); ++i) {
           auto& t = w->targets[i];
           if (t.dropped) continue;
@@ -654,12 +687,16 @@ class basic_hub {
           anyone = true;
           if (t.next >= w->chunk_count) continue;
           all_done = false;
-          if (t.in_flight) continue;  // its answer wakes us
+          lead = std::max(lead, t.next + (t.in_flight ? 1u : 0u));
           const std::size_t queued = t.link->queued_chunks();
+          // Hysteresis: produce for members at most half full, so equal members stay together.
+          if (queued <= bound / 2) room = true;
+          if (t.in_flight) continue;  // its answer wakes us
           if (t.next < w->produced && queued < bound) offers[t.next].push_back({i, t.link});
-          // Hysteresis: produce for a member at most half full, so equal members stay together.
-          if (t.next == w->produced && queued <= bound / 2) produce = true;
         }
+        // Read ahead of the fastest member by a little, so reading and encoding the next
+        // chunk overlaps sending this one.
+        produce = room && w->produced < w->chunk_count && w->produced < lead + read_ahead;
         if (!anyone || all_done) {
           waves_.erase(w);
           produce = false;
@@ -850,8 +887,15 @@ class basic_hub {
 
   void handle(const std::string& node, const chunk_ack& ack) {
     std::lock_guard g(mu_);
-    if (auto it = nodes_.find(node); it != nodes_.end()) ++it->second.chunks_acked;
-    (void)ack;
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
+    auto& n = it->second;
+    ++n.chunks_acked;
+    // Chunks are acknowledged in order and only once durable: the next delivery of this
+    // version to this node (after it lagged, or a refusal) may start past them.
+    auto& at = n.resume[{ack.file.session, ack.file.path}];
+    if (ack.file.version > at.version) at = {ack.file.version, std::nullopt, 0};
+    if (ack.file.version == at.version) at.chunks = std::max(at.chunks, ack.index + 1);
   }
 
   void handle(const std::string& node, const file_ack& ack) {
@@ -863,6 +907,7 @@ class basic_hub {
       if (it == nodes_.end()) return;
       auto& n = it->second;
       if (auto a = n.active.find(key); a != n.active.end() && a->second == ack.file.version) n.active.erase(a);
+      if (auto r = n.resume.find(key); r != n.resume.end() && r->second.version <= ack.file.version) n.resume.erase(r);
       n.sent_high.erase({ack.file.session, ack.file.path, ack.file.version});
       catching_up = n.catching_up;
       if (ack.ok) {

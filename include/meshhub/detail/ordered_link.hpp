@@ -23,18 +23,27 @@ class ordered_link final : public node_link {
       auto it = current_.find({(*c)->file.session, (*c)->file.path});
       if (it == current_.end() || it->second != (*c)->file.version) return true;  // superseded: dropped on purpose
     } else if (auto* b = std::get_if<file_begin>(&message)) {
-      if (!inner_->try_send(message)) return false;
-      current_[{b->file.session, b->file.path}] = b->file.version;
-      return true;
+      return announce(b->file, message);
     } else if (auto* r = std::get_if<file_remove>(&message)) {
-      if (!inner_->try_send(message)) return false;
-      current_[{r->file.session, r->file.path}] = r->file.version;
-      return true;
+      return announce(r->file, message);
     }
     return inner_->try_send(std::move(message));
   }
 
   [[nodiscard]] std::size_t queued_chunks() const override { return inner_->queued_chunks(); }
+
+ private:
+  /// A begin or removal makes its version the path's current one; an older one arriving
+  /// late (versions only grow) is dropped, so the wire never goes back.
+  bool announce(const file_version& file, outbound_message& message) {
+    auto& current = current_[{file.session, file.path}];
+    if (file.version < current) return true;
+    if (!inner_->try_send(std::move(message))) return false;
+    current = file.version;
+    return true;
+  }
+
+ public:
   void close(const std::string& reason) override { inner_->close(reason); }
   [[nodiscard]] const std::shared_ptr<node_link>& inner() const noexcept { return inner_; }
 
