@@ -297,7 +297,9 @@ class memory_sink {
     file_version file;
     digest content{};
     std::uint32_t count = 0, done = 0, chunk_size = 0;
-    content_hasher hasher;  ///< over 4 MiB blocks, fed as chunks arrive
+    /// Block digests so far. With 4 MiB chunks each chunk is one block and its digest
+    /// comes with it, so a resume just truncates the list (as the node agent's sidecar).
+    std::vector<digest> blocks;
     sha256 block;           ///< the block being filled, when chunks are not 4 MiB
     std::size_t in_block = 0;
   };
@@ -307,14 +309,20 @@ class memory_sink {
   void on(const file_begin& b) {
     std::unique_lock g(mu_);
     auto& t = transfers_[{b.file.session, b.file.path}];
-    if (b.first_chunk != 0 && (t.file != b.file || t.content != b.content || t.done != b.first_chunk)) {
-      // Resuming needs the state of the chunks before first_chunk, which only a matching
-      // partial transfer has (the hasher cannot be rewound).
+    const bool rewindable = t.chunk_size == digest_block_size || t.done == b.first_chunk;
+    if (b.first_chunk != 0 && (t.file != b.file || t.content != b.content || t.done < b.first_chunk || !rewindable)) {
+      // Resuming needs the chunks before first_chunk, which only a matching partial
+      // transfer has (and, with chunks other than 4 MiB, a running hash cannot rewind).
       transfers_.erase({b.file.session, b.file.path});
       g.unlock();
       return fail(b.file, "cannot resume: no matching partial transfer");
     }
-    if (b.first_chunk == 0) t = transfer{b.file, b.content, b.chunk_count, 0, b.chunk_size, {}, {}, 0};
+    if (b.first_chunk == 0) {
+      t = transfer{b.file, b.content, b.chunk_count, 0, b.chunk_size, {}, {}, 0};
+    } else {
+      t.done = b.first_chunk;
+      t.blocks.resize(std::min<std::size_t>(t.blocks.size(), b.first_chunk));
+    }
     if (b.chunk_count == 0) finish_locked(g, {b.file.session, b.file.path});
   }
 
@@ -351,7 +359,7 @@ class memory_sink {
       if (!aligned) add_bytes(it->second, raw);
     }
     auto& u = it->second;
-    if (aligned) u.hasher.add_block_digest(c->body.raw_digest);
+    if (aligned) u.blocks.push_back(c->body.raw_digest);
     ++u.done;
     chunks_.fetch_add(1);
     const auto file = u.file;
@@ -389,7 +397,7 @@ class memory_sink {
       t.in_block += take;
       raw.remove_prefix(take);
       if (t.in_block == digest_block_size) {
-        t.hasher.add_block_digest(t.block.finish());
+        t.blocks.push_back(t.block.finish());
         t.block = sha256{};
         t.in_block = 0;
       }
@@ -402,8 +410,10 @@ class memory_sink {
     if (it == transfers_.end()) return;
     auto& t = it->second;
     const bool checkable = options_.verify || t.chunk_size == digest_block_size || t.count == 0;
-    if (t.in_block > 0) t.hasher.add_block_digest(t.block.finish());
-    const bool ok = !checkable || t.hasher.finish() == t.content;
+    if (t.in_block > 0) t.blocks.push_back(t.block.finish());
+    content_hasher whole;
+    for (auto& d : t.blocks) whole.add_block_digest(d);
+    const bool ok = !checkable || whole.finish() == t.content;
     const auto file = t.file;
     const auto content = t.content;
     transfers_.erase(it);
