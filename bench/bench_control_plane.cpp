@@ -738,6 +738,13 @@ void BM_control_plane_ls(benchmark::State& state) {
         std::snprintf(label, sizeof label, "List during the %s stage (%.1f s)", s.name, secs);
         row(label, idle.list, load.list.between(s.from, s.to));
       }
+      if (!load.list.us.empty()) {
+        const auto slowest = std::max_element(load.list.us.begin(), load.list.us.end()) - load.list.us.begin();
+        std::snprintf(line, sizeof line, "slowest List under load: %s ms, started %.2f s after the push began, %.2f s before its reply\n",
+                      ms(load.list.us[slowest]).c_str(), std::chrono::duration<double>(load.list.at[slowest] - push_start).count(),
+                      std::chrono::duration<double>(push_end - load.list.at[slowest]).count());
+        t += line;
+      }
       const double wall = std::chrono::duration<double>(push_end - push_start).count();
       std::snprintf(line, sizeof line,
                     "CPU during the push (%.1f s wall, %ld cores): hub %.1f s, %zu nodes %.1f s, this client %.1f s, "
