@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -41,6 +42,7 @@
 #include <vector>
 
 #include "meshhub/codec/identity.hpp"
+#include "meshhub/codec/zlib.hpp"
 #include "meshhub/dispatch/async.hpp"
 #include "meshhub/dispatch/pooled.hpp"
 #include "meshhub/dispatch/sequential.hpp"
@@ -283,5 +285,64 @@ BENCHMARK_TEMPLATE(BM_dispatch, pooled8)->Iterations(1)->Repetitions(3)->UseManu
 BENCHMARK_TEMPLATE(BM_dispatch, async)->Iterations(1)->Repetitions(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
+
+/// Compress once, fan out: the process CPU time of one zlib wave of the 256 MiB file to
+/// `members` non-blocking in-process nodes. The sinks trust the digests, so nearly all
+/// the CPU is the hub's: reading, hashing, compressing and handing out. The counter
+/// `cpu_ratio_8_to_1` compares 8 members with 1, both measured in this one call.
+/// Target (issue 3): ≤ 2.
+double wave_cpu_seconds(std::size_t members) {
+  namespace fs = std::filesystem;
+  std::string tmpl = (fs::temp_directory_path() / "meshhub-bench-cpu.XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) return -1;
+  const fs::path dir = tmpl;
+  double cpu = -1;
+  {
+    meshhub::hub_options o;
+    o.data_dir = dir / "hub";
+    using zlib_hub = meshhub::basic_hub<meshhub::sequential_dispatch, meshhub::sqlite_store, meshhub::thread_lock, meshhub::zlib_codec>;
+    zlib_hub hub(o, meshhub::sqlite_store(":memory:"));
+    hub.create_session("s");
+    std::vector<std::unique_ptr<meshhub::memory_sink>> sinks;
+    std::vector<std::shared_ptr<meshhub::in_process_link>> links;
+    std::vector<std::string> ids;
+    for (std::size_t i = 0; i < members; ++i) {
+      ids.push_back("node-" + std::to_string(i));
+      sinks.push_back(std::make_unique<meshhub::memory_sink>(meshhub::hub_replies(hub, ids.back()), meshhub::memory_sink::options{false}));
+      meshhub::in_process_link_options lo;
+      lo.queue_chunks = o.queue_chunks;
+      links.push_back(std::make_shared<meshhub::in_process_link>(lo, sinks.back()->receiver(), meshhub::hub_drained(hub, ids.back())));
+      hub.attach(meshhub::hello{ids.back(), {}, {}}, links.back());
+    }
+    hub.join("s", ids);
+    const auto& data = wave_data();
+    // The upload (mirror write) is not the wave: start the clock once it is durable.
+    auto up = hub.begin_upload("s", "cpu.bin");
+    up.append(data);
+    const auto before = std::clock();
+    const auto w = hub.finish_upload(std::move(up));
+    bool all = true;
+    for (auto& sink : sinks) all = sink->wait({"s", "cpu.bin", w.version}, 180s) && all;
+    if (all) cpu = static_cast<double>(std::clock() - before) / CLOCKS_PER_SEC;
+    for (auto& l : links) l->stop();
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return cpu;
+}
+
+void BM_compress_once(benchmark::State& state) {
+  for (auto _ : state) {
+    const double one = wave_cpu_seconds(1), eight = wave_cpu_seconds(8);
+    if (one <= 0 || eight <= 0) {
+      state.SkipWithError("a wave did not complete");
+      return;
+    }
+    state.counters["cpu_1_s"] = one;
+    state.counters["cpu_8_s"] = eight;
+    state.counters["cpu_ratio_8_to_1"] = eight / one;
+  }
+}
+BENCHMARK(BM_compress_once)->Iterations(1)->Repetitions(3)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
