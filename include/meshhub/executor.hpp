@@ -2,6 +2,9 @@
 /// The hub's executor: a fixed pool of threads for everything that may wait — disk,
 /// compression, the store — plus a timer for retries and deadlines. Transports hand work
 /// here so that no network thread (a gRPC reactor) ever blocks.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -21,9 +24,15 @@ class thread_pool {
   using task = std::function<void()>;
   using error_handler = std::function<void(const std::exception&)>;
 
-  /// Starts `threads` workers (at least one) and one timer thread.
-  explicit thread_pool(std::size_t threads, error_handler on_error = {}) : on_error_(std::move(on_error)) {
-    for (std::size_t i = 0; i < std::max<std::size_t>(threads, 1); ++i) workers_.emplace_back([this] { work(); });
+  /// Starts `threads` workers (at least one) and one timer thread. A positive `nice`
+  /// lowers the workers' CPU priority (Linux schedules threads, so this is per thread):
+  /// bulk work then yields the CPU to latency-sensitive threads on a saturated machine.
+  explicit thread_pool(std::size_t threads, error_handler on_error = {}, int nice = 0) : on_error_(std::move(on_error)) {
+    for (std::size_t i = 0; i < std::max<std::size_t>(threads, 1); ++i)
+      workers_.emplace_back([this, nice] {
+        if (nice > 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);  // best effort
+        work();
+      });
     timer_ = std::thread([this] { time(); });
   }
   thread_pool(const thread_pool&) = delete;

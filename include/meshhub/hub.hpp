@@ -121,13 +121,18 @@ class basic_hub {
         codec_(std::make_from_tuple<Codec>(std::move(codec_args))),
         mirror_root_(options_.data_dir / "sessions"),
         dispatch_(std::make_from_tuple<Dispatch>(std::move(dispatch_args))),
-        pool_(options_.io_threads, [this](const std::exception& e) { emit(event_kind::delivery_failed, {}, {}, {}, 0, e.what()); }) {
+        control_(options_.control_threads),
+        pool_(options_.io_threads, [this](const std::exception& e) { emit(event_kind::delivery_failed, {}, {}, {}, 0, e.what()); },
+              options_.io_nice) {
     // A crash can leave temp files of unfinished writes behind; they were never acknowledged.
     mirror_root_.remove_temp_files();
   }
   basic_hub(const basic_hub&) = delete;
   basic_hub& operator=(const basic_hub&) = delete;
-  ~basic_hub() { pool_.stop(); }
+  ~basic_hub() {
+    pool_.stop();
+    control_.stop();
+  }
 
   [[nodiscard]] const hub_options& options() const noexcept { return options_; }
   [[nodiscard]] Store& store() noexcept { return store_; }
@@ -136,6 +141,10 @@ class basic_hub {
   /// Runs `task` on the hub's executor (never inline): transports hand every call that may
   /// touch disk or the store here.
   void post(std::function<void()> task) { pool_.post(std::move(task)); }
+
+  /// Runs a short control-plane call (`list`, `status`, `sessions`, membership) on a lane of
+  /// its own, so it never waits behind an upload, a commit's fsync or a wave.
+  void post_control(std::function<void()> task) { control_.post(std::move(task)); }
   void post_after(std::chrono::steady_clock::duration delay, std::function<void()> task) {
     pool_.post_after(delay, std::move(task));
   }
@@ -484,6 +493,8 @@ class basic_hub {
     o.chunk_size = std::clamp<std::size_t>(o.chunk_size, 1024, max_chunk_size);
     o.catch_up_window = std::max<std::size_t>(o.catch_up_window, 1);
     o.backlog_chunks = std::max<std::size_t>(o.backlog_chunks, 1);
+    o.control_threads = std::max<std::size_t>(o.control_threads, 1);
+    o.io_nice = std::clamp(o.io_nice, 0, 19);
     return o;
   }
 
@@ -1050,7 +1061,8 @@ class basic_hub {
   // Destroyed first (reverse order): the dispatch policy's threads may still report into
   // the state above, and the pool runs tasks that use everything.
   Dispatch dispatch_;
-  thread_pool pool_;  ///< last: its threads stop before the state they use is destroyed
+  thread_pool control_;  ///< the control lane
+  thread_pool pool_;     ///< last: its threads stop before the state they use is destroyed
 };
 
 }  // namespace meshhub

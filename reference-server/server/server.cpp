@@ -273,7 +273,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
 
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* req, v1::ListReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
-    hub_.post([=, this] {
+    hub_.post_control([=, this] {
       reply->set_session(req->session());
       if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path())); }));
       auto status = guarded([&] {
@@ -312,11 +312,12 @@ class assistant_service final : public v1::Assistant::CallbackService {
   }
 
  private:
-  /// Every unary call: run `body` on the executor, then finish with its status.
+  /// Every unary control call: run `body` on the hub's control lane, then finish with its
+  /// status. (Uploads, commits and waves run on the bulk executor and never delay it.)
   template <class F>
   grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, F body) {
     auto* reactor = ctx->DefaultReactor();
-    hub_.post([reactor, body = std::move(body)] { reactor->Finish(guarded(body)); });
+    hub_.post_control([reactor, body = std::move(body)] { reactor->Finish(guarded(body)); });
     return reactor;
   }
 

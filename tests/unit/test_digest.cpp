@@ -2,31 +2,30 @@
 // against OpenSSL's one-shot EVP_Digest so the expected values never come from the code
 // under test.
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdint>
-#include <filesystem>
-#include <random>
+#include <cstdio>
 #include <string>
 
 #include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
+#include "support/fs.hpp"
 
 using namespace meshhub;
 
 namespace {
 
-/// SHA-256 through OpenSSL's one-shot API, independent of meshhub::sha256.
+using testing::make_temp_dir;
+using testing::plant;
+using testing::random_bytes;
+
+/// SHA-256 through OpenSSL's one-shot API, independent of meshhub::sha256. This file judges
+/// sha256 itself, so the reference also REQUIREs the 32-byte length OpenSSL reports.
 digest reference_sha256(std::string_view bytes) {
-  digest out{};
-  unsigned int len = 0;
-  REQUIRE(EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, EVP_sha256(), nullptr) == 1);
-  REQUIRE(len == 32);
-  return out;
+  return testing::reference_sha256(bytes, testing::sha256_check::call_and_length);
 }
 
 std::string hex_of(const digest& d) {
@@ -39,35 +38,10 @@ std::string hex_of(const digest& d) {
   return s;
 }
 
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
 /// The content digest computed by hand: sha256 over the concatenated block sha256s.
 digest reference_content_digest(std::string_view bytes) {
-  std::string concat;
-  if (bytes.empty()) concat += to_bytes(reference_sha256(""));
-  for (std::size_t at = 0; at < bytes.size(); at += 4u << 20)
-    concat += to_bytes(reference_sha256(bytes.substr(at, 4u << 20)));
-  return reference_sha256(concat);
+  return testing::reference_content_digest(bytes, testing::sha256_check::call_and_length);
 }
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/meshhub-digest-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 }  // namespace
 
@@ -136,19 +110,14 @@ TEST_CASE("content digest of 4 MiB + 1 bytes covers two blocks", "[digest]") {
 }
 
 TEST_CASE("content_digest_of_fd agrees with content_digest_of", "[digest]") {
-  temp_dir dir;
+  const auto dir = make_temp_dir("digest");
   const std::size_t block = 4u << 20;
   auto size = GENERATE_COPY(std::size_t{0}, std::size_t{1}, std::size_t{4095}, block - 1, block, block + 1,
                             2 * block, 2 * block + 5);
   CAPTURE(size);
   const auto data = random_bytes(size, size + 17);
-  const auto file = dir.path / "f";
-  {
-    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    REQUIRE(fd >= 0);
-    REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-    ::close(fd);
-  }
+  const auto file = dir / "f";
+  plant(file, data);
   const int fd = ::open(file.c_str(), O_RDONLY);
   REQUIRE(fd >= 0);
   const digest got = content_digest_of_fd(fd);

@@ -1,14 +1,9 @@
 // Manifests: the diff a repair wave is built from, the root digest drift detection
 // compares, and a scan of a real tree judged against digests computed by hand.
-#include <fcntl.h>
-#include <openssl/evp.h>
-#include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,27 +11,12 @@
 #include "meshhub/digest.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/workspace.hpp"
+#include "support/fs.hpp"
 
 using namespace meshhub;
+using namespace meshhub::testing;
 
 namespace {
-
-digest reference_sha256(std::string_view bytes) {
-  digest out{};
-  unsigned int len = 0;
-  REQUIRE(EVP_Digest(bytes.data(), bytes.size(), out.data(), &len, EVP_sha256(), nullptr) == 1);
-  return out;
-}
-
-std::string raw_of(const digest& d) { return std::string(reinterpret_cast<const char*>(d.data()), d.size()); }
-
-/// Content digest by hand: sha256 over the concatenated sha256s of the 4 MiB blocks.
-digest reference_content_digest(std::string_view bytes) {
-  std::string concat;
-  if (bytes.empty()) concat += raw_of(reference_sha256(""));
-  for (std::size_t at = 0; at < bytes.size(); at += 4u << 20) concat += raw_of(reference_sha256(bytes.substr(at, 4u << 20)));
-  return reference_sha256(concat);
-}
 
 /// Root digest by hand: sha256 over path NUL size NUL digest, in path order.
 digest reference_root(std::vector<manifest_entry> entries) {
@@ -47,7 +27,7 @@ digest reference_root(std::vector<manifest_entry> entries) {
     all += '\0';
     all += std::to_string(e.size);
     all += '\0';
-    all += raw_of(e.content);
+    all += raw_bytes_of(e.content);
   }
   return reference_sha256(all);
 }
@@ -60,36 +40,6 @@ std::vector<std::string> paths_of(const std::vector<manifest_entry>& v) {
   std::vector<std::string> out;
   for (auto& e : v) out.push_back(e.path);
   return out;
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/meshhub-manifest-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
-/// Writes a file with plain POSIX calls (not through the code under test).
-void plant(const std::filesystem::path& p, const std::string& data) {
-  std::filesystem::create_directories(p.parent_path());
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  ::close(fd);
 }
 
 }  // namespace
@@ -251,8 +201,8 @@ TEST_CASE("the root digest changes with one byte, a size or a path, not with a v
 }
 
 TEST_CASE("scan digests a nested workspace and skips meshhub's own names", "[manifest][io]") {
-  temp_dir dir;
-  const auto ws_root = dir.path / "ws";
+  const auto dir = make_temp_dir("manifest");
+  const auto ws_root = dir / "ws";
   const std::string big = random_bytes((4u << 20) + 1, 5);
   const std::vector<std::pair<std::string, std::string>> files{
       {"README.md", "# hello\n"},
@@ -303,8 +253,8 @@ TEST_CASE("scan digests a nested workspace and skips meshhub's own names", "[man
 }
 
 TEST_CASE("scan of an empty workspace is the empty manifest", "[manifest][io]") {
-  temp_dir dir;
-  workspace ws(dir.path / "ws");
+  const auto dir = make_temp_dir("manifest");
+  workspace ws(dir / "ws");
   const manifest m = scan(ws);
   CHECK(m.entries().empty());
   CHECK(m.root() == manifest{}.root());

@@ -26,6 +26,12 @@ struct hub_options {
   std::size_t backlog_chunks = 16;
   /// Threads for disk, chunking and compression (≥ 1).
   std::size_t io_threads = 4;
+  /// Nice value of those threads (0 … 19): bulk work yields the CPU to the control lane
+  /// and the transport's threads when the machine is saturated.
+  int io_nice = 10;
+  /// Threads for control-plane calls (`ls`, `status`, membership), which never queue
+  /// behind uploads, commits or waves (≥ 1).
+  std::size_t control_threads = 1;
   /// Transfer chunk size (1 KiB … 4 MiB).
   std::size_t chunk_size = default_chunk_size;
   /// Deliveries one node may have in flight while it catches up (≥ 1).
