@@ -44,17 +44,22 @@ inline temp_dir make_temp_dir(std::string_view name) {
 
 // --- files, written and read with plain POSIX calls (not through the code under test) ---
 
-/// Writes a file (0644, truncated), making its folders first. REQUIREs the open and a
-/// complete write.
-inline void plant(const std::filesystem::path& p, const std::string& data) {
-  std::filesystem::create_directories(p.parent_path());
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+/// Creates or truncates `p` (0644), writes `data`, and returns the descriptor, still open
+/// for reading and writing. REQUIREs the open and a complete write.
+inline int write_new_file(const std::filesystem::path& p, const std::string& data) {
+  const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
   REQUIRE(fd >= 0);
   REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  ::close(fd);
+  return fd;
 }
 
-namespace detail {
+/// Writes a file as write_new_file does, making its folders first, and closes it.
+inline void plant(const std::filesystem::path& p, const std::string& data) {
+  std::filesystem::create_directories(p.parent_path());
+  ::close(write_new_file(p, data));
+}
+
+namespace files_detail {
 
 /// Opens for reading without following a final symlink or blocking on a FIFO.
 inline int open_no_follow(const std::filesystem::path& p) { return ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK); }
@@ -80,21 +85,21 @@ inline std::vector<std::string> sorted_names_and_close(DIR* d) {
   return out;
 }
 
-}  // namespace detail
+}  // namespace files_detail
 
 /// A file's bytes, the final component not followed (O_NOFOLLOW). REQUIREs that it opens.
 inline std::string read_file(const std::filesystem::path& p) {
-  const int fd = detail::open_no_follow(p);
+  const int fd = files_detail::open_no_follow(p);
   REQUIRE(fd >= 0);
-  return detail::read_and_close(fd);
+  return files_detail::read_and_close(fd);
 }
 
 /// As read_file, asserting nothing: "<unreadable>" when it does not open (for snapshots
 /// and canaries, where anything may be planted).
 inline std::string read_file_unchecked(const std::filesystem::path& p) {
-  const int fd = detail::open_no_follow(p);
+  const int fd = files_detail::open_no_follow(p);
   if (fd < 0) return "<unreadable>";
-  return detail::read_and_close(fd);
+  return files_detail::read_and_close(fd);
 }
 
 /// Every name in a folder, dotfiles included, sorted, read with opendir. REQUIREs that the
@@ -102,14 +107,14 @@ inline std::string read_file_unchecked(const std::filesystem::path& p) {
 inline std::vector<std::string> names_in(const std::filesystem::path& dir) {
   DIR* d = ::opendir(dir.c_str());
   REQUIRE(d != nullptr);
-  return detail::sorted_names_and_close(d);
+  return files_detail::sorted_names_and_close(d);
 }
 
 /// As names_in, asserting nothing: a folder that does not open has no names.
 inline std::vector<std::string> names_in_unchecked(const std::filesystem::path& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return {};
-  return detail::sorted_names_and_close(d);
+  return files_detail::sorted_names_and_close(d);
 }
 
 // --- lstat predicates (a symlink is judged as itself, never as its target) -------------

@@ -1,14 +1,11 @@
 // Chunks: how a file is cut (chunk_count, chunk_spans), encode/decode with digest checks,
 // the receiver's size limit, and read_chunk's pread against a real file.
 #include <fcntl.h>
-#include <stdlib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <filesystem>
-#include <random>
 #include <range/v3/range/conversion.hpp>
 #include <string>
 #include <vector>
@@ -17,21 +14,14 @@
 #include "meshhub/codec/identity.hpp"
 #include "meshhub/codec/zlib.hpp"
 #include "meshhub/error.hpp"
+#include "support/fs.hpp"
 
 using namespace meshhub;
+using namespace meshhub::testing;
 
 namespace {
 
 constexpr std::size_t MiB4 = 4u << 20;
-
-std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
 
 std::string text_bytes(std::size_t n) {
   std::string s;
@@ -56,33 +46,12 @@ std::vector<span_tuple> spans(std::uint64_t size, std::size_t chunk_size, std::u
   return out;
 }
 
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/meshhub-chunk-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
 struct fd_guard {
   int fd;
   ~fd_guard() {
     if (fd >= 0) ::close(fd);
   }
 };
-
-int write_file(const std::filesystem::path& p, const std::string& data) {
-  const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  return fd;
-}
 
 errc decode_error(const chunk& c, std::size_t max_raw = max_chunk_size) {
   std::string raw;
@@ -282,9 +251,9 @@ TEST_CASE("a declared raw size above the limit is refused as too_large before de
 }
 
 TEST_CASE("read_chunk with pread equals encode_chunk on the same bytes", "[chunk][io]") {
-  temp_dir dir;
+  const auto dir = make_temp_dir("chunk");
   const std::string data = text_bytes(MiB4) + random_bytes(MiB4 / 2, 8) + text_bytes(1234);
-  fd_guard f{write_file(dir.path / "file", data)};
+  fd_guard f{write_new_file(dir / "file", data)};
   const zlib_codec codec;
   std::string scratch;
   std::uint32_t count = 0;
@@ -311,8 +280,8 @@ TEST_CASE("read_chunk with pread equals encode_chunk on the same bytes", "[chunk
 }
 
 TEST_CASE("read_chunk on a file shorter than the span is an io error", "[chunk][io]") {
-  temp_dir dir;
-  fd_guard f{write_file(dir.path / "short", std::string(1000, 'q'))};
+  const auto dir = make_temp_dir("chunk");
+  fd_guard f{write_new_file(dir / "short", std::string(1000, 'q'))};
   std::string scratch;
   auto expect_io = [&](chunk_span where) {
     try {

@@ -16,6 +16,7 @@
 #include "meshhub/codec/zlib.hpp"
 #include "meshhub/concepts.hpp"
 #include "meshhub/error.hpp"
+#include "support/fs.hpp"
 
 // --- allocation tracking --------------------------------------------------------------
 // Replaces the global operator new so a test can see the largest single allocation and the
@@ -54,6 +55,7 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 #endif
 
 using namespace meshhub;
+using namespace meshhub::testing;
 
 namespace {
 
@@ -66,15 +68,6 @@ struct alloc_probe {
   alloc_probe(const alloc_probe&) = delete;
   alloc_probe& operator=(const alloc_probe&) = delete;
 };
-
-std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
 
 /// Text-like bytes: words from a small vocabulary in a pseudo-random order (compresses to
 /// roughly a third, not to nothing — closer to source code and prose than a repeated line).

@@ -1,73 +1,32 @@
 // Durable file operations on a workspace: temp file → write → fsync → rename → fsync(folder).
 // Judged from outside with plain POSIX calls: exact bytes, folders made, no temp file left
 // (opendir, dotfiles included), listings sorted and filtered, sweeps counted.
-#include <dirent.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "meshhub/error.hpp"
 #include "meshhub/workspace.hpp"
+#include "support/fs.hpp"
 
 using namespace meshhub;
+using namespace meshhub::testing;
 using namespace std::string_literals;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/meshhub-durable-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
-
-/// Every name in a folder, dotfiles included, sorted.
-std::vector<std::string> names_in(const fs::path& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  REQUIRE(d != nullptr);
-  while (auto* e = ::readdir(d)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 /// Every temp name anywhere beneath `dir`.
 std::vector<std::string> temps_beneath(const fs::path& dir) {
   std::vector<std::string> out;
   for (auto& e : fs::recursive_directory_iterator(dir))
     if (e.path().filename().string().starts_with(".meshhub-tmp-")) out.push_back(e.path().string());
-  return out;
-}
-
-std::string slurp(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW);
-  REQUIRE(fd >= 0);
-  std::string out;
-  char buf[1 << 14];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
   return out;
 }
 
@@ -84,47 +43,6 @@ std::string read_fd(int fd) {
   return out;
 }
 
-void plant(const fs::path& p, const std::string& data) {
-  fs::create_directories(p.parent_path());
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  ::close(fd);
-}
-
-bool is_regular_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-bool is_dir_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-bool exists_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
-std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s)); }
-
-errc code_of(const std::function<void()>& f, std::string* message = nullptr) {
-  try {
-    f();
-  } catch (const error& e) {
-    if (message) *message = e.what();
-    return e.code();
-  }
-  FAIL("the operation was accepted; it had to be refused");
-  return errc::io;
-}
-
 std::vector<std::pair<std::string, std::uint64_t>> listing(const std::vector<listed_file>& v) {
   std::vector<std::pair<std::string, std::uint64_t>> out;
   for (auto& f : v) out.emplace_back(f.path, f.size);
@@ -134,84 +52,84 @@ std::vector<std::pair<std::string, std::uint64_t>> listing(const std::vector<lis
 }  // namespace
 
 TEST_CASE("write creates the file with its exact bytes, and its folders", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
-  CHECK(is_dir_no_follow(t.path / "ws"));  // the constructor made the root
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
+  CHECK(is_dir_no_follow(t / "ws"));  // the constructor made the root
   const std::string binary = "\0\x01\xff\n\r text \0 end"s + random_bytes(100000, 1);
   ws.write("a/b/c/file.bin", binary);
-  CHECK(is_dir_no_follow(t.path / "ws/a"));
-  CHECK(is_dir_no_follow(t.path / "ws/a/b"));
-  CHECK(is_dir_no_follow(t.path / "ws/a/b/c"));
-  CHECK(is_regular_no_follow(t.path / "ws/a/b/c/file.bin"));
-  CHECK(slurp(t.path / "ws/a/b/c/file.bin") == binary);
+  CHECK(is_dir_no_follow(t / "ws/a"));
+  CHECK(is_dir_no_follow(t / "ws/a/b"));
+  CHECK(is_dir_no_follow(t / "ws/a/b/c"));
+  CHECK(is_regular_no_follow(t / "ws/a/b/c/file.bin"));
+  CHECK(read_file(t / "ws/a/b/c/file.bin") == binary);
   CHECK(ws.read("a/b/c/file.bin") == binary);
-  CHECK(names_in(t.path / "ws/a/b/c") == std::vector<std::string>{"file.bin"});
+  CHECK(names_in(t / "ws/a/b/c") == std::vector<std::string>{"file.bin"});
   // An empty file is a file.
   ws.write("empty", "");
-  CHECK(is_regular_no_follow(t.path / "ws/empty"));
-  CHECK(fs::file_size(t.path / "ws/empty") == 0);
+  CHECK(is_regular_no_follow(t / "ws/empty"));
+  CHECK(fs::file_size(t / "ws/empty") == 0);
   CHECK(ws.read("empty").empty());
   // Through the span overload, too.
   ws.write("span", bytes_of("span bytes"));
-  CHECK(slurp(t.path / "ws/span") == "span bytes");
+  CHECK(read_file(t / "ws/span") == "span bytes");
 }
 
 TEST_CASE("write replaces an existing file whole and atomically", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   const std::string long_version(50000, 'L');
   ws.write("f", long_version);
-  const int old_fd = ::open((t.path / "ws/f").c_str(), O_RDONLY);
+  const int old_fd = ::open((t / "ws/f").c_str(), O_RDONLY);
   REQUIRE(old_fd >= 0);
   struct stat before {};
   REQUIRE(::fstat(old_fd, &before) == 0);
 
   ws.write("f", "short");
   // No tail of the longer version survives.
-  CHECK(slurp(t.path / "ws/f") == "short");
-  CHECK(fs::file_size(t.path / "ws/f") == 5);
+  CHECK(read_file(t / "ws/f") == "short");
+  CHECK(fs::file_size(t / "ws/f") == 5);
   // A reader holding the old file still sees it whole: the new one was renamed over it.
   CHECK(read_fd(old_fd) == long_version);
   struct stat after {};
-  REQUIRE(::stat((t.path / "ws/f").c_str(), &after) == 0);
+  REQUIRE(::stat((t / "ws/f").c_str(), &after) == 0);
   CHECK(after.st_ino != before.st_ino);
   ::close(old_fd);
-  CHECK(names_in(t.path / "ws") == std::vector<std::string>{"f"});
+  CHECK(names_in(t / "ws") == std::vector<std::string>{"f"});
 }
 
 TEST_CASE("no temp file remains after writes, replacements and refusals", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   for (int i = 0; i < 20; ++i) ws.write("d/f" + std::to_string(i % 3), std::string(static_cast<std::size_t>(i) * 100, 'x'));
   ws.write("top", "t");
   ws.write("d/sub/deeper", "x");
-  CHECK(names_in(t.path / "ws") == std::vector<std::string>{"d", "top"});
-  CHECK(names_in(t.path / "ws/d") == std::vector<std::string>{"f0", "f1", "f2", "sub"});
-  CHECK(names_in(t.path / "ws/d/sub") == std::vector<std::string>{"deeper"});
+  CHECK(names_in(t / "ws") == std::vector<std::string>{"d", "top"});
+  CHECK(names_in(t / "ws/d") == std::vector<std::string>{"f0", "f1", "f2", "sub"});
+  CHECK(names_in(t / "ws/d/sub") == std::vector<std::string>{"deeper"});
   // A write refused at the rename (the target is a non-empty folder) leaves no temp file.
   std::string message;
   CHECK_THROWS_AS(ws.write("d", "over a folder"), error);
-  CHECK(names_in(t.path / "ws") == std::vector<std::string>{"d", "top"});
-  CHECK(is_dir_no_follow(t.path / "ws/d"));
-  CHECK(temps_beneath(t.path / "ws").empty());
+  CHECK(names_in(t / "ws") == std::vector<std::string>{"d", "top"});
+  CHECK(is_dir_no_follow(t / "ws/d"));
+  CHECK(temps_beneath(t / "ws").empty());
 }
 
 TEST_CASE("a durable_writer destroyed without commit leaves nothing", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   {
     auto w = ws.writer("x/never");
     w.append("half a file");
     CHECK(w.size() == 11);
     CHECK(w.fd() >= 0);
     // While it is open there is exactly one temp file and no target.
-    const auto names = names_in(t.path / "ws/x");
+    const auto names = names_in(t / "ws/x");
     REQUIRE(names.size() == 1);
     CHECK(names[0].starts_with(".meshhub-tmp-"));
     CHECK(names[0].size() == std::string(".meshhub-tmp-").size() + 16);
-    CHECK_FALSE(exists_no_follow(t.path / "ws/x/never"));
+    CHECK_FALSE(exists_no_follow(t / "ws/x/never"));
   }
-  CHECK(names_in(t.path / "ws/x").empty());
+  CHECK(names_in(t / "ws/x").empty());
   // Moved, then destroyed: still nothing, and the temp removed once.
   {
     auto w = ws.writer("x/moved");
@@ -220,20 +138,20 @@ TEST_CASE("a durable_writer destroyed without commit leaves nothing", "[durable]
     moved.append(" more");
     CHECK(moved.size() == 10);
   }
-  CHECK(names_in(t.path / "ws/x").empty());
+  CHECK(names_in(t / "ws/x").empty());
   // Uncommitted writers do not disturb an existing file of the same name.
   ws.write("x/kept", "kept");
   {
     auto w = ws.writer("x/kept");
     w.append("replacement that never lands");
   }
-  CHECK(names_in(t.path / "ws/x") == std::vector<std::string>{"kept"});
-  CHECK(slurp(t.path / "ws/x/kept") == "kept");
+  CHECK(names_in(t / "ws/x") == std::vector<std::string>{"kept"});
+  CHECK(read_file(t / "ws/x/kept") == "kept");
 }
 
 TEST_CASE("write_at out of order, then commit", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   {
     auto w = ws.writer("chunks");
     w.write_at(8, bytes_of("CCCC"));
@@ -242,11 +160,11 @@ TEST_CASE("write_at out of order, then commit", "[durable]") {
     CHECK(w.size() == 12);
     w.write_at(4, bytes_of("BBBB"));
     CHECK(w.size() == 12);
-    CHECK_FALSE(exists_no_follow(t.path / "ws/chunks"));  // not published before commit
+    CHECK_FALSE(exists_no_follow(t / "ws/chunks"));  // not published before commit
     w.commit();
   }
-  CHECK(slurp(t.path / "ws/chunks") == "AAAABBBBCCCC");
-  CHECK(names_in(t.path / "ws") == std::vector<std::string>{"chunks"});
+  CHECK(read_file(t / "ws/chunks") == "AAAABBBBCCCC");
+  CHECK(names_in(t / "ws") == std::vector<std::string>{"chunks"});
   {
     // Large chunks in reverse order, a gap filled last, then append continues at the end.
     const std::string a = random_bytes(1u << 20, 2), b = random_bytes(1u << 20, 3), c = random_bytes(12345, 4);
@@ -257,40 +175,40 @@ TEST_CASE("write_at out of order, then commit", "[durable]") {
     w.append("tail");
     CHECK(w.size() == (2u << 20) + c.size() + 4);
     w.commit();
-    CHECK(slurp(t.path / "ws/big") == a + b + c + "tail");
+    CHECK(read_file(t / "ws/big") == a + b + c + "tail");
   }
   {
     // A gap never written reads as zeros.
     auto w = ws.writer("sparse");
     w.write_at(10, bytes_of("z"));
     w.commit();
-    CHECK(slurp(t.path / "ws/sparse") == std::string(10, '\0') + "z");
+    CHECK(read_file(t / "ws/sparse") == std::string(10, '\0') + "z");
   }
-  CHECK(temps_beneath(t.path / "ws").empty());
+  CHECK(temps_beneath(t / "ws").empty());
 }
 
 TEST_CASE("remove returns true, then false", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   ws.write("dir/f", "x");
   ws.write("dir/g", "y");
   CHECK(ws.remove("dir/f"));
-  CHECK_FALSE(exists_no_follow(t.path / "ws/dir/f"));
-  CHECK(exists_no_follow(t.path / "ws/dir/g"));
+  CHECK_FALSE(exists_no_follow(t / "ws/dir/f"));
+  CHECK(exists_no_follow(t / "ws/dir/g"));
   CHECK_FALSE(ws.remove("dir/f"));
   CHECK_FALSE(ws.remove("never-was"));
   CHECK_FALSE(ws.remove("no/such/folder/f"));
-  CHECK_FALSE(exists_no_follow(t.path / "ws/no"));  // a remove creates no folder
+  CHECK_FALSE(exists_no_follow(t / "ws/no"));  // a remove creates no folder
   // A folder is not removed by remove().
   CHECK_THROWS_AS(ws.remove("dir"), error);
-  CHECK(is_dir_no_follow(t.path / "ws/dir"));
+  CHECK(is_dir_no_follow(t / "ws/dir"));
   CHECK(ws.remove("dir/g"));
-  CHECK(names_in(t.path / "ws/dir").empty());
+  CHECK(names_in(t / "ws/dir").empty());
 }
 
 TEST_CASE("remove_temp_files sweeps planted temp files in nested folders and counts them", "[durable]") {
-  temp_dir t;
-  const fs::path root = t.path / "ws";
+  const auto t = make_temp_dir("durable");
+  const fs::path root = t / "ws";
   plant(root / ".meshhub-tmp-x", "crash leftover");
   plant(root / "a/.meshhub-tmp-0123456789abcdef", "crash leftover");
   plant(root / "a/b/c/.meshhub-tmp-1", "crash leftover");
@@ -303,8 +221,8 @@ TEST_CASE("remove_temp_files sweeps planted temp files in nested folders and cou
   plant(root / "a/b/x.meshhub-tmp-1", "not a prefix");
   fs::create_directories(root / "a/.meshhub-tmp-dir");
   // A symlinked folder (pointing outside) is not followed.
-  plant(t.path / "outside/.meshhub-tmp-canary", "canary");
-  REQUIRE(::symlink((t.path / "outside").c_str(), (root / "a/link").c_str()) == 0);
+  plant(t / "outside/.meshhub-tmp-canary", "canary");
+  REQUIRE(::symlink((t / "outside").c_str(), (root / "a/link").c_str()) == 0);
 
   workspace ws(root);
   CHECK(ws.remove_temp_files() == 5);
@@ -315,36 +233,36 @@ TEST_CASE("remove_temp_files sweeps planted temp files in nested folders and cou
   CHECK(names_in(root / "a/b") == std::vector<std::string>{"c", "x.meshhub-tmp-1"});
   CHECK(names_in(root / "a/b/c").empty());
   CHECK(names_in(root / "z").empty());
-  CHECK(slurp(t.path / "outside/.meshhub-tmp-canary") == "canary");
+  CHECK(read_file(t / "outside/.meshhub-tmp-canary") == "canary");
   CHECK(ws.remove_temp_files() == 0);  // nothing left to sweep
 }
 
 TEST_CASE("adopt moves a file from another folder, durably", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   const std::string content = random_bytes(300000, 5);
-  plant(t.path / "partial/transfer.part", content);
-  const int src = ::open((t.path / "partial").c_str(), O_RDONLY | O_DIRECTORY);
+  plant(t / "partial/transfer.part", content);
+  const int src = ::open((t / "partial").c_str(), O_RDONLY | O_DIRECTORY);
   REQUIRE(src >= 0);
   ws.adopt(src, "transfer.part", "deep/folder/file.bin");
-  CHECK(slurp(t.path / "ws/deep/folder/file.bin") == content);
-  CHECK(names_in(t.path / "partial").empty());
+  CHECK(read_file(t / "ws/deep/folder/file.bin") == content);
+  CHECK(names_in(t / "partial").empty());
   // Over an existing file: replaced.
   ws.write("existing", "old");
-  plant(t.path / "partial/next", "new");
+  plant(t / "partial/next", "new");
   ws.adopt(src, "next", "existing");
-  CHECK(slurp(t.path / "ws/existing") == "new");
-  CHECK(names_in(t.path / "partial").empty());
+  CHECK(read_file(t / "ws/existing") == "new");
+  CHECK(names_in(t / "partial").empty());
   // A missing source is an error and publishes nothing.
   CHECK_THROWS_AS(ws.adopt(src, "missing", "never"), error);
-  CHECK_FALSE(exists_no_follow(t.path / "ws/never"));
+  CHECK_FALSE(exists_no_follow(t / "ws/never"));
   ::close(src);
-  CHECK(temps_beneath(t.path / "ws").empty());
+  CHECK(temps_beneath(t / "ws").empty());
 }
 
 TEST_CASE("list sorts, recurses, skips meshhub's names and symlinks", "[durable][list]") {
-  temp_dir t;
-  const fs::path root = t.path / "ws";
+  const auto t = make_temp_dir("durable");
+  const fs::path root = t / "ws";
   // Planted in an order unlike the sorted one; sizes all different.
   plant(root / "zeta", std::string(1, 'z'));
   plant(root / "a/b/c/deep", std::string(2, 'd'));
@@ -358,9 +276,9 @@ TEST_CASE("list sorts, recurses, skips meshhub's names and symlinks", "[durable]
   plant(root / ".meshhub-tmp-abc", "temp");
   plant(root / "a/.meshhub-state", "state");
   plant(root / ".meshhub/inner/file", "agent");
-  plant(t.path / "outside/secret", "canary");
-  REQUIRE(::symlink((t.path / "outside/secret").c_str(), (root / "link-file").c_str()) == 0);
-  REQUIRE(::symlink((t.path / "outside").c_str(), (root / "link-dir").c_str()) == 0);
+  plant(t / "outside/secret", "canary");
+  REQUIRE(::symlink((t / "outside/secret").c_str(), (root / "link-file").c_str()) == 0);
+  REQUIRE(::symlink((t / "outside").c_str(), (root / "link-dir").c_str()) == 0);
   REQUIRE(::symlink("zeta", (root / "a/link-inside").c_str()) == 0);
   REQUIRE(::mkfifo((root / "a/fifo").c_str(), 0644) == 0);
   fs::create_directories(root / "empty-folder");
@@ -383,8 +301,8 @@ TEST_CASE("list sorts, recurses, skips meshhub's names and symlinks", "[durable]
 TEST_CASE("list of a file path lists just that file", "[durable][list]") {
   // `ls SESSION PATH` on a node names a file as often as a folder: list() of a file is
   // that one file (it once always threw "a parent is not a folder").
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   ws.write("dir/file", "12345");
   std::vector<listed_file> got;
   try {
@@ -396,8 +314,8 @@ TEST_CASE("list of a file path lists just that file", "[durable][list]") {
 }
 
 TEST_CASE("open_read refuses folders and reports missing files", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   ws.write("dir/file", "content");
   std::string message;
   CHECK(code_of([&] { (void)ws.open_read("dir"); }, &message) == errc::invalid_argument);
@@ -415,26 +333,26 @@ TEST_CASE("open_read refuses folders and reports missing files", "[durable]") {
 }
 
 TEST_CASE("open_folder finds, creates and refuses folders", "[durable]") {
-  temp_dir t;
-  workspace ws(t.path / "ws");
+  const auto t = make_temp_dir("durable");
+  workspace ws(t / "ws");
   CHECK(code_of([&] { (void)ws.open_folder("a/b", false); }) == errc::not_found);
-  CHECK_FALSE(exists_no_follow(t.path / "ws/a"));
+  CHECK_FALSE(exists_no_follow(t / "ws/a"));
   {
     auto fd = ws.open_folder("a/b", true);
     CHECK(fd.get() >= 0);
   }
-  CHECK(is_dir_no_follow(t.path / "ws/a/b"));
+  CHECK(is_dir_no_follow(t / "ws/a/b"));
   auto root = ws.open_folder("", false);
   struct stat a {}, b {};
   REQUIRE(::fstat(root.get(), &a) == 0);
-  REQUIRE(::stat((t.path / "ws").c_str(), &b) == 0);
+  REQUIRE(::stat((t / "ws").c_str(), &b) == 0);
   CHECK(a.st_ino == b.st_ino);
-  CHECK(ws.root() == t.path / "ws");
+  CHECK(ws.root() == t / "ws");
   // A second workspace on the same root sees the same files.
   ws.write("a/b/f", "shared");
-  workspace again(t.path / "ws", false);
+  workspace again(t / "ws", false);
   CHECK(again.read("a/b/f") == "shared");
   // Without create, a missing root is an error, and nothing is made.
-  CHECK_THROWS_AS(workspace(t.path / "nope", false), error);
-  CHECK_FALSE(exists_no_follow(t.path / "nope"));
+  CHECK_THROWS_AS(workspace(t / "nope", false), error);
+  CHECK_FALSE(exists_no_follow(t / "nope"));
 }

@@ -3,12 +3,9 @@
 // tree with symlinks, hard links, FIFOs and devices planted in it — judged by a canary tree
 // OUTSIDE the workspace whose every file's SHA-256 must be unchanged after every case —
 // and finally a race that swaps a parent folder for a symlink while writes go through.
-#include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -19,7 +16,6 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
-#include <functional>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -30,8 +26,10 @@
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/workspace.hpp"
+#include "support/fs.hpp"
 
 using namespace meshhub;
+using namespace meshhub::testing;
 using namespace std::string_literals;
 namespace fs = std::filesystem;
 
@@ -213,69 +211,13 @@ std::string longest_path() {
   return p;
 }
 
-errc code_of(const std::function<void()>& f, std::string* message = nullptr) {
-  try {
-    f();
-  } catch (const error& e) {
-    if (message) *message = e.what();
-    return e.code();
-  }
-  FAIL("the operation was accepted; it had to be refused");
-  return errc::io;
-}
-
 // --- the tree: a workspace and a canary outside it -----------------------------------
 
+/// A canary file's SHA-256 in hex. Asserts nothing: snapshots run it on every file, and
+/// only their comparison is checked.
 std::string sha256_hex(const std::string& bytes) {
-  unsigned char out[32];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), out, &len, EVP_sha256(), nullptr);
-  return to_hex(std::span<const std::uint8_t>(out, len));
-}
-
-std::string slurp(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return "<unreadable>";
-  std::string out;
-  char buf[1 << 14];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  return out;
-}
-
-void plant(const fs::path& p, const std::string& data) {
-  fs::create_directories(p.parent_path());
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-  ::close(fd);
-}
-
-bool is_regular_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-bool is_symlink_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
-}
-bool exists_no_follow(const fs::path& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-
-/// Every name in a folder, dotfiles included, read with opendir.
-std::vector<std::string> names_in(const fs::path& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (auto* e = ::readdir(d)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
+  const auto r = openssl_sha256(bytes);
+  return to_hex(std::span<const std::uint8_t>(r.bytes.data(), r.length));
 }
 
 const std::string canary_secret = "CANARY-SECRET: this must never be overwritten, read or removed through a workspace\n";
@@ -284,26 +226,17 @@ const std::string canary_secret = "CANARY-SECRET: this must never be overwritten
 /// covers everything under the temp dir except `ws/`: type, link target, and the SHA-256
 /// of every file — so any write, removal or creation outside the workspace shows.
 struct tree {
-  fs::path base, outside, ws_root;
+  temp_dir dir = make_temp_dir("path");
+  fs::path base = dir.path(), outside = base / "outside", ws_root = base / "ws";
   std::map<std::string, std::string> before;
 
   tree() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/meshhub-path-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    base = tmpl;
-    outside = base / "outside";
-    ws_root = base / "ws";
     plant(outside / "secret.txt", canary_secret);
     plant(outside / "sub/deep.txt", "deep canary\n");
     plant(outside / ".meshhub-tmp-canary", "a canary that looks like a temp file\n");
     plant(outside / "x", "the canary's own x\n");
     fs::create_directories(ws_root);
     before = snapshot();
-  }
-  ~tree() {
-    std::error_code ec;
-    fs::remove_all(base, ec);
   }
   tree(const tree&) = delete;
   tree& operator=(const tree&) = delete;
@@ -320,7 +253,7 @@ struct tree {
       if (fs::is_symlink(st))
         out[rel] = "link:" + fs::read_symlink(it->path()).string();
       else if (fs::is_regular_file(st))
-        out[rel] = "file:" + sha256_hex(slurp(it->path()));
+        out[rel] = "file:" + sha256_hex(read_file_unchecked(it->path()));
       else if (fs::is_directory(st))
         out[rel] = "dir";
       else
@@ -340,7 +273,7 @@ struct tree {
       if (!before.count(k)) changes += " created:" + k;
     INFO("outside the workspace:" << changes);
     CHECK(changes.empty());
-    CHECK(slurp(outside / "secret.txt") == canary_secret);
+    CHECK(read_file_unchecked(outside / "secret.txt") == canary_secret);
   }
 
   void link(const fs::path& target, const std::string& rel) {
@@ -483,7 +416,7 @@ TEST_CASE("every hostile path is refused by every workspace operation, canary un
   }
   ::close(src_dir);
   CHECK(is_regular_no_follow(t.base / "adopt-me"));
-  CHECK(names_in(t.ws_root) == std::vector<std::string>{"inside.txt"});
+  CHECK(names_in_unchecked(t.ws_root) == std::vector<std::string>{"inside.txt"});
   t.check_canary();
 }
 
@@ -501,7 +434,7 @@ TEST_CASE("legal names, look-alikes included, are written inside the workspace",
     CHECK(ws.read(c.path) == content);
     // On disk exactly where the bytes say, a regular file, beneath this workspace.
     CHECK(is_regular_no_follow(root / c.path));
-    CHECK(slurp(root / c.path) == content);
+    CHECK(read_file_unchecked(root / c.path) == content);
     const auto listed = ws.list();
     REQUIRE(listed.size() == 1);
     CHECK(listed[0].path == c.path);
@@ -509,12 +442,12 @@ TEST_CASE("legal names, look-alikes included, are written inside the workspace",
   }
   // The look-alikes in particular made plain names, not folders or parents.
   REQUIRE(root_of.count("a\u2215b") == 1);
-  CHECK(names_in(root_of["a\u2215b"]) == std::vector<std::string>{"a\u2215b"});
+  CHECK(names_in_unchecked(root_of["a\u2215b"]) == std::vector<std::string>{"a\u2215b"});
   REQUIRE(root_of.count("\uff0e\uff0e/x") == 1);
   const fs::path fw = root_of["\uff0e\uff0e/x"];
-  CHECK(names_in(fw) == std::vector<std::string>{"\uff0e\uff0e"});
-  CHECK(names_in(fw / "\uff0e\uff0e") == std::vector<std::string>{"x"});
-  CHECK(names_in(root_of["%2e%2e/x"]) == std::vector<std::string>{"%2e%2e"});
+  CHECK(names_in_unchecked(fw) == std::vector<std::string>{"\uff0e\uff0e"});
+  CHECK(names_in_unchecked(fw / "\uff0e\uff0e") == std::vector<std::string>{"x"});
+  CHECK(names_in_unchecked(root_of["%2e%2e/x"]) == std::vector<std::string>{"%2e%2e"});
   CHECK_FALSE(exists_no_follow(t.ws_root / "x"));
   CHECK_FALSE(exists_no_follow(t.base / "x.meshhub"));
   t.check_canary();
@@ -537,7 +470,7 @@ TEST_CASE("a planted file symlink pointing outside", "[path][workspace][symlink]
   SECTION("writing it replaces the link, never the target") {
     ws.write("evil", "replaced");
     CHECK(is_regular_no_follow(t.ws_root / "evil"));
-    CHECK(slurp(t.ws_root / "evil") == "replaced");
+    CHECK(read_file_unchecked(t.ws_root / "evil") == "replaced");
     auto w = ws.writer("dir/evil");
     w.write_at(0, std::as_bytes(std::span("through a writer", 16)));
     w.commit();
@@ -562,7 +495,7 @@ TEST_CASE("a planted file symlink pointing outside", "[path][workspace][symlink]
     ws.adopt(src, "incoming", "evil");
     ::close(src);
     CHECK(is_regular_no_follow(t.ws_root / "evil"));
-    CHECK(slurp(t.ws_root / "evil") == "adopted");
+    CHECK(read_file_unchecked(t.ws_root / "evil") == "adopted");
     t.before.erase("incoming");  // it moved in, by request
   }
   t.check_canary();
@@ -658,7 +591,7 @@ TEST_CASE("symlinks to a parent, to the root and within the workspace", "[path][
   CHECK(code_of([&] { (void)ws.read("alias/file"); }) == errc::invalid_argument);
   CHECK(code_of([&] { ws.write("alias/other", "x"); }) == errc::invalid_argument);
   CHECK_FALSE(exists_no_follow(t.base / "escaped"));
-  CHECK(names_in(t.ws_root / "real") == std::vector<std::string>{"file"});
+  CHECK(names_in_unchecked(t.ws_root / "real") == std::vector<std::string>{"file"});
   t.check_canary();
 }
 
@@ -679,7 +612,7 @@ TEST_CASE("a symlink as the final component is replaced, its target untouched", 
   CHECK(ws.read("ld") == "regular too");
   CHECK_FALSE(exists_no_follow(t.outside / "does-not-exist-yet"));
   // Nothing else was created: no temp file left next to them.
-  CHECK(names_in(t.ws_root) == std::vector<std::string>{"dangling", "l", "ld"});
+  CHECK(names_in_unchecked(t.ws_root) == std::vector<std::string>{"dangling", "l", "ld"});
   t.check_canary();
 }
 
@@ -910,10 +843,10 @@ TEST_CASE("race: a parent swapped for a symlink while writes and reads go throug
   // temp file was left behind by the refused or interrupted writes.
   const fs::path real = is_symlink_no_follow(t.ws_root / "race/d") ? t.ws_root / "race/swap" : t.ws_root / "race/d";
   REQUIRE(fs::is_directory(fs::symlink_status(real)));
-  const auto names = names_in(real);
+  const auto names = names_in_unchecked(real);
   CHECK(std::none_of(names.begin(), names.end(), [](auto& n) { return n.starts_with(".meshhub"); }));
   CHECK(std::count(names.begin(), names.end(), "f") == 1);
-  CHECK(slurp(real / "f").starts_with("inside "));
-  CHECK(slurp(real / "secret.txt") == "inside");
+  CHECK(read_file_unchecked(real / "f").starts_with("inside "));
+  CHECK(read_file_unchecked(real / "secret.txt") == "inside");
   CHECK(static_cast<long>(names.size()) == 2 + walk_ok);
 }
