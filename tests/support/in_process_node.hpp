@@ -1,7 +1,7 @@
 #pragma once
-/// A node double for hub unit tests: an in-process `node_link` with a bounded queue and a
-/// delivery thread, applying what the hub sends to a real workspace and acknowledging it
-/// back through `on_message` — the reference node agent's contract, without gRPC.
+/// A node double for hub unit tests: the library's `in_process_link` (bounded queue,
+/// delivery thread) feeding a receiver that applies what the hub sends to a real workspace
+/// and acknowledges it back through `on_message` — the node agent's contract, without gRPC.
 /// `stall()` stops the delivery thread (a node that stops reading); partial transfers
 /// survive `disconnect()` in memory, so resumption can be observed.
 #include <condition_variable>
@@ -17,6 +17,7 @@
 
 #include "meshhub/chunk.hpp"
 #include "meshhub/manifest.hpp"
+#include "meshhub/transport/in_process.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"
 
@@ -30,7 +31,9 @@ class in_process_node {
 
   /// Says hello, reporting the partial transfers it holds.
   void connect() {
-    link_ = std::make_shared<link>(*this, hub_.options().queue_chunks);
+    in_process_link_options o;
+    o.queue_chunks = hub_.options().queue_chunks;
+    link_ = std::make_shared<in_process_link>(o, [this](const outbound_message& m) { apply(m); }, hub_drained(hub_, id_));
     hello h{id_, {}, {}};
     {
       std::lock_guard g(state_mu_);
@@ -50,7 +53,7 @@ class in_process_node {
   /// Stops (true) or resumes (false) taking messages off the queue.
   void stall(bool stalled) { link_->stall(stalled); }
   /// Stalls by itself once `chunks` more chunks have been applied.
-  void stall_after(std::size_t chunks) { link_->stall_after(chunks); }
+  void stall_after(std::size_t chunks) { stall_budget_ = static_cast<std::int64_t>(chunks); }
 
   [[nodiscard]] workspace session(const std::string& name) const { return workspace(root_ / name); }
   [[nodiscard]] const std::string& id() const { return id_; }
@@ -75,7 +78,7 @@ class in_process_node {
     std::lock_guard g(state_mu_);
     return begins_;
   }
-  std::size_t peak_queued() const { return link_ ? link_->peak() : 0; }
+  std::size_t peak_queued() const { return link_ ? link_->peak_queued_chunks() : 0; }
 
  private:
   struct transfer {
@@ -85,99 +88,18 @@ class in_process_node {
     std::string bytes;
   };
 
-  class link final : public node_link {
-   public:
-    link(in_process_node& node, std::size_t bound) : node_(node), bound_(bound), worker_([this] { run(); }) {}
-    ~link() override { stop(); }
-
-    bool try_send(outbound_message m) override {
-      {
-        std::lock_guard g(mu_);
-        const bool chunk = std::holds_alternative<chunk_ptr>(m);
-        if (stopped_ || (chunk && chunks_ >= bound_)) return false;
-        chunks_ += chunk;
-        peak_ = std::max(peak_, chunks_);
-        queue_.push_back(std::move(m));
-      }
-      cv_.notify_one();
-      return true;
-    }
-    std::size_t queued_chunks() const override {
-      std::lock_guard g(mu_);
-      return chunks_;
-    }
-    void close(const std::string&) override { stop(); }
-
-    void stall(bool s) {
-      {
-        std::lock_guard g(mu_);
-        stalled_ = s;
-      }
-      cv_.notify_one();
-    }
-    void stall_after(std::size_t chunks) {
-      std::lock_guard g(mu_);
-      budget_ = chunks;
-    }
-    void stop() {
-      {
-        std::lock_guard g(mu_);
-        if (stopped_) return;
-        stopped_ = true;
-      }
-      cv_.notify_one();
-      if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
-    }
-    std::size_t peak() const {
-      std::lock_guard g(mu_);
-      return peak_;
-    }
-
-   private:
-    void run() {
-      for (;;) {
-        outbound_message m;
-        bool drained = false;
-        {
-          std::unique_lock g(mu_);
-          cv_.wait(g, [&] { return stopped_ || (!stalled_ && !queue_.empty()); });
-          if (stopped_) return;
-          m = std::move(queue_.front());
-          queue_.pop_front();
-          if (std::holds_alternative<chunk_ptr>(m)) {
-            drained = chunks_-- == bound_ / 2 + 1;
-            if (budget_ && --*budget_ == 0) {
-              stalled_ = true;
-              budget_.reset();
-            }
-          }
-        }
-        node_.apply(m);
-        if (drained) node_.hub_.post([&hub = node_.hub_, id = node_.id_] { hub.on_drained(id); });
-      }
-    }
-
-    in_process_node& node_;
-    std::size_t bound_;
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<outbound_message> queue_;
-    std::size_t chunks_ = 0, peak_ = 0;
-    std::optional<std::size_t> budget_;
-    bool stalled_ = false, stopped_ = false;
-    std::thread worker_;
-  };
-
   void reply(inbound_message m) {
     hub_.post([&hub = hub_, id = id_, m = std::move(m)]() mutable { hub.on_message(id, std::move(m)); });
   }
 
+  /// Runs on the link's delivery thread, one message at a time.
   void apply(const outbound_message& m) {
     if (const auto max = jitter_.load(); max.count() > 0) {
       thread_local std::mt19937 rng{std::random_device{}()};
       std::this_thread::sleep_for(std::chrono::microseconds(rng() % max.count()));  // simulated work, not a wait
     }
     std::visit([&](const auto& x) { on(x); }, m);
+    if (std::holds_alternative<chunk_ptr>(m) && stall_budget_.load() > 0 && --stall_budget_ == 0) link_->stall(true);
   }
 
   void on(const welcome&) {}
@@ -257,7 +179,8 @@ class in_process_node {
   Hub& hub_;
   std::string id_;
   std::filesystem::path root_;
-  std::shared_ptr<link> link_;
+  std::shared_ptr<in_process_link> link_;
+  std::atomic<std::int64_t> stall_budget_{0};  ///< chunks left before stall_after stalls
   mutable std::mutex state_mu_;
   std::map<std::pair<std::string, std::string>, transfer> transfers_;
   std::map<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> received_;

@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <future>
 #include <numeric>
 #include <random>
@@ -20,28 +22,60 @@ using namespace std::chrono_literals;
 namespace {
 
 /// A dispatch policy only this test knows: offers the links in a random order and answers
-/// for each from a thread of its own, later. It proves a user-written policy drops in, and
+/// for each later, from a thread of its own. It proves a user-written policy drops in, and
 /// that the hub copes with answers that arrive after `broadcast` returned, in any order.
+/// The answering thread belongs to the policy (joined when the hub destroys it), so no
+/// answer can reach a hub that is gone.
 class scrambled_dispatch {
  public:
+  scrambled_dispatch() : answerer_([this] { answer(); }) {}
+  scrambled_dispatch(const scrambled_dispatch&) = delete;
+  scrambled_dispatch& operator=(const scrambled_dispatch&) = delete;
+  ~scrambled_dispatch() {
+    {
+      std::lock_guard g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    answerer_.join();
+  }
+
   void broadcast(std::span<const std::shared_ptr<node_link>> links, const chunk_ptr& chunk,
                  const std::function<void(std::size_t, bool)>& done) {
     std::vector<std::size_t> order(links.size());
     std::iota(order.begin(), order.end(), 0);
-    {
-      std::lock_guard g(mu_);
-      std::shuffle(order.begin(), order.end(), rng_);
-    }
-    std::vector<std::pair<std::size_t, bool>> results;
-    for (auto i : order) results.emplace_back(i, links[i]->try_send(chunk));  // per-link order kept: sent here, in call order
-    std::thread([done, results] {
-      for (auto [i, accepted] : results) done(i, accepted);
-    }).detach();
+    std::lock_guard g(mu_);
+    std::shuffle(order.begin(), order.end(), rng_);
+    for (auto i : order) pending_.push_back({done, i, links[i]->try_send(chunk)});  // per-link order kept: sent here, in call order
+    cv_.notify_one();
   }
 
  private:
+  struct answer_to {
+    std::function<void(std::size_t, bool)> done;
+    std::size_t index;
+    bool accepted;
+  };
+
+  void answer() {
+    std::unique_lock g(mu_);
+    for (;;) {
+      cv_.wait(g, [&] { return stop_ || !pending_.empty(); });
+      if (stop_) return;
+      auto a = std::move(pending_.front());
+      pending_.pop_front();
+      g.unlock();
+      a.done(a.index, a.accepted);
+      g.lock();
+    }
+  }
+
   std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<answer_to> pending_;
+  bool stop_ = false;
   std::mt19937 rng_{7};
+  std::thread answerer_;  ///< last: starts once the rest exists
 };
 static_assert(dispatch_policy<scrambled_dispatch>);
 
