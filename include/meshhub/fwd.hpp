@@ -7,6 +7,7 @@ namespace meshhub {
 
 struct sequential_dispatch;
 class sqlite_store;
+class memory_store;
 struct null_lock;
 class thread_lock;
 template <class Traits>
@@ -22,7 +23,10 @@ class basic_hub;
 template <class Store, class Dispatch = sequential_dispatch, class Lock = thread_lock, class Codec = zlib_codec>
 using hub = basic_hub<Dispatch, Store, Lock, Codec>;
 
-/// One process, embedded SQLite store: what tests and small deployments want.
+/// One process, embedded SQLite store: what small deployments want.
 using sqlite_hub = hub<sqlite_store>;
+
+/// Everything in memory: tests, benchmarks, and hubs that keep nothing across restarts.
+using memory_hub = hub<memory_store>;
 
 }  // namespace meshhub

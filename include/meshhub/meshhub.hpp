@@ -18,5 +18,6 @@
 #include "meshhub/lock/thread.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/store/memory.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"

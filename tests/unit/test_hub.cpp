@@ -12,6 +12,7 @@
 #include "meshhub/dispatch/async.hpp"
 #include "meshhub/dispatch/pooled.hpp"
 #include "meshhub/meshhub.hpp"
+#include "meshhub/store/memory.hpp"
 #include "meshhub/store/sqlite.hpp"
 #include "support/in_process_node.hpp"
 #include "support/temp_dir.hpp"
@@ -79,9 +80,9 @@ class scrambled_dispatch {
 };
 static_assert(dispatch_policy<scrambled_dispatch>);
 
-/// The configurations every hub test runs against: each dispatch policy, and both codecs.
+/// The configurations every hub test runs against: each dispatch policy, both codecs, both stores.
 using zlib_hub = hub<sqlite_store>;
-using identity_hub = basic_hub<sequential_dispatch, sqlite_store, null_lock, identity_codec>;
+using identity_hub = basic_hub<sequential_dispatch, memory_store, null_lock, identity_codec>;
 using pooled_hub = basic_hub<pooled_dispatch, sqlite_store, thread_lock, zlib_codec>;
 using async_hub = basic_hub<async_dispatch, sqlite_store, thread_lock, zlib_codec>;
 using scrambled_hub = basic_hub<scrambled_dispatch, sqlite_store, thread_lock, zlib_codec>;
@@ -117,11 +118,17 @@ std::string mixed_bytes(std::size_t size, unsigned seed) {
 
 template <class Hub>
 struct fixture {
-  explicit fixture(hub_options extra = {}) : hub(options(extra), sqlite_store(":memory:")) {
+  explicit fixture(hub_options extra = {}) : hub(options(extra), make_store()) {
     hub.subscribe([this](const event& e) {
       std::lock_guard g(mu);
       events.push_back(e);
     });
+  }
+  static typename Hub::store_type make_store() {
+    if constexpr (std::is_same_v<typename Hub::store_type, sqlite_store>)
+      return sqlite_store(":memory:");
+    else
+      return typename Hub::store_type{};
   }
   hub_options options(hub_options o) {
     o.data_dir = dir / "hub";

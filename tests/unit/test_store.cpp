@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include "meshhub/store/memory.hpp"
 #include "meshhub/store/sqlite.hpp"
 #include "support/temp_dir.hpp"
 
@@ -18,7 +19,10 @@ struct sqlite_file_store {
 struct sqlite_memory_store {
   sqlite_store store{":memory:"};
 };
-using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store>;
+struct plain_memory_store {
+  memory_store store;
+};
+using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store, plain_memory_store>;
 
 const digest d1 = sha256_of("one");
 const digest d2 = sha256_of("two");

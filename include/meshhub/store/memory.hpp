@@ -1,0 +1,189 @@
+#pragma once
+/// A store kept in process memory: for tests, benchmarks and hubs that need nothing to
+/// survive a restart. It keeps the same promises as `sqlite_store` within one process —
+/// each call is atomic, versions grow per path, the wave journal tracks pending members —
+/// and the store suite (tests/unit/test_store.cpp) runs against both.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meshhub/concepts.hpp"
+#include "meshhub/store/records.hpp"
+
+namespace meshhub {
+
+/// Sessions, membership, versions and the wave journal in memory, behind one mutex.
+class memory_store {
+ public:
+  memory_store() = default;
+  /// Moves the contents (a hub takes its store by value); the mutex stays behind.
+  memory_store(memory_store&& other) noexcept {
+    std::lock_guard g(other.mu_);
+    sessions_ = std::move(other.sessions_);
+    waves_ = std::move(other.waves_);
+    last_wave_ = other.last_wave_;
+    node_files_ = std::move(other.node_files_);
+  }
+  memory_store& operator=(memory_store&&) = delete;
+
+  bool create_session(std::string_view name) {
+    std::lock_guard g(mu_);
+    return sessions_.try_emplace(std::string(name)).second;
+  }
+
+  [[nodiscard]] bool session_exists(std::string_view name) const {
+    std::lock_guard g(mu_);
+    return sessions_.count(std::string(name)) > 0;
+  }
+
+  [[nodiscard]] std::vector<session_record> sessions() const {
+    std::lock_guard g(mu_);
+    std::vector<session_record> out;
+    for (auto& [name, s] : sessions_) {
+      session_record r{name, {s.members.begin(), s.members.end()}, 0, 0, 0};
+      for (auto& [path, f] : s.files)
+        if (!f.deleted) {
+          ++r.files;
+          r.bytes += f.size;
+        }
+      for (auto& [id, w] : waves_)
+        if (!w.done && w.record.session == name) ++r.pending_waves;
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  void add_member(std::string_view session, std::string_view node) {
+    std::lock_guard g(mu_);
+    if (auto it = sessions_.find(std::string(session)); it != sessions_.end()) it->second.members.insert(std::string(node));
+  }
+
+  /// Removes a member; its pending deliveries in that session are dropped from the journal.
+  void remove_member(std::string_view session, std::string_view node) {
+    std::lock_guard g(mu_);
+    auto it = sessions_.find(std::string(session));
+    if (it == sessions_.end()) return;
+    it->second.members.erase(std::string(node));
+    for (auto& [id, w] : waves_)
+      if (!w.done && w.record.session == session) w.pending.erase(std::string(node));
+    complete_empty_waves();
+  }
+
+  [[nodiscard]] std::vector<std::string> members(std::string_view session) const {
+    std::lock_guard g(mu_);
+    auto it = sessions_.find(std::string(session));
+    return it == sessions_.end() ? std::vector<std::string>{} : std::vector<std::string>(it->second.members.begin(), it->second.members.end());
+  }
+
+  [[nodiscard]] std::vector<std::string> sessions_of(std::string_view node) const {
+    std::lock_guard g(mu_);
+    std::vector<std::string> out;
+    for (auto& [name, s] : sessions_)
+      if (s.members.count(std::string(node))) out.push_back(name);
+    return out;
+  }
+
+  [[nodiscard]] std::optional<file_record> file(std::string_view session, std::string_view path) const {
+    std::lock_guard g(mu_);
+    auto it = sessions_.find(std::string(session));
+    if (it == sessions_.end()) return std::nullopt;
+    auto f = it->second.files.find(std::string(path));
+    if (f == it->second.files.end()) return std::nullopt;
+    return f->second;
+  }
+
+  [[nodiscard]] std::vector<file_record> files(std::string_view session) const {
+    std::lock_guard g(mu_);
+    std::vector<file_record> out;
+    if (auto it = sessions_.find(std::string(session)); it != sessions_.end())
+      for (auto& [path, f] : it->second.files) out.push_back(f);
+    return out;
+  }
+
+  /// Bumps the path's version and journals a wave pending for every current member.
+  change_record commit_change(std::string_view session, std::string_view path, std::uint64_t size, const digest& content,
+                              bool deleted) {
+    std::lock_guard g(mu_);
+    auto& s = sessions_[std::string(session)];
+    auto& f = s.files[std::string(path)];
+    f = {std::string(path), f.version + 1, size, content, deleted};
+    change_record c{f.version, ++last_wave_, {s.members.begin(), s.members.end()}};
+    waves_[c.wave_id] = {{c.wave_id, std::string(session), std::string(path), f.version, content, deleted, {}}, s.members, false};
+    complete_empty_waves();
+    return c;
+  }
+
+  /// Records that `node` holds `version` of the path; returns the waves this completed.
+  std::vector<wave_record> record_delivery(std::string_view node, std::string_view session, std::string_view path,
+                                           std::uint64_t version) {
+    std::lock_guard g(mu_);
+    auto& held = node_files_[{std::string(node), std::string(session)}][std::string(path)];
+    held = std::max(held, version);
+    for (auto& [id, w] : waves_)
+      if (!w.done && w.record.session == session && w.record.path == path && w.record.version <= version)
+        w.pending.erase(std::string(node));
+    return complete_empty_waves();
+  }
+
+  [[nodiscard]] std::vector<node_version> node_versions(std::string_view node, std::string_view session) const {
+    std::lock_guard g(mu_);
+    std::vector<node_version> out;
+    if (auto it = node_files_.find({std::string(node), std::string(session)}); it != node_files_.end())
+      for (auto& [path, v] : it->second) out.push_back({path, v});
+    return out;
+  }
+
+  [[nodiscard]] std::vector<wave_record> pending_waves() const {
+    std::lock_guard g(mu_);
+    std::vector<wave_record> out;
+    for (auto& [id, w] : waves_)
+      if (!w.done) out.push_back(with_pending(w));
+    return out;
+  }
+
+ private:
+  struct session_state {
+    std::set<std::string> members;
+    std::map<std::string, file_record> files;  ///< tombstones included
+  };
+  struct wave_state {
+    wave_record record;
+    std::set<std::string> pending;
+    bool done = false;
+  };
+
+  static wave_record with_pending(const wave_state& w) {
+    auto r = w.record;
+    r.pending.assign(w.pending.begin(), w.pending.end());
+    return r;
+  }
+
+  /// Marks every open wave without pending members complete; returns them, oldest first.
+  std::vector<wave_record> complete_empty_waves() {
+    std::vector<wave_record> done;
+    for (auto& [id, w] : waves_)
+      if (!w.done && w.pending.empty()) {
+        w.done = true;
+        done.push_back(with_pending(w));
+      }
+    // Completed waves are history nobody reads back: keep memory bounded by the open ones.
+    std::erase_if(waves_, [](auto& e) { return e.second.done; });
+    return done;
+  }
+
+  mutable std::mutex mu_;
+  std::map<std::string, session_state> sessions_;
+  std::map<std::uint64_t, wave_state> waves_;  ///< open waves, by id
+  std::uint64_t last_wave_ = 0;
+  std::map<std::pair<std::string, std::string>, std::map<std::string, std::uint64_t>> node_files_;  ///< (node, session) → path → version
+};
+
+static_assert(store_policy<memory_store>);
+
+}  // namespace meshhub
