@@ -378,7 +378,6 @@ class basic_hub {
       n.lagging = false;
       n.active.clear();
       n.resume.clear();
-      n.unacked.clear();
       n.retries.clear();
       for (auto& p : h.partials)
         if (path_problem(p.file.path).empty() && name_problem(p.file.session).empty())
@@ -399,7 +398,6 @@ class basic_hub {
       if (it == nodes_.end() || !it->second.link || it->second.link->inner() != transport_link) return;  // replaced already
       it->second.link.reset();
       it->second.active.clear();
-      it->second.unacked.clear();
       for (auto& [id, c] : commands_)
         if (c.node == node) orphaned.push_back(id);
     }
@@ -449,15 +447,6 @@ class basic_hub {
       std::uint32_t chunks = 0;       ///< chunks 0..chunks-1 are durable on the node
     };
     std::map<path_key, resume_point> resume;
-    /// Chunks handed to the link and not yet acknowledged, per file version: the node's
-    /// in-flight window. Counted until the node's ack (not until the transport wrote them),
-    /// so whatever the transport buffers, a crash re-sends at most one window.
-    std::map<std::tuple<std::string, std::string, std::uint64_t>, std::size_t> unacked;
-    [[nodiscard]] std::size_t in_flight() const {
-      std::size_t total = 0;
-      for (auto& [file, count] : unacked) total += count;
-      return total;
-    }
     std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
     std::map<std::tuple<std::string, std::string, std::uint64_t>, std::uint32_t> sent_high;  ///< for resend accounting
     std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
@@ -600,9 +589,6 @@ class basic_hub {
         if (it == nodes_.end() || !it->second.link || (it->second.lagging && !repair)) continue;
         auto& n = it->second;
         n.active[key] = file.version;
-        std::erase_if(n.unacked, [&](auto& e) {  // superseded transfers will never be acknowledged
-          return std::get<0>(e.first) == file.session && std::get<1>(e.first) == file.path && std::get<2>(e.first) < file.version;
-        });
         bool resumed = false;
         if (auto r = n.resume.find(key); r != n.resume.end()) {
           const auto& at = r->second;
@@ -713,7 +699,7 @@ class basic_hub {
           if (t.next >= w->chunk_count) continue;
           all_done = false;
           lead = std::max(lead, t.next + (t.in_flight ? 1u : 0u));
-          const std::size_t queued = std::max(t.link->queued_chunks(), it->second.in_flight());
+          const std::size_t queued = t.link->queued_chunks();
           // Hysteresis: produce for members at most half full, so equal members stay together.
           if (queued <= bound / 2) room = true;
           if (t.in_flight) continue;  // its answer wakes us
@@ -792,10 +778,6 @@ class basic_hub {
             high = std::max(high, index + 1);
             ++n.chunks_sent;
             n.bytes_sent += payload;
-            // Only a current transfer will be acknowledged: a superseded chunk (dropped by
-            // the ordering guard) must not hold a credit forever.
-            if (auto a = n.active.find({w->file.session, w->file.path}); a != n.active.end() && a->second == w->file.version)
-              ++n.unacked[{w->file.session, w->file.path, w->file.version}];
           }
         }
         wake = std::exchange(w->parked, false);
@@ -915,22 +897,10 @@ class basic_hub {
   // ---- what nodes say ---------------------------------------------------------------------
 
   void handle(const std::string& node, const chunk_ack& ack) {
-    bool drained = false;
-    {
-      std::lock_guard g(mu_);
-      auto it = nodes_.find(node);
-      if (it == nodes_.end()) return;
-      auto& n = it->second;
-      if (auto u = n.unacked.find({ack.file.session, ack.file.path, ack.file.version}); u != n.unacked.end() && u->second > 0) {
-        --u->second;
-        drained = n.in_flight() == options_.queue_chunks / 2;  // the window just dropped to half
-      }
-      note_ack(n, ack);
-    }
-    if (drained) on_drained(node);
-  }
-
-  void note_ack(node_state& n, const chunk_ack& ack) {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
+    auto& n = it->second;
     ++n.chunks_acked;
     // Chunks are acknowledged in order and only once durable: the next delivery of this
     // version to this node (after it lagged, or a refusal) may start past them.
@@ -948,7 +918,6 @@ class basic_hub {
       if (it == nodes_.end()) return;
       auto& n = it->second;
       if (auto a = n.active.find(key); a != n.active.end() && a->second == ack.file.version) n.active.erase(a);
-      n.unacked.erase({ack.file.session, ack.file.path, ack.file.version});
       if (auto r = n.resume.find(key); r != n.resume.end() && r->second.version <= ack.file.version) n.resume.erase(r);
       n.sent_high.erase({ack.file.session, ack.file.path, ack.file.version});
       catching_up = n.catching_up;
