@@ -1054,6 +1054,26 @@ class mesh {
     return true;
   }
 
+  /// Polls `ls` until `path` is in-sync on every one of `nodes` (FAILs at the deadline with
+  /// the last listing); returns the listing that showed it.
+  json wait_in_sync(const std::string& session, const std::string& path, const std::vector<std::string>& nodes,
+                    std::chrono::milliseconds timeout) {
+    std::string last;
+    json seen;
+    wait_until(
+        timeout,
+        [&] {
+          auto ls = try_ls_json(session, &last);
+          if (!ls) return false;
+          last = ls->dump();
+          if (!all_in_sync(*ls, path, nodes)) return false;
+          seen = std::move(*ls);
+          return true;
+        },
+        [&] { return path + " in-sync on every expected member; last ls: " + last; });
+    return seen;
+  }
+
   /// CHECKs that the hub and every node are still running (none crashed on the way).
   void check_alive() {
     if (hub_) {

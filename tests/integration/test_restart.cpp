@@ -18,20 +18,6 @@ std::set<std::string> member_ids(const json& file) {
   return s;
 }
 
-void wait_in_sync(mesh& m, const std::string& session, const std::string& path,
-                  const std::vector<std::string>& ids, milliseconds timeout) {
-  std::string last;
-  wait_until(
-      timeout,
-      [&] {
-        auto ls = m.try_ls_json(session, &last);
-        if (!ls) return false;
-        last = ls->dump();
-        return mesh::all_in_sync(*ls, path, ids);
-      },
-      [&] { return "every member in-sync for " + path + "; last ls: " + last; });
-}
-
 }  // namespace
 
 TEST_CASE("after a hub crash the store still knows the files, versions and members", "[restart]") {
@@ -96,7 +82,7 @@ TEST_CASE("after a hub crash the store still knows the files, versions and membe
   // The nodes come back on the new port and are in sync without a new transfer of content.
   for (const auto& id : ids) m.add_node(id);
   m.wait_connected(ids);
-  wait_in_sync(m, "s", "data.bin", ids, 30s);
+  m.wait_in_sync("s", "data.bin", ids, 30s);
   for (const auto& id : ids) CHECK(sha256_file(m.node_file(id, "s", "data.bin")) == src_sha);
 
   // Versions continue from the store: a new change gets a larger version and reaches both.
@@ -150,7 +136,7 @@ TEST_CASE("a wave interrupted by a hub crash reaches every member after the rest
   m.start_hub(sqlite_default());
   m.add_node("n1");  // full speed now
   m.add_node("n2");
-  wait_in_sync(m, "s", "wave.bin", {"n1", "n2"}, 60s);
+  m.wait_in_sync("s", "wave.bin", {"n1", "n2"}, 60s);
   for (const auto& id : {"n1", "n2"}) {
     INFO("node " << id);
     REQUIRE(fs::exists(m.node_file(id, "s", "wave.bin")));

@@ -54,15 +54,7 @@ TEST_CASE("a node killed mid-transfer resumes where it stopped", "[resume]") {
 
   // Same id, same workspace, full speed.
   m.add_node("n1");
-  wait_until(
-      60s,
-      [&] {
-        auto ls = m.try_ls_json("s", &last);
-        if (!ls) return false;
-        last = ls->dump();
-        return mesh::all_in_sync(*ls, "big.bin", {"n1"});
-      },
-      [&] { return "n1 in-sync for big.bin after its restart; last ls: " + last; });
+  m.wait_in_sync("s", "big.bin", {"n1"}, 60s);
 
   const fs::path copy = m.node_file("n1", "s", "big.bin");
   REQUIRE(fs::exists(copy));

@@ -23,19 +23,7 @@ TEST_CASE("a throttled node does not hold the others back", "[slow]") {
   INFO("push: " << push.dump());
 
   // The fast members finish while the throttled one is still receiving.
-  std::string last;
-  json ls_when_fast_done;
-  wait_until(
-      30s,
-      [&] {
-        auto ls = m.try_ls_json("s", &last);
-        if (!ls) return false;
-        last = ls->dump();
-        if (!mesh::all_in_sync(*ls, "r.bin", {"n1", "n2", "n4"})) return false;
-        ls_when_fast_done = *ls;
-        return true;
-      },
-      [&] { return "n1, n2 and n4 in-sync for r.bin; last ls: " + last; });
+  const json ls_when_fast_done = m.wait_in_sync("s", "r.bin", {"n1", "n2", "n4"}, 30s);
   {
     INFO("ls when n1, n2 and n4 were done: " << ls_when_fast_done.dump());
     CHECK_FALSE(mesh::all_in_sync(ls_when_fast_done, "r.bin", {"n3"}));
@@ -44,15 +32,7 @@ TEST_CASE("a throttled node does not hold the others back", "[slow]") {
   for (const std::string id : {"n1", "n2", "n4"}) CHECK(sha256_file(m.node_file(id, "s", "r.bin")) == src_sha);
 
   // ...and the slow one gets there too.
-  wait_until(
-      60s,
-      [&] {
-        auto ls = m.try_ls_json("s", &last);
-        if (!ls) return false;
-        last = ls->dump();
-        return mesh::all_in_sync(*ls, "r.bin", {"n1", "n2", "n3", "n4"});
-      },
-      [&] { return "n3 in-sync for r.bin; last ls: " + last; });
+  m.wait_in_sync("s", "r.bin", {"n1", "n2", "n3", "n4"}, 60s);
   REQUIRE(fs::exists(m.node_file("n3", "s", "r.bin")));
   CHECK(sha256_file(m.node_file("n3", "s", "r.bin")) == src_sha);
   m.check_alive();
