@@ -912,6 +912,7 @@ class basic_hub {
   void handle(const std::string& node, const file_ack& ack) {
     const path_key key{ack.file.session, ack.file.path};
     bool catching_up = false;
+    std::size_t attempts = 0;  // of this path, when the node refused it
     {
       std::lock_guard g(mu_);
       auto it = nodes_.find(node);
@@ -926,19 +927,14 @@ class basic_hub {
         n.retries.erase(key);
       } else {
         auto& r = n.retries[key];
-        ++r.first;
-        r.second = std::chrono::steady_clock::now() + retry_backoff(r.first);
+        attempts = ++r.first;
+        r.second = std::chrono::steady_clock::now() + retry_backoff(attempts);
       }
     }
     if (!ack.ok) {
       const bool corrupt = ack.error.find("corrupt") != std::string::npos;
       emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
            ack.file.version, ack.error);
-      std::size_t attempts = 0;
-      {
-        std::lock_guard g(mu_);
-        attempts = nodes_[node].retries[key].first;
-      }
       if (attempts <= options_.max_delivery_retries)
         pool_.post_after(retry_backoff(attempts), [this, node] { request_catch_up(node); });
       return;
