@@ -60,7 +60,8 @@ concept dispatch_policy = requires(D& d, std::span<const std::shared_ptr<node_li
 /// Every mutating call is one transaction, durable when it returns. Thread-safe.
 template <class S>
 concept store_policy = requires(S& s, const S& cs, std::string_view name, std::string_view node,
-                                std::string_view path, std::uint64_t n, const digest& d) {
+                                std::string_view path, std::uint64_t n, const change& c,
+                                std::span<const node_version> held) {
   /// false when the session already exists
   { s.create_session(name) } -> std::same_as<bool>;
   { cs.session_exists(name) } -> std::same_as<bool>;
@@ -73,10 +74,16 @@ concept store_policy = requires(S& s, const S& cs, std::string_view name, std::s
   /// current versions, tombstones included
   { cs.file(name, path) } -> std::same_as<std::optional<file_record>>;
   { cs.files(name) } -> std::same_as<std::vector<file_record>>;
-  /// bump the path's version and journal a wave pending for every member, atomically
-  { s.commit_change(name, path, n, d, true) } -> std::same_as<change_record>;
+  /// bump the path's version and journal its wave (unpublished, pending for every member
+  /// but the origin; the origin holds it), atomically
+  { s.commit_change(c) } -> std::same_as<change_record>;
+  /// the mirror holds the wave's change now (need not be durable: recovery is idempotent)
+  s.mark_published(n);
+  { cs.unpublished_waves() } -> std::same_as<std::vector<wave_record>>;
   /// a node holds (session, path, version): returns the waves this completed
   { s.record_delivery(node, name, path, n) } -> std::same_as<std::vector<wave_record>>;
+  /// after a reconcile: what the node holds of the session is exactly `held`
+  { s.replace_node_versions(node, name, held) } -> std::same_as<std::vector<wave_record>>;
   { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
   { cs.pending_waves() } -> std::same_as<std::vector<wave_record>>;
 };

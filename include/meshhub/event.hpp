@@ -24,8 +24,10 @@ enum class event_kind {
   transfer_resumed,   ///< a partial transfer continues at its first unacknowledged chunk
   node_lagging,       ///< a node's queue filled; it will catch up from the mirror
   node_caught_up,
-  drift_detected,
-  conflict_preserved,
+  drift_detected,     ///< a node's files differ from what the hub recorded (paths in detail)
+  node_reconciled,    ///< a (re)connected node's files were compared with the mirror
+  conflict_preserved, ///< a node's change met a newer one: both were kept
+  change_recovered,   ///< a change journaled before a crash was published at start
   skill_promoted,
   skill_conflict,
 };
@@ -46,7 +48,9 @@ enum class event_kind {
     case event_kind::node_lagging: return "node_lagging";
     case event_kind::node_caught_up: return "node_caught_up";
     case event_kind::drift_detected: return "drift_detected";
+    case event_kind::node_reconciled: return "node_reconciled";
     case event_kind::conflict_preserved: return "conflict_preserved";
+    case event_kind::change_recovered: return "change_recovered";
     case event_kind::skill_promoted: return "skill_promoted";
     case event_kind::skill_conflict: return "skill_conflict";
   }

@@ -40,6 +40,8 @@
 #include "meshhub/detail/ordered_link.hpp"
 #include "meshhub/event.hpp"
 #include "meshhub/executor.hpp"
+#include "meshhub/failpoint.hpp"
+#include "meshhub/manifest.hpp"
 #include "meshhub/fwd.hpp"
 #include "meshhub/hub/types.hpp"
 #include "meshhub/path.hpp"
@@ -124,7 +126,10 @@ class basic_hub {
         control_(options_.control_threads),
         pool_(options_.io_threads, [this](const std::exception& e) { emit(event_kind::delivery_failed, {}, {}, {}, 0, e.what()); },
               options_.io_nice) {
-    // A crash can leave temp files of unfinished writes behind; they were never acknowledged.
+    // First finish what the journal says was accepted but not yet published, then drop
+    // every other temp file: those belong to writes that were never journaled, so never
+    // acknowledged.
+    recover();
     mirror_root_.remove_temp_files();
   }
   basic_hub(const basic_hub&) = delete;
@@ -199,11 +204,13 @@ class basic_hub {
     return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), max_file_size);
   }
 
-  /// Publishes an upload as the path's next version and starts its wave.
-  write_result finish_upload(upload&& up) {
-    const auto content = up.finish_digest();
-    const auto size = up.size();
-    return commit(up.session_, up.path_, size, content, false, [&] { up.writer_.commit(); });
+  /// Publishes an upload as the path's next version and starts its wave. With an
+  /// `origin`, the upload is a node's change (see `commit`).
+  write_result finish_upload(upload&& up, const std::optional<change_origin>& origin = std::nullopt) {
+    change c{up.session_, up.path_, up.size(), up.finish_digest(), false, {}, {}};
+    up.writer_.sync();
+    MESHHUB_FAILPOINT("mirror_written");
+    return commit(std::move(c), &up.writer_, origin);
   }
 
   /// Writes a whole file (convenience over begin/finish_upload).
@@ -213,15 +220,16 @@ class basic_hub {
     return finish_upload(std::move(up));
   }
 
-  /// Removes a path from the mirror and every member.
-  write_result remove(std::string_view session_name, std::string_view path) {
+  /// Removes a path from the mirror and every member. With an `origin`, the removal is a
+  /// node's (see `commit`); removing what is already gone then changes nothing.
+  write_result remove(std::string_view session_name, std::string_view path,
+                      const std::optional<change_origin>& origin = std::nullopt) {
     require_session(session_name);
     check_path(path);
     auto rec = store_.file(session_name, path);
-    if (!rec || rec->deleted)
+    if (!origin && (!rec || rec->deleted))
       throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
-    return commit(std::string(session_name), std::string(path), 0, digest{}, true,
-                  [&] { mirror(session_name).remove(path); });
+    return commit(change{std::string(session_name), std::string(path), 0, digest{}, true, {}, {}}, nullptr, origin);
   }
 
   /// Calls `done(missing)` once every member holds `version` of the path or less than
@@ -370,6 +378,7 @@ class basic_hub {
   void attach(const hello& h, std::shared_ptr<node_link> transport_link) {
     check_node_id(h.node_id);
     auto link = std::make_shared<detail::ordered_link>(std::move(transport_link));
+    const auto sessions = store_.sessions_of(h.node_id);  // membership comes from the store, never from memory
     std::shared_ptr<node_link> replaced;
     {
       std::lock_guard g(mu_);
@@ -379,14 +388,22 @@ class basic_hub {
       n.active.clear();
       n.resume.clear();
       n.retries.clear();
+      // Until every session is reconciled, the store's record of this node is not trusted
+      // for catching up (the node may have lost, changed or kept files meanwhile).
+      n.reconciling = h.reports_roots ? sessions.size() : 0;
       for (auto& p : h.partials)
         if (path_problem(p.file.path).empty() && name_problem(p.file.session).empty())
           n.resume[{p.file.session, p.file.path}] = {p.file.version, p.content, p.chunks_done};
     }
     if (replaced) replaced->close("replaced by a newer connection of node '" + h.node_id + "'");
     emit(event_kind::node_connected, {}, h.node_id, {}, 0, {});
-    link->try_send(welcome{store_.sessions_of(h.node_id)});
-    request_catch_up(h.node_id);
+    link->try_send(welcome{sessions});
+    if (!h.reports_roots) return request_catch_up(h.node_id);  // trust what the store recorded
+    std::map<std::string, digest> roots;
+    for (auto& r : h.roots) roots[r.session] = r.root;
+    pool_.post([this, node = h.node_id, link, sessions, roots = std::move(roots)] {
+      for (auto& s : sessions) reconcile_session(node, link, s, roots.count(s) ? roots.at(s) : manifest{}.root());
+    });
   }
 
   /// The node's connection (the link the transport attached) ended.
@@ -438,6 +455,7 @@ class basic_hub {
     bool lagging = false;
     bool round_pending = false;       ///< a catch-up round is queued
     bool catching_up = false;         ///< the last round started deliveries
+    std::size_t reconciling = 0;      ///< sessions of this connection not reconciled yet
     std::map<path_key, std::uint64_t> active;          ///< version in delivery per path
     /// Where a delivery can resume: from the hello's partial transfers (with their digest)
     /// and from the chunk acks of this connection. Used once, by the next wave to the path.
@@ -541,24 +559,122 @@ class basic_hub {
 
   // ---- committing a change --------------------------------------------------------------
 
-  /// The one order every change follows: publish in the mirror (durable), then journal in
-  /// the store (durable), then wave — all under the session's write lock so versions,
-  /// mirror contents and waves agree.
-  template <class Publish>
-  write_result commit(const std::string& session_name, const std::string& path, std::uint64_t size, const digest& content,
-                      bool deleted, Publish&& publish) {
-    auto lock = session_lock(session_name);
+  /// The one order every change follows, under the session's write lock:
+  ///   1. the bytes are durable in a temp file beside the target (an upload; the caller),
+  ///   2. the store journals the new version and its wave, unpublished (one transaction),
+  ///   3. the mirror publishes it: rename over the target (or unlink), fsync the folder,
+  ///   4. the wave starts; the change is acknowledged to whoever made it.
+  /// A crash before 2 leaves a temp file nobody acknowledged: swept at start. A crash after
+  /// 2 leaves a journaled wave whose temp file `recover` renames at start (or whose rename
+  /// had happened). So the mirror never holds a version the store does not know, and once
+  /// `recover` ran the mirror holds every version the store names.
+  ///
+  /// A node's change (`origin`) carries the version it was based on. Based on the current
+  /// version: accepted, and the origin is recorded as holding it. Otherwise it met a newer
+  /// change and both survive: an upload becomes `<name>.conflict-<node>-<version><ext>`,
+  /// a removal is not applied; the origin then catches up with the hub's version.
+  write_result commit(change c, durable_writer* writer, const std::optional<change_origin>& origin) {
+    auto lock = session_lock(c.session);
     std::lock_guard g(*lock);
-    publish();
-    auto change = store_.commit_change(session_name, path, size, content, deleted);
-    write_result r{session_name, path, change.version, size, content, deleted, change.members, {}};
-    emit(event_kind::wave_started, session_name, {}, path, change.version,
-         std::to_string(change.members.size()) + " member(s)" + (deleted ? ", removal" : ""));
+    const auto current = store_.file(c.session, c.path);
+    const std::uint64_t current_version = current ? current->version : 0;
+    std::string conflict_of;
+    if (origin) {
+      if (!is_member(origin->node, c.session))
+        throw error(errc::permission_denied, "node '" + origin->node + "' is not a member of session '" + c.session + "'");
+      const bool gone = !current || current->deleted;
+      if (c.deleted ? gone : (!gone && current->content == c.content && current->size == c.size)) {
+        // The hub holds this already (e.g. a node re-sends a change whose answer a crash lost).
+        if (current) note_delivery(origin->node, {c.session, c.path, current_version});
+        return {c.session, c.path, current_version, c.size, c.content, c.deleted, {}, {}, {}, true};
+      }
+      if (origin->base_version != current_version) {
+        conflict_of = c.path;
+        if (c.deleted) {
+          emit(event_kind::conflict_preserved, c.session, origin->node, c.path, current_version,
+               "removal based on v" + std::to_string(origin->base_version) + " met v" + std::to_string(current_version) +
+                   ": v" + std::to_string(current_version) + " kept");
+          request_catch_up(origin->node);
+          return {c.session, c.path, current_version, current->size, current->content, false, {}, {}, conflict_of, false};
+        }
+        c.path = conflict_copy_name(c.session, c.path, origin->node, current_version);
+      } else {
+        c.origin = origin->node;
+      }
+    }
+    if (writer) c.staged = writer->temp_name();
+    const auto change = store_.commit_change(c);
+    if (writer) writer->keep_temp_file();  // journaled: recovery may need it
+    MESHHUB_FAILPOINT("journal_committed");
+    try {
+      if (writer) writer->publish(detail::split_parent(c.path).second);
+      else mirror(c.session).remove(c.path);
+    } catch (const std::exception& e) {
+      // The journal says this version exists: retry the way a restart would, and if the
+      // mirror still refuses, leave the wave unpublished for the next start.
+      if (!publish_staged({change.wave_id, c.session, c.path, change.version, c.content, c.deleted, {}, c.staged, false}))
+        throw;
+    }
+    MESHHUB_FAILPOINT("published");
+    store_.mark_published(change.wave_id);
+    write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, conflict_of, false};
+    emit(event_kind::wave_started, c.session, {}, c.path, change.version,
+         std::to_string(change.members.size()) + " member(s)" + (c.deleted ? ", removal" : "") +
+             (c.origin.empty() ? "" : ", from node " + c.origin));
     std::vector<std::pair<std::string, std::uint32_t>> targets;
     for (auto& m : change.members) targets.emplace_back(m, 0);
-    start_wave({session_name, path, change.version}, size, content, deleted, std::move(targets));
-    if (change.members.empty()) emit(event_kind::wave_completed, session_name, {}, path, change.version, "no members");
+    start_wave({c.session, c.path, change.version}, c.size, c.content, c.deleted, std::move(targets));
+    if (change.members.empty()) emit(event_kind::wave_completed, c.session, {}, c.path, change.version, "no members");
+    if (!conflict_of.empty()) {
+      emit(event_kind::conflict_preserved, c.session, origin->node, c.path, change.version,
+           "change of '" + conflict_of + "' based on v" + std::to_string(origin->base_version) + " met v" +
+               std::to_string(current_version) + ": kept as '" + c.path + "'");
+      request_catch_up(origin->node);
+    }
     return r;
+  }
+
+  /// `<stem>.conflict-<node>-<version><ext>` beside `path`, numbered on when taken.
+  std::string conflict_copy_name(const std::string& session_name, const std::string& path, const std::string& node,
+                                 std::uint64_t version) const {
+    const auto slash = path.rfind('/');
+    const auto leaf_at = slash == std::string::npos ? 0 : slash + 1;
+    auto dot = path.rfind('.');
+    if (dot == std::string::npos || dot <= leaf_at) dot = path.size();  // no extension (or a dot file)
+    const std::string stem = path.substr(0, dot), ext = path.substr(dot);
+    const std::string base = stem + ".conflict-" + node + "-" + std::to_string(version);
+    for (int n = 1;; ++n) {
+      std::string name = base + (n == 1 ? "" : "-" + std::to_string(n)) + ext;
+      auto taken = store_.file(session_name, name);
+      if (!taken || taken->deleted) {
+        check_path(name);  // e.g. too long: refuse rather than lose the change silently
+        return name;
+      }
+    }
+  }
+
+  /// Finishes publishing a journaled wave (rename its temp file into place, or unlink a
+  /// removal). False when its temp file is gone — the rename had happened.
+  bool publish_staged(const wave_record& w) {
+    auto ws = mirror(w.session);
+    if (w.deleted) {
+      ws.remove(w.path);
+      return true;
+    }
+    return !w.staged.empty() && ws.finish_staged(w.path, w.staged);
+  }
+
+  /// At start: publishes every change the journal accepted and a crash kept from the
+  /// mirror. Only a path's latest version is published; an older unpublished wave was
+  /// superseded (its bytes never need to reach the mirror).
+  void recover() {
+    for (auto& w : store_.unpublished_waves()) {
+      const auto current = store_.file(w.session, w.path);
+      if (current && current->version == w.version && publish_staged(w))
+        emit(event_kind::change_recovered, w.session, {}, w.path, w.version,
+             w.deleted ? "removal finished after a restart" : "published from its journaled temp file after a restart");
+      store_.mark_published(w.id);
+    }
   }
 
   // ---- waves -----------------------------------------------------------------------------
@@ -620,6 +736,7 @@ class basic_hub {
       w->targets.push_back({b.node, b.link, b.first, false, false});
       if (b.resumed) resumed.emplace_back(b.node, b.first);
     }
+    if (!w->targets.empty()) MESHHUB_FAILPOINT("first_send");
     {
       std::lock_guard g(mu_);
       // Resuming members start past what they hold; nothing before the earliest is produced.
@@ -800,6 +917,108 @@ class basic_hub {
     if (link->queued_chunks() <= options_.queue_chunks / 2) request_catch_up(node);
   }
 
+  // ---- reconciling a (re)connected node ---------------------------------------------------
+
+  /// Compares one session of a node that said hello with the mirror and records exactly
+  /// what it holds, so that catching up sends only what differs. Equal root digests settle
+  /// it at once (the node holds every current version); otherwise the node's manifest is
+  /// fetched and compared path by path (`finish_reconcile`).
+  void reconcile_session(const std::string& node, const std::shared_ptr<detail::ordered_link>& link,
+                         const std::string& session_name, const digest& node_root) {
+    try {
+      const auto files = store_.files(session_name);
+      std::vector<manifest_entry> live;
+      for (auto& f : files)
+        if (!f.deleted) live.push_back({f.path, f.size, f.version, f.content});
+      if (manifest(std::move(live)).root() == node_root) {
+        std::vector<node_version> held;
+        for (auto& f : files) held.push_back({f.path, f.version});
+        record_holdings(node, session_name, held);
+        emit(event_kind::node_reconciled, session_name, node, {}, 0, "in sync (" + std::to_string(files.size()) + " path(s))");
+        return session_reconciled(node, link);
+      }
+      auto entries = std::make_shared<std::vector<node_entry>>();
+      ask_node(node, node_command::kind::list, session_name, {}, [this, node, link, session_name, entries](command_result r) {
+        if (!r.error.empty()) {
+          // A failed read is never taken for an empty workspace: keep what the store recorded.
+          emit(event_kind::delivery_failed, session_name, node, {}, 0, "reconcile: the node could not list its files: " + r.error);
+          return session_reconciled(node, link);
+        }
+        entries->insert(entries->end(), std::make_move_iterator(r.entries.begin()), std::make_move_iterator(r.entries.end()));
+        if (r.last) pool_.post([this, node, link, session_name, entries] { finish_reconcile(node, link, session_name, *entries); });
+      });
+    } catch (const std::exception& e) {
+      emit(event_kind::delivery_failed, session_name, node, {}, 0, std::string("reconcile: ") + e.what());
+      session_reconciled(node, link);
+    }
+  }
+
+  /// Path by path: what the node holds as the mirror has it is recorded as held; what
+  /// differs is not (a removed path it still has is recorded as an older version, so the
+  /// removal is sent). Where the store believed the node held the current version, the
+  /// node drifted: a `drift_detected` event names those paths. Files the mirror never had
+  /// are left alone (they may be a node's unsent work) and named too.
+  void finish_reconcile(const std::string& node, const std::shared_ptr<detail::ordered_link>& link,
+                        const std::string& session_name, const std::vector<node_entry>& entries) {
+    try {
+      std::map<std::string, const node_entry*> theirs;
+      for (auto& e : entries) theirs[e.path] = &e;
+      std::map<std::string, std::uint64_t> recorded;
+      for (auto& nv : store_.node_versions(node, session_name)) recorded[nv.path] = nv.version;
+      std::vector<node_version> held;
+      std::vector<std::string> drifted, repairs;
+      for (auto& f : store_.files(session_name)) {
+        const auto it = theirs.find(f.path);
+        const node_entry* e = it == theirs.end() ? nullptr : it->second;
+        if (e) theirs.erase(it);
+        const bool same = f.deleted ? e == nullptr : (e && e->size == f.size && e->content == f.content);
+        if (same) {
+          held.push_back({f.path, f.version});
+          continue;
+        }
+        if (f.deleted) held.push_back({f.path, f.version - 1});  // holds a removed path: send the removal
+        repairs.push_back(f.path);
+        if (auto r = recorded.find(f.path); r != recorded.end() && r->second >= f.version)
+          drifted.push_back(f.path + (f.deleted ? " (removed on the hub, present on the node)"
+                                      : e      ? " (changed on the node)"
+                                               : " (missing on the node)"));
+      }
+      for (auto& [path, e] : theirs) drifted.push_back(path + " (not in the mirror; left in place)");
+      record_holdings(node, session_name, held);
+      if (!drifted.empty()) emit(event_kind::drift_detected, session_name, node, {}, 0, join_paths(drifted));
+      emit(event_kind::node_reconciled, session_name, node, {}, 0,
+           std::to_string(held.size()) + " path(s) in sync, " + std::to_string(repairs.size()) + " to repair");
+    } catch (const std::exception& e) {
+      emit(event_kind::delivery_failed, session_name, node, {}, 0, std::string("reconcile: ") + e.what());
+    }
+    session_reconciled(node, link);
+  }
+
+  void record_holdings(const std::string& node, const std::string& session_name, const std::vector<node_version>& held) {
+    for (auto& done : store_.replace_node_versions(node, session_name, held))
+      emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    recheck_waiters(session_name);
+  }
+
+  /// One session of the node's connection is reconciled; after the last, it catches up.
+  void session_reconciled(const std::string& node, const std::shared_ptr<detail::ordered_link>& link) {
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(node);
+      if (it == nodes_.end() || it->second.link != link || it->second.reconciling == 0) return;
+      if (--it->second.reconciling > 0) return;
+    }
+    request_catch_up(node);
+  }
+
+  static std::string join_paths(const std::vector<std::string>& paths) {
+    constexpr std::size_t shown = 20;
+    std::string out;
+    for (std::size_t i = 0; i < paths.size() && i < shown; ++i) out += (i ? "; " : "") + paths[i];
+    if (paths.size() > shown) out += "; and " + std::to_string(paths.size() - shown) + " more";
+    return out;
+  }
+
   // ---- catching up -----------------------------------------------------------------------
 
   /// Queues one catch-up round for the node (coalesced: at most one queued at a time).
@@ -807,7 +1026,7 @@ class basic_hub {
     {
       std::lock_guard g(mu_);
       auto it = nodes_.find(node);
-      if (it == nodes_.end() || !it->second.link || it->second.round_pending) return;
+      if (it == nodes_.end() || !it->second.link || it->second.round_pending || it->second.reconciling > 0) return;
       it->second.round_pending = true;
     }
     pool_.post([this, node] { catch_up_round(node); });
@@ -941,10 +1160,9 @@ class basic_hub {
     }
     // Only a member's copy counts; a node that left meanwhile changes nothing.
     if (!is_member(node, ack.file.session)) return;
-    for (auto& done : store_.record_delivery(node, ack.file.session, ack.file.path, ack.file.version))
-      emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    MESHHUB_FAILPOINT("before_ack_record");
+    note_delivery(node, ack.file);
     emit(event_kind::file_delivered, ack.file.session, node, ack.file.path, ack.file.version, {});
-    recheck_waiters(ack.file.session, ack.file.path);
     if (catching_up) request_catch_up(node);
   }
 
@@ -958,6 +1176,13 @@ class basic_hub {
       if (result.last) commands_.erase(it);
     }
     cb(result);
+  }
+
+  /// The node holds this version: record it, report the waves that completed, wake waiters.
+  void note_delivery(const std::string& node, const file_version& f) {
+    for (auto& done : store_.record_delivery(node, f.session, f.path, f.version))
+      emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    recheck_waiters(f.session, f.path);
   }
 
   static std::chrono::milliseconds retry_backoff(std::size_t attempt) {

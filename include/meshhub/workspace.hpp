@@ -128,12 +128,30 @@ class durable_writer {
   /// fsync the file, rename it over the target, fsync the folder. Only after this returns
   /// may the write be acknowledged.
   void commit() {
-    detail::fsync_or_throw(fd_.get(), "'" + display_ + "'");
-    if (::renameat(dir_.get(), temp_.c_str(), dir_.get(), leaf_.c_str()) != 0)
+    sync();
+    publish();
+  }
+
+  /// The first half of `commit`: the bytes are durable under the temp name, nothing is
+  /// visible yet. (The hub journals the change between the two halves.)
+  void sync() { detail::fsync_or_throw(fd_.get(), "'" + display_ + "'"); }
+
+  /// The second half: rename over the target — or over `sibling`, another name in the
+  /// target's folder (a conflict copy) — and fsync the folder.
+  void publish(std::string_view sibling = {}) {
+    const std::string leaf = sibling.empty() ? leaf_ : std::string(sibling);
+    if (::renameat(dir_.get(), temp_.c_str(), dir_.get(), leaf.c_str()) != 0)
       throw_errno("rename into '" + display_ + "'", errno);
     committed_ = true;
     detail::fsync_or_throw(dir_.get(), "the folder of '" + display_ + "'");
   }
+
+  /// The temp file's name in the target's folder.
+  [[nodiscard]] const std::string& temp_name() const noexcept { return temp_; }
+
+  /// Keeps the temp file even if this writer is destroyed unpublished: once a journal
+  /// names it, recovery (`workspace::finish_staged`) publishes it.
+  void keep_temp_file() noexcept { committed_ = true; }
 
  private:
   unique_fd dir_;
@@ -266,6 +284,29 @@ class workspace {
       throw_errno("move into '" + std::string(rel) + "'", errno);
     detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
     detail::fsync_or_throw(src_dir, "the source folder of '" + std::string(rel) + "'");
+  }
+
+  /// Finishes a publish a crash interrupted: renames the temp file `temp_leaf` (a
+  /// `durable_writer::temp_name()` in `rel`'s folder) over `rel` and fsyncs the folder.
+  /// Returns false when the temp file is gone (the rename had happened).
+  bool finish_staged(std::string_view rel, const std::string& temp_leaf) const {
+    check_path(rel);
+    if (!temp_leaf.starts_with(std::string(reserved_prefix) + "-tmp-") || temp_leaf.find('/') != std::string::npos)
+      throw error(errc::invalid_argument, "'" + temp_leaf + "' is not a temp file name");
+    auto [parent, leaf] = detail::split_parent(rel);
+    unique_fd dir;
+    try {
+      dir = open_folder(parent, false);
+    } catch (const error& e) {
+      if (e.code() == errc::not_found) return false;
+      throw;
+    }
+    if (::renameat(dir.get(), temp_leaf.c_str(), dir.get(), std::string(leaf).c_str()) != 0) {
+      if (errno == ENOENT) return false;
+      throw_errno("finish the publish of '" + std::string(rel) + "'", errno);
+    }
+    detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
+    return true;
   }
 
   /// Every regular file beneath the folder `rel`, sorted by path. Skips meshhub's own

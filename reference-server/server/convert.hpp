@@ -98,9 +98,10 @@ inline digest digest_or_zero(const std::string& raw) {
 }
 
 inline hello from_proto(const v1::Hello& h) {
-  hello out{h.node_id(), h.credential(), {}};
+  hello out{h.node_id(), h.credential(), {}, {}, h.reports_roots()};
   for (auto& p : h.partials())
     out.partials.push_back({{p.session(), p.path(), p.version()}, digest_or_zero(p.content_digest()), p.chunks_done()});
+  for (auto& r : h.sessions()) out.roots.push_back({r.session(), digest_or_zero(r.root_digest())});
   return out;
 }
 
@@ -141,6 +142,8 @@ inline void fill(v1::WriteReply& out, const write_result& r) {
   if (!r.deleted) out.set_content_digest(to_bytes(r.content));
   for (auto& m : r.members) out.add_members(m);
   for (auto& m : r.missing) out.add_missing(m);
+  out.set_conflict_of(r.conflict_of);
+  out.set_unchanged(r.unchanged);
 }
 
 inline void fill(v1::ListReply& out, const std::vector<listed_file_state>& files) {

@@ -292,7 +292,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     hub_.post([=, this] {
       std::optional<write_result> result;
-      auto status = guarded([&] { result = hub_.remove(req->session(), req->path()); });
+      auto status = guarded([&] { result = hub_.remove(req->session(), req->path(), origin_of(*req)); });
       if (!status.ok()) return reactor->Finish(status);
       finish_write(reactor, *result, req->wait_all(), req->timeout_ms(), reply);
     });
@@ -312,6 +312,14 @@ class assistant_service final : public v1::Assistant::CallbackService {
   }
 
  private:
+  /// A node-originated change names its node and base version; an assistant's does not.
+  template <class Request>
+  static std::optional<change_origin> origin_of(const Request& r) {
+    if (r.origin_node().empty()) return std::nullopt;
+    check_node_id(r.origin_node());
+    return change_origin{r.origin_node(), r.base_version()};
+  }
+
   /// Every unary control call: run `body` on the hub's control lane, then finish with its
   /// status. (Uploads, commits and waves run on the bulk executor and never delay it.)
   template <class F>
@@ -376,7 +384,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (header_.size() >= 0 && upload_->size() != static_cast<std::uint64_t>(header_.size()))
           throw error(errc::invalid_argument, "push: received " + std::to_string(upload_->size()) + " of " +
                                                   std::to_string(header_.size()) + " bytes; nothing was changed");
-        result = hub_.finish_upload(std::move(*upload_));
+        result = hub_.finish_upload(std::move(*upload_), origin_of(header_));
         upload_.reset();
       });
       if (!status.ok()) return finish(status);

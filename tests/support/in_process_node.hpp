@@ -17,6 +17,7 @@
 
 #include "meshhub/chunk.hpp"
 #include "meshhub/manifest.hpp"
+#include "meshhub/path.hpp"
 #include "meshhub/transport/in_process.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"
@@ -29,12 +30,20 @@ class in_process_node {
   in_process_node(Hub& hub, std::string id, std::filesystem::path root) : hub_(hub), id_(std::move(id)), root_(std::move(root)) {}
   ~in_process_node() { disconnect(); }
 
-  /// Says hello, reporting the partial transfers it holds.
-  void connect() {
+  /// Says hello, reporting the partial transfers it holds and, as the node agent does, the
+  /// root digest of every session folder (`report_roots` false: a node that does not, so
+  /// the hub trusts its own record).
+  void connect(bool report_roots = true) {
     in_process_link_options o;
     o.queue_chunks = hub_.options().queue_chunks;
     link_ = std::make_shared<in_process_link>(o, [this](const outbound_message& m) { apply(m); }, hub_drained(hub_, id_));
-    hello h{id_, {}, {}};
+    hello h{id_, {}, {}, {}, report_roots};
+    if (report_roots) {
+      std::error_code ec;
+      for (auto& e : std::filesystem::directory_iterator(root_, ec))
+        if (e.is_directory() && name_problem(e.path().filename().string()).empty())
+          h.roots.push_back({e.path().filename().string(), scan(workspace(e.path())).root()});
+    }
     {
       std::lock_guard g(state_mu_);
       for (auto& [key, t] : transfers_) h.partials.push_back({t.file, t.content, t.done});

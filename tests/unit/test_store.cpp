@@ -27,6 +27,11 @@ using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store, plain_
 const digest d1 = sha256_of("one");
 const digest d2 = sha256_of("two");
 
+/// A change from the assistant (no origin), as the hub journals it before publishing.
+change edit(std::string session, std::string path, std::uint64_t size, const digest& content, bool deleted = false) {
+  return {std::move(session), std::move(path), size, content, deleted, deleted ? "" : ".meshhub-tmp-0123456789abcdef", {}};
+}
+
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("store: sessions and membership", "[store]", store_fixtures) {
@@ -56,13 +61,13 @@ TEMPLATE_LIST_TEST_CASE("store: versions grow per path and the wave journal trac
   s.add_member("a", "n1");
   s.add_member("a", "n2");
 
-  auto c1 = s.commit_change("a", "x.txt", 3, d1, false);
+  auto c1 = s.commit_change(edit("a", "x.txt", 3, d1));
   CHECK(c1.version == 1);
   CHECK(c1.members == std::vector<std::string>{"n1", "n2"});
-  auto c2 = s.commit_change("a", "x.txt", 3, d2, false);
+  auto c2 = s.commit_change(edit("a", "x.txt", 3, d2));
   CHECK(c2.version == 2);
   CHECK(c2.wave_id > c1.wave_id);
-  CHECK(s.commit_change("a", "y.txt", 0, d1, false).version == 1);  // per path
+  CHECK(s.commit_change(edit("a", "y.txt", 0, d1)).version == 1);  // per path
 
   auto file = s.file("a", "x.txt");
   REQUIRE(file);
@@ -91,8 +96,8 @@ TEMPLATE_LIST_TEST_CASE("store: removals are tombstones and leaving drops pendin
   auto& s = f.store;
   s.create_session("a");
   s.add_member("a", "n1");
-  s.commit_change("a", "gone.txt", 4, d1, false);
-  auto rm = s.commit_change("a", "gone.txt", 0, digest{}, true);
+  s.commit_change(edit("a", "gone.txt", 4, d1));
+  auto rm = s.commit_change(edit("a", "gone.txt", 0, digest{}, true));
   CHECK(rm.version == 2);
   auto file = s.file("a", "gone.txt");
   REQUIRE(file);
@@ -103,7 +108,7 @@ TEMPLATE_LIST_TEST_CASE("store: removals are tombstones and leaving drops pendin
   CHECK(s.pending_waves().empty());  // nobody left to wait for
 
   // A change in a session without members completes at once.
-  CHECK(s.commit_change("a", "lonely.txt", 1, d1, false).members.empty());
+  CHECK(s.commit_change(edit("a", "lonely.txt", 1, d1)).members.empty());
   CHECK(s.pending_waves().empty());
 }
 
@@ -114,7 +119,7 @@ TEST_CASE("store: sqlite survives a reopen and refuses a newer schema", "[store]
     sqlite_store s(file);
     s.create_session("kept");
     s.add_member("kept", "n1");
-    s.commit_change("kept", "f", 1, d1, false);
+    s.commit_change(edit("kept", "f", 1, d1));
   }
   {
     sqlite_store s(file);
@@ -144,11 +149,94 @@ TEST_CASE("store: two stores on one file (two hub processes) serialize their wri
   a.create_session("shared");
   constexpr int per_writer = 50;
   auto writer = [&](sqlite_store& s) {
-    for (int i = 0; i < per_writer; ++i) s.commit_change("shared", "counter", 1, d1, false);
+    for (int i = 0; i < per_writer; ++i) s.commit_change(edit("shared", "counter", 1, d1));
   };
   std::thread ta(writer, std::ref(a)), tb(writer, std::ref(b));
   ta.join();
   tb.join();
   // BEGIN IMMEDIATE + busy timeout: no lost update, every commit got its own version.
   CHECK(a.file("shared", "counter")->version == 2 * per_writer);
+}
+
+TEMPLATE_LIST_TEST_CASE("store: a wave is journaled unpublished until the mirror holds it", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  auto c = s.commit_change(edit("a", "x.txt", 3, d1));
+  auto open = s.unpublished_waves();
+  REQUIRE(open.size() == 1);
+  CHECK(open[0].id == c.wave_id);
+  CHECK(open[0].staged == ".meshhub-tmp-0123456789abcdef");  // what recovery renames into place
+  CHECK_FALSE(open[0].published);
+  s.mark_published(c.wave_id);
+  CHECK(s.unpublished_waves().empty());
+  CHECK(s.pending_waves().size() == 1);  // published, still pending for n1
+  s.mark_published(c.wave_id);           // idempotent: recovery may repeat it
+  CHECK(s.unpublished_waves().empty());
+}
+
+TEMPLATE_LIST_TEST_CASE("store: a node's own change is held by it and not pending for it", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  s.add_member("a", "n2");
+  auto from_node = edit("a", "x.txt", 3, d1);
+  from_node.origin = "n1";
+  auto c = s.commit_change(from_node);
+  CHECK(c.members == std::vector<std::string>{"n2"});
+  auto held = s.node_versions("n1", "a");
+  REQUIRE(held.size() == 1);
+  CHECK(held[0].version == c.version);
+  REQUIRE(s.pending_waves().size() == 1);
+  CHECK(s.pending_waves()[0].pending == std::vector<std::string>{"n2"});
+  CHECK(s.record_delivery("n2", "a", "x.txt", c.version).size() == 1);  // n2 was the last one
+
+  // The only member's own change completes at once.
+  s.remove_member("a", "n2");
+  from_node.content = d2;
+  s.commit_change(from_node);
+  CHECK(s.pending_waves().empty());
+}
+
+TEMPLATE_LIST_TEST_CASE("store: a reconcile replaces what a node holds and completes its waves", "[store]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  auto x = s.commit_change(edit("a", "x.txt", 3, d1));
+  auto y = s.commit_change(edit("a", "y.txt", 3, d2));
+  s.record_delivery("n1", "a", "old.txt", 7);
+  // The node turned out to hold x at its current version, and not old.txt any more.
+  const std::vector<node_version> held{{"x.txt", x.version}};
+  auto done = s.replace_node_versions("n1", "a", held);
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].path == "x.txt");
+  auto now = s.node_versions("n1", "a");
+  REQUIRE(now.size() == 1);
+  CHECK(now[0].path == "x.txt");
+  REQUIRE(s.pending_waves().size() == 1);
+  CHECK(s.pending_waves()[0].id == y.wave_id);
+}
+
+TEST_CASE("store: sqlite migrates a v1 database and keeps its rows", "[store]") {
+  testing::temp_dir dir;
+  const auto file = (dir / "meshhub.db").string();
+  {
+    sqlite_db db(file);
+    db.transaction([&] {
+      db.exec(sqlite_store::schema_steps[0]);
+      db.exec("PRAGMA user_version = 1");
+      db.exec("INSERT INTO sessions VALUES ('old', 0)");
+      db.exec("INSERT INTO waves(session, path, version, digest, deleted, created_ms) VALUES ('old', 'f', 1, x'00', 0, 0)");
+    });
+  }
+  sqlite_store s(file);
+  CHECK(s.session_exists("old"));
+  CHECK(s.unpublished_waves().empty());  // waves of v1 were published before they were journaled
+  CHECK(s.pending_waves().size() == 1);
+  CHECK(s.integrity_check() == "ok");
+  sqlite_db check(file);
+  CHECK(check.user_version() == sqlite_store::schema_version);
 }

@@ -46,6 +46,13 @@ struct hub_options {
   std::uint32_t test_corrupt_chunks = 0;
 };
 
+/// Where a node-originated change comes from: the node (it holds the change already) and
+/// the version its copy was based on (0: the path was new to it).
+struct change_origin {
+  std::string node;
+  std::uint64_t base_version = 0;
+};
+
 /// The answer to `write`, `push` and `rm`.
 struct write_result {
   std::string session, path;
@@ -55,6 +62,11 @@ struct write_result {
   bool deleted = false;
   std::vector<std::string> members;
   std::vector<std::string> missing;  ///< members without the version (after a wait)
+  /// A node's change that met a newer version: the path it was meant for. An upload was
+  /// kept as a conflict copy (`path`); a removal was not applied (`path`, `version`: what
+  /// the hub keeps).
+  std::string conflict_of;
+  bool unchanged = false;  ///< a node's change that the hub already held: no new version
 };
 
 /// One member's copy of a mirror file.

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +30,7 @@ class memory_store {
     waves_ = std::move(other.waves_);
     last_wave_ = other.last_wave_;
     node_files_ = std::move(other.node_files_);
+    unpublished_ = std::move(other.unpublished_);
   }
   memory_store& operator=(memory_store&&) = delete;
 
@@ -106,28 +108,55 @@ class memory_store {
     return out;
   }
 
-  /// Bumps the path's version and journals a wave pending for every current member.
-  change_record commit_change(std::string_view session, std::string_view path, std::uint64_t size, const digest& content,
-                              bool deleted) {
+  /// Bumps the path's version and journals its (unpublished) wave, pending for every
+  /// member but the origin, which is recorded as holding it.
+  change_record commit_change(const change& c) {
     std::lock_guard g(mu_);
-    auto& s = sessions_[std::string(session)];
-    auto& f = s.files[std::string(path)];
-    f = {std::string(path), f.version + 1, size, content, deleted};
-    change_record c{f.version, ++last_wave_, {s.members.begin(), s.members.end()}};
-    waves_[c.wave_id] = {{c.wave_id, std::string(session), std::string(path), f.version, content, deleted, {}}, s.members, false};
+    auto& s = sessions_[c.session];
+    auto& f = s.files[c.path];
+    f = {c.path, f.version + 1, c.size, c.content, c.deleted};
+    change_record r{f.version, ++last_wave_, {}};
+    auto pending = s.members;
+    pending.erase(c.origin);
+    r.members.assign(pending.begin(), pending.end());
+    wave_record w{r.wave_id, c.session, c.path, f.version, c.content, c.deleted, {}, c.staged, false};
+    unpublished_[r.wave_id] = w;
+    waves_[r.wave_id] = {std::move(w), std::move(pending), false};
+    if (!c.origin.empty() && s.members.count(c.origin)) hold(c.origin, c.session, c.path, f.version);
     complete_empty_waves();
-    return c;
+    return r;
+  }
+
+  void mark_published(std::uint64_t wave_id) {
+    std::lock_guard g(mu_);
+    unpublished_.erase(wave_id);
+    if (auto it = waves_.find(wave_id); it != waves_.end()) {
+      it->second.record.published = true;
+      it->second.record.staged.clear();
+    }
+  }
+
+  [[nodiscard]] std::vector<wave_record> unpublished_waves() const {
+    std::lock_guard g(mu_);
+    std::vector<wave_record> out;
+    for (auto& [id, w] : unpublished_) out.push_back(w);
+    return out;
   }
 
   /// Records that `node` holds `version` of the path; returns the waves this completed.
   std::vector<wave_record> record_delivery(std::string_view node, std::string_view session, std::string_view path,
                                            std::uint64_t version) {
     std::lock_guard g(mu_);
-    auto& held = node_files_[{std::string(node), std::string(session)}][std::string(path)];
-    held = std::max(held, version);
-    for (auto& [id, w] : waves_)
-      if (!w.done && w.record.session == session && w.record.path == path && w.record.version <= version)
-        w.pending.erase(std::string(node));
+    hold(node, session, path, version);
+    return complete_empty_waves();
+  }
+
+  /// After a reconcile: the node holds exactly `held` of the session, nothing else.
+  std::vector<wave_record> replace_node_versions(std::string_view node, std::string_view session,
+                                                 std::span<const node_version> held) {
+    std::lock_guard g(mu_);
+    node_files_[{std::string(node), std::string(session)}].clear();
+    for (auto& h : held) hold(node, session, h.path, h.version);
     return complete_empty_waves();
   }
 
@@ -158,6 +187,15 @@ class memory_store {
     bool done = false;
   };
 
+  /// The node holds at least `version` of the path (the caller holds `mu_`).
+  void hold(std::string_view node, std::string_view session, std::string_view path, std::uint64_t version) {
+    auto& held = node_files_[{std::string(node), std::string(session)}][std::string(path)];
+    held = std::max(held, version);
+    for (auto& [id, w] : waves_)
+      if (!w.done && w.record.session == session && w.record.path == path && w.record.version <= version)
+        w.pending.erase(std::string(node));
+  }
+
   static wave_record with_pending(const wave_state& w) {
     auto r = w.record;
     r.pending.assign(w.pending.begin(), w.pending.end());
@@ -180,6 +218,7 @@ class memory_store {
   mutable std::mutex mu_;
   std::map<std::string, session_state> sessions_;
   std::map<std::uint64_t, wave_state> waves_;  ///< open waves, by id
+  std::map<std::uint64_t, wave_record> unpublished_;  ///< journaled, not yet in the mirror
   std::uint64_t last_wave_ = 0;
   std::map<std::pair<std::string, std::string>, std::map<std::string, std::uint64_t>> node_files_;  ///< (node, session) → path → version
 };

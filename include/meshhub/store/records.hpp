@@ -27,6 +27,19 @@ struct session_record {
   std::uint64_t pending_waves = 0;
 };
 
+/// An accepted change, as the hub journals it *before* it is published in the mirror.
+struct change {
+  std::string session, path;
+  std::uint64_t size = 0;
+  digest content{};
+  bool deleted = false;
+  /// The mirror temp file (relative to the session folder) holding the bytes until they
+  /// are renamed into place; empty for a removal. Recovery finishes the rename from it.
+  std::string staged;
+  /// The node the change came from: it holds the version already, so the wave skips it.
+  std::string origin;
+};
+
 /// One journaled wave: a change and the members that do not hold it yet.
 struct wave_record {
   std::uint64_t id = 0;
@@ -35,6 +48,8 @@ struct wave_record {
   digest content{};
   bool deleted = false;
   std::vector<std::string> pending;
+  std::string staged;      ///< see `change::staged`
+  bool published = true;   ///< false until the mirror holds the change
 };
 
 /// What `commit_change` returns: the version the change got and its wave.

@@ -110,11 +110,21 @@ struct partial_transfer {
   std::uint32_t chunks_done = 0;
 };
 
+/// The root digest of one session folder a node holds (`manifest::root`).
+struct session_root {
+  std::string session;
+  digest root{};
+};
+
 /// A node's hello.
 struct hello {
   std::string node_id;
   std::string credential;
   std::vector<partial_transfer> partials;
+  /// Per session folder the node holds, its root digest; meaningful when `reports_roots`
+  /// (then an absent session means the node holds nothing of it).
+  std::vector<session_root> roots;
+  bool reports_roots = false;
 };
 
 /// One node's connection, as the hub sees it. Thread-safe: the hub calls it from any thread.

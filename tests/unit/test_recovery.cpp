@@ -1,0 +1,369 @@
+// Crash safety and reconcile, in process: the hub failed at each step of a change and
+// restarted on the same data dir; nodes that drifted, lost an ack, or changed files
+// themselves; a reconnect storm. (The same invariants against real processes and SIGKILL:
+// tests/integration/test_kill_sweep.cpp.)
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "meshhub/meshhub.hpp"
+#include "meshhub/store/sqlite.hpp"
+#include "support/in_process_node.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace meshhub;
+using namespace std::chrono_literals;
+
+namespace {
+
+using durable_hub = hub<sqlite_store>;
+
+template <class F>
+bool eventually(F done, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+/// A hub on a data dir that outlives it: `restart()` destroys the hub (its nodes first) and
+/// builds a new one on the same mirror and SQLite file — what a crash and a restart leave.
+struct durable_fixture {
+  explicit durable_fixture(hub_options o = {}) : base(o) { start(); }
+  ~durable_fixture() {
+    arm_failpoint("");
+    stop();
+  }
+
+  void start() {
+    hub_options o = base;
+    o.data_dir = dir / "hub";
+    o.chunk_size = 64 * 1024;
+    std::filesystem::create_directories(o.data_dir);
+    hub = std::make_unique<durable_hub>(o, sqlite_store((dir / "hub" / "meshhub.db").string()));
+    hub->subscribe(
+        [this](const event& e) {
+          std::lock_guard g(mu);
+          events.push_back(e);
+        },
+        /*replay=*/true);  // what the constructor's recovery said
+  }
+  void stop() {
+    nodes.clear();
+    hub.reset();
+  }
+  void restart() {
+    arm_failpoint("");
+    stop();
+    {
+      std::lock_guard g(mu);
+      events.clear();
+    }
+    start();
+  }
+
+  testing::in_process_node<durable_hub>& node(const std::string& id) {
+    for (auto& n : nodes)
+      if (n->id() == id) return *n;
+    nodes.push_back(std::make_unique<testing::in_process_node<durable_hub>>(*hub, id, dir / id));
+    return *nodes.back();
+  }
+  std::vector<event> of(event_kind kind) {
+    std::lock_guard g(mu);
+    std::vector<event> out;
+    for (auto& e : events)
+      if (e.kind == kind) out.push_back(e);
+    return out;
+  }
+  std::string mirror(const std::string& path) { return workspace(dir / "hub" / "sessions" / "s").read(path); }
+  bool mirror_has(const std::string& path) {
+    return std::filesystem::exists(dir / "hub" / "sessions" / "s" / path);
+  }
+  std::size_t temp_files() {
+    std::size_t n = 0;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir / "hub" / "sessions"))
+      n += e.path().filename().string().starts_with(".meshhub-tmp-");
+    return n;
+  }
+  bool holds(testing::in_process_node<durable_hub>& n, const std::string& path, const std::string& bytes) {
+    try {
+      return n.session("s").read(path) == bytes;
+    } catch (const error&) {
+      return false;
+    }
+  }
+  bool lacks(testing::in_process_node<durable_hub>& n, const std::string& path) {
+    return !std::filesystem::exists(n.session("s").root() / path);
+  }
+
+  hub_options base;
+  testing::temp_dir dir;
+  std::mutex mu;
+  std::vector<event> events;
+  std::unique_ptr<durable_hub> hub;
+  std::vector<std::unique_ptr<testing::in_process_node<durable_hub>>> nodes;
+};
+
+}  // namespace
+
+// ---- the order of a change, failed at each step ------------------------------------------
+
+TEST_CASE("recovery: a change that failed before its journal leaves nothing behind", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->write("s", "a.txt", "old");
+  arm_failpoint("mirror_written");
+  CHECK_THROWS_AS(f.hub->write("s", "a.txt", "new"), error);
+  f.restart();
+  CHECK(f.hub->store().file("s", "a.txt")->version == 1);  // never journaled, never acknowledged
+  CHECK(f.mirror("a.txt") == "old");
+  CHECK(f.temp_files() == 0);  // its temp file was swept
+  CHECK(f.of(event_kind::change_recovered).empty());
+}
+
+TEST_CASE("recovery: a change journaled but not yet published is published at the next start", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->write("s", "a.txt", "old");
+  arm_failpoint("journal_committed");
+  CHECK_THROWS_AS(f.hub->write("s", "a.txt", "new"), error);
+  // The store names v2; the mirror still holds v1 and v2 waits in its temp file.
+  CHECK(f.hub->store().file("s", "a.txt")->version == 2);
+  CHECK(f.mirror("a.txt") == "old");
+  CHECK(f.temp_files() == 1);
+  f.restart();
+  CHECK(f.mirror("a.txt") == "new");
+  CHECK(f.temp_files() == 0);
+  CHECK(f.hub->store().unpublished_waves().empty());
+  REQUIRE(f.of(event_kind::change_recovered).size() == 1);
+  CHECK(f.of(event_kind::change_recovered)[0].version == 2);
+}
+
+TEST_CASE("recovery: a removal journaled but not yet applied is applied at the next start", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->write("s", "gone.txt", "bytes");
+  arm_failpoint("journal_committed");
+  CHECK_THROWS_AS(f.hub->remove("s", "gone.txt"), error);
+  CHECK(f.mirror_has("gone.txt"));
+  f.restart();
+  CHECK_FALSE(f.mirror_has("gone.txt"));
+  CHECK(f.hub->store().file("s", "gone.txt")->deleted);
+  CHECK(f.of(event_kind::change_recovered).size() == 1);
+}
+
+TEST_CASE("recovery: a change published but not marked is only marked at the next start", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  arm_failpoint("published");
+  CHECK_THROWS_AS(f.hub->write("s", "a.txt", "new"), error);
+  CHECK(f.hub->store().unpublished_waves().size() == 1);
+  f.restart();
+  CHECK(f.mirror("a.txt") == "new");
+  CHECK(f.hub->store().unpublished_waves().empty());
+  CHECK(f.of(event_kind::change_recovered).empty());  // the rename had happened: nothing to finish
+}
+
+TEST_CASE("recovery: waves pending at a crash reach their members after the restart", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1", "n2"});
+  auto& n1 = f.node("n1");
+  n1.connect();
+  arm_failpoint("first_send");
+  CHECK_THROWS_AS(f.hub->write("s", "w.txt", "wave"), error);  // journaled and published; no node has it
+  arm_failpoint("");
+  CHECK(f.hub->write("s", "x.txt", "next").version == 1);
+  f.restart();
+  CHECK(f.hub->store().pending_waves().size() == 2);
+  for (auto id : {"n1", "n2"}) f.node(id).connect();
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  for (auto id : {"n1", "n2"}) {
+    CHECK(f.holds(f.node(id), "w.txt", "wave"));
+    CHECK(f.holds(f.node(id), "x.txt", "next"));
+  }
+}
+
+TEST_CASE("recovery: an acknowledgement lost before the store recorded it costs no resend", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1"});
+  auto& n1 = f.node("n1");
+  n1.connect();
+  arm_failpoint("before_ack_record");  // the node stores the file; the hub "crashes" before recording it
+  f.hub->write("s", "a.bin", std::string(300 * 1024, 'a'));
+  CHECK(eventually([&] { return f.holds(n1, "a.bin", std::string(300 * 1024, 'a')); }));
+  CHECK(f.hub->store().pending_waves().size() == 1);
+  f.restart();
+  auto& again = f.node("n1");
+  again.connect();  // its root digest equals the mirror's: in sync without a transfer
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  CHECK(again.begins().empty());
+  REQUIRE(eventually([&] { return f.of(event_kind::node_reconciled).size() == 1; }));
+  CHECK(f.of(event_kind::node_reconciled)[0].detail.starts_with("in sync"));
+}
+
+// ---- drift -----------------------------------------------------------------------------
+
+TEST_CASE("reconcile: files changed or removed behind the node's back are found and repaired", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1"});
+  auto& n1 = f.node("n1");
+  n1.connect();
+  for (auto p : {"keep.txt", "edit.txt", "lost.txt", "dir/deep.txt"}) f.hub->write("s", p, std::string("hub:") + p);
+  f.hub->write("s", "removed.txt", "soon gone");
+  f.hub->remove("s", "removed.txt");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  n1.disconnect();
+
+  auto ws = n1.session("s");
+  ws.write("edit.txt", "edited behind the agent's back");
+  ws.remove("lost.txt");
+  ws.write("removed.txt", "came back");
+  ws.write("stray.txt", "never on the hub");
+  const auto sent_before = n1.begins().size();
+  n1.connect();
+  CHECK(eventually([&] { return f.holds(n1, "edit.txt", "hub:edit.txt") && f.holds(n1, "lost.txt", "hub:lost.txt") &&
+                                f.lacks(n1, "removed.txt"); }));
+  CHECK(f.holds(n1, "keep.txt", "hub:keep.txt"));
+  CHECK(f.holds(n1, "stray.txt", "never on the hub"));  // not the hub's to delete: reported, kept
+  auto drift = f.of(event_kind::drift_detected);
+  REQUIRE(drift.size() == 1);
+  CHECK(drift[0].node == "n1");
+  CHECK(drift[0].session == "s");
+  for (auto p : {"edit.txt (changed", "lost.txt (missing", "removed.txt (removed on the hub", "stray.txt (not in the mirror"})
+    CHECK_THAT(drift[0].detail, Catch::Contains(p));
+  CHECK_THAT(drift[0].detail, !Catch::Contains("keep.txt"));
+  // Only what differed was sent.
+  std::set<std::string> sent;
+  auto begins = n1.begins();
+  for (auto i = sent_before; i < begins.size(); ++i) sent.insert(begins[i].file.path);
+  CHECK(sent == std::set<std::string>{"edit.txt", "lost.txt"});
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+}
+
+TEST_CASE("reconcile: a node that was only behind is not reported as drifted", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1"});
+  f.hub->write("s", "while-away.txt", "new");  // n1 never had it
+  auto& n1 = f.node("n1");
+  n1.connect();
+  CHECK(eventually([&] { return f.holds(n1, "while-away.txt", "new"); }));
+  CHECK(f.of(event_kind::drift_detected).empty());
+}
+
+// ---- changes made on a node ---------------------------------------------------------------
+
+namespace {
+
+/// Uploads bytes as node `node`'s change based on `base`.
+write_result node_write(durable_hub& h, const std::string& node, std::uint64_t base, const std::string& path,
+                        const std::string& bytes) {
+  auto up = h.begin_upload("s", path);
+  up.append(bytes);
+  return h.finish_upload(std::move(up), change_origin{node, base});
+}
+
+}  // namespace
+
+TEST_CASE("node changes: based on the current version they are accepted and reach the others", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1", "n2"});
+  for (auto id : {"n1", "n2"}) f.node(id).connect();
+  auto v1 = f.hub->write("s", "notes.md", "v1");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+
+  f.node("n1").session("s").write("notes.md", "n1's edit");  // what the agent saw change
+  auto r = node_write(*f.hub, "n1", v1.version, "notes.md", "n1's edit");
+  CHECK(r.version == 2);
+  CHECK(r.conflict_of.empty());
+  CHECK(r.members == std::vector<std::string>{"n2"});  // the origin holds it already
+  CHECK(eventually([&] { return f.holds(f.node("n2"), "notes.md", "n1's edit"); }));
+  CHECK(f.mirror("notes.md") == "n1's edit");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  for (auto& b : f.node("n1").begins()) CHECK(b.file.version != 2);  // never sent back to its origin
+
+  // The same content again (an answer lost in a crash): nothing new.
+  auto again = node_write(*f.hub, "n1", 1, "notes.md", "n1's edit");
+  CHECK(again.unchanged);
+  CHECK(again.version == 2);
+}
+
+TEST_CASE("node changes: a change based on an older version is kept as a conflict copy", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1", "n2"});
+  for (auto id : {"n1", "n2"}) f.node(id).connect();
+  auto v1 = f.hub->write("s", "src/main.cpp", "v1");
+  f.hub->write("s", "src/main.cpp", "v2 from the assistant");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+
+  auto r = node_write(*f.hub, "n1", v1.version, "src/main.cpp", "n1 edited v1");
+  CHECK(r.conflict_of == "src/main.cpp");
+  CHECK(r.path == "src/main.conflict-n1-2.cpp");
+  CHECK(f.mirror("src/main.cpp") == "v2 from the assistant");  // the newer change stays
+  CHECK(f.mirror("src/main.conflict-n1-2.cpp") == "n1 edited v1");
+  for (auto id : {"n1", "n2"})
+    CHECK(eventually([&] { return f.holds(f.node(id), "src/main.conflict-n1-2.cpp", "n1 edited v1"); }));
+  REQUIRE(f.of(event_kind::conflict_preserved).size() == 1);
+  CHECK(f.of(event_kind::conflict_preserved)[0].node == "n1");
+
+  // A second conflict on the same base gets a name of its own.
+  CHECK(node_write(*f.hub, "n2", v1.version, "src/main.cpp", "n2 edited v1").path == "src/main.conflict-n2-2.cpp");
+  CHECK(node_write(*f.hub, "n2", v1.version, "src/main.cpp", "n2 again").path == "src/main.conflict-n2-2-2.cpp");
+
+  // A removal based on an old version is not applied; the newer content is kept.
+  auto rm = f.hub->remove("s", "src/main.cpp", change_origin{"n2", v1.version});
+  CHECK(rm.conflict_of == "src/main.cpp");
+  CHECK(f.mirror("src/main.cpp") == "v2 from the assistant");
+  CHECK(f.of(event_kind::conflict_preserved).size() == 4);
+
+  // A node that is not a member changes nothing.
+  CHECK_THROWS_AS(node_write(*f.hub, "stranger", 0, "x.txt", "no"), error);
+  CHECK_FALSE(f.mirror_has("x.txt"));
+}
+
+// ---- a reconnect storm ------------------------------------------------------------------------
+
+TEST_CASE("reconcile: 200 nodes reconnecting at once are reconciled", "[recovery][storm]") {
+  constexpr int node_count = 200, file_count = 20, drifted = 10;
+  hub_options o;
+  o.node_command_timeout = 60s;
+  durable_fixture f(o);
+  f.hub->create_session("s");
+  std::vector<std::string> ids;
+  for (int i = 0; i < node_count; ++i) ids.push_back("n" + std::to_string(i));
+  f.hub->join("s", ids);
+  for (int i = 0; i < file_count; ++i) f.hub->write("s", "f" + std::to_string(i) + ".txt", std::string(1000 + i, 'x'));
+  for (auto& id : ids) f.node(id).connect(false);
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }, 120s));
+  for (auto& id : ids) f.node(id).disconnect();
+  for (int i = 0; i < drifted; ++i) f.node(ids[i]).session("s").write("f0.txt", "drifted");
+
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::vector<std::thread> dialers;
+    for (int t = 0; t < 8; ++t)
+      dialers.emplace_back([&, t] {
+        for (int i = t; i < node_count; i += 8) f.node(ids[i]).connect();
+      });
+    for (auto& d : dialers) d.join();
+  }
+  CHECK(eventually([&] { return f.of(event_kind::node_reconciled).size() == node_count; }, 120s));
+  CHECK(eventually([&] {
+    for (int i = 0; i < drifted; ++i)
+      if (!f.holds(f.node(ids[i]), "f0.txt", std::string(1000, 'x'))) return false;
+    return true;
+  }, 120s));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  CHECK(f.of(event_kind::drift_detected).size() == drifted);
+  CHECK(f.of(event_kind::delivery_failed).empty());  // nothing timed out
+  WARN("200 reconnecting nodes reconciled (" << drifted << " repaired) in " << took.count() << " ms");
+}
