@@ -158,8 +158,10 @@ class sqlite_store {
     });
   }
 
+  /// Relaxed durability: if a crash loses this, recovery finds the wave unpublished again
+  /// and finishing it is idempotent (its temp file is gone, or the removal is done).
   void mark_published(std::uint64_t wave_id) {
-    db_.transaction([&] { stmt("UPDATE waves SET published = 1, staged = NULL WHERE id = ?").bind(wave_id).run(); });
+    db_.relaxed_transaction([&] { stmt("UPDATE waves SET published = 1, staged = NULL WHERE id = ?").bind(wave_id).run(); });
   }
 
   [[nodiscard]] std::vector<wave_record> unpublished_waves() const {

@@ -149,6 +149,20 @@ class sqlite_db {
     }
   }
 
+  /// A transaction whose commit may be lost to a power cut (no fsync of its own; the next
+  /// full commit or checkpoint makes it durable): for records that recovery can rebuild,
+  /// so they need not cost a second fsync on the write path.
+  template <class F>
+  std::invoke_result_t<F> relaxed_transaction(F&& body) {
+    call_guard g(*this);
+    exec("PRAGMA synchronous=NORMAL");
+    struct restore {
+      const sqlite_db& db;
+      ~restore() { sqlite3_exec(db.db_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr); }
+    } back{*this};
+    return transaction(std::forward<F>(body));
+  }
+
   void exec(const char* sql) const {
     char* msg = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
