@@ -10,7 +10,23 @@
 ///   data, rename, fsync of both folders — workspace::adopt / workspace::write);
 /// - nothing from a transfer that failed verification ever reaches the session folder;
 /// - every malformed or hostile message becomes a FileAck/CommandResult error, never a
-///   crash.
+///   crash;
+/// - nothing written on this node is overwritten or removed before the hub has it: before
+///   the reader replaces or removes a path, it compares the disk with the local index and
+///   uploads an unsynced local change first (watch mode).
+///
+/// Node-originated changes (watch mode, the default): a second thread waits on the
+/// session watcher, surveys the sessions it names against the local index
+/// (local_index.hpp) and uploads what differs through the hub's Assistant API (Push /
+/// Remove with origin_node and base_version) on the node link's channel. Every connect
+/// surveys every session folder first, uploads the offline changes, and only then says
+/// Hello with each folder's root digest.
+///
+/// Threads and the one mutex (`disk_mu_`): the reader thread holds it while it applies a
+/// file (guard, write or adopt or remove, index row); the watcher thread holds it while it
+/// decides (survey, marking the paths it will upload as in flight) and while it records a
+/// reply in the index — never during the network upload. The reader waits for an in-flight
+/// upload of a path before it judges that path, so one change is never uploaded twice.
 /// This is the only translation unit of meshhub-node that includes gRPC headers.
 #include "node/agent.hpp"
 
@@ -24,16 +40,18 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <iterator>
 #include <optional>
 #include <random>
-#include <string>
+#include <set>
 #include <spdlog/spdlog.h>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "common/grpc_config.hpp"
 #include "meshhub/chunk.hpp"
@@ -42,9 +60,12 @@
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
 #include "meshhub/workspace.hpp"
+#include "node/local_index.hpp"
 #include "node/partial_store.hpp"
+#include "node/watcher.hpp"
 
 namespace meshhub::node {
 namespace {
@@ -62,6 +83,18 @@ constexpr std::size_t list_batch_bytes = 4u << 20;
 /// (and never longer than the cap, so a node is back within 5 s of its hub).
 constexpr std::chrono::milliseconds backoff_initial = 100ms;
 constexpr std::chrono::milliseconds backoff_cap = 5s;
+/// An upload (Push) sends the file in data pieces this large.
+constexpr std::size_t upload_piece_bytes = 1u << 20;
+/// An upload's deadline: this much, plus one second per this many bytes (a floor on the
+/// rate, not a target: a stuck upload must not hold a path in flight for ever).
+constexpr std::chrono::seconds upload_deadline_base = 60s;
+constexpr std::uint64_t upload_deadline_bytes_per_sec = 256u << 10;
+/// After an upload failed for a reason that may pass (hub unreachable, deadline), its
+/// session is surveyed again after this delay, doubling up to the cap.
+constexpr std::chrono::milliseconds retry_initial = 1s;
+constexpr std::chrono::milliseconds retry_cap = 30s;
+/// Without a working watcher (inotify unavailable), every session is surveyed this often.
+constexpr std::chrono::seconds poll_interval = 5s;
 
 /// A stop request that sleeps can wait on (test-aid delays, reconnect backoff).
 class stop_flag {
@@ -111,10 +144,41 @@ class token_bucket {
   steady::time_point last_ = steady::now();
 };
 
-/// Why a message was refused; carried to the hub as a FileAck error.
+/// Why a message was refused; carried to the hub as a FileAck error. `stale`: the version
+/// was overtaken (drop any partial of it).
 struct refusal {
   std::string why;
+  bool stale = false;
 };
+
+/// How an upload of one local change ended.
+struct upload_outcome {
+  enum class kind {
+    accepted,   ///< the hub made `version` from it
+    unchanged,  ///< the hub already had this content as current `version`
+    conflict,   ///< kept as the conflict copy `copy` (version `version`) of the path
+    transient,  ///< may pass (unreachable, deadline, changed meanwhile): survey again later
+    permanent,  ///< the hub refuses it (not a member, unknown session, bad path): until it changes
+  };
+  kind what = kind::transient;
+  std::uint64_t version = 0;
+  std::string copy;
+  std::string detail;
+  bool unreachable = false;  ///< transient because the hub could not be reached at all
+  bool membership = false;   ///< permanent for want of membership or of the session
+
+  [[nodiscard]] bool delivered() const noexcept {
+    return what == kind::accepted || what == kind::unchanged || what == kind::conflict;
+  }
+  static upload_outcome transient(std::string why, bool unreachable = false) {
+    upload_outcome o;
+    o.detail = std::move(why);
+    o.unreachable = unreachable;
+    return o;
+  }
+};
+
+using path_key = std::pair<std::string, std::string>;  ///< (session, path)
 
 std::string describe(const grpc::Status& s) {
   static constexpr const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -129,16 +193,30 @@ std::string describe(const grpc::Status& s) {
 class agent {
  public:
   explicit agent(const node_options& o)
-      : opts_(o), root_(o.workspace, true), partials_(prepare_state_dir()) {
+      : opts_(o),
+        root_(o.workspace, true),
+        partials_(prepare_state_dir()),
+        index_((opts_.workspace / ".meshhub" / "index.db").string()) {
     if (o.throttle_bytes_per_sec > 0) bucket_.emplace(o.throttle_bytes_per_sec);
     sweep_session_folders();
+    if (opts_.watch) {
+      try {
+        watcher_ = std::make_unique<session_watcher>(opts_.workspace);
+      } catch (const std::exception& e) {
+        spdlog::warn("cannot watch the workspace ({}); surveying every {} s instead", e.what(), poll_interval.count());
+      }
+    }
   }
 
-  /// Thread-safe: wakes every sleep and cancels the current stream.
+  /// Thread-safe: wakes every sleep and cancels the current stream and uploads.
   void stop() {
     stop_.request();
-    std::lock_guard lock(ctx_mu_);
-    if (ctx_) ctx_->TryCancel();
+    {
+      std::lock_guard lock(ctx_mu_);
+      if (ctx_) ctx_->TryCancel();
+      for (auto* u : uploads_) u->TryCancel();
+    }
+    if (watcher_) watcher_->interrupt();
   }
 
   /// The connection loop; returns once stop() was called.
@@ -146,6 +224,9 @@ class agent {
     if (opts_.delay_ms_per_chunk || opts_.throttle_bytes_per_sec)
       spdlog::warn("test aids on: delay {} ms per chunk, throttle {} bytes/s", opts_.delay_ms_per_chunk,
                    opts_.throttle_bytes_per_sec);
+    if (!opts_.watch) spdlog::info("replica mode (--no-watch): local changes are never uploaded");
+    std::thread watch_thread;
+    if (opts_.watch) watch_thread = std::thread([this] { watch_loop(); });
     std::mt19937_64 rng{std::random_device{}()};
     auto backoff = backoff_initial;
     while (!stop_.requested()) {
@@ -158,6 +239,10 @@ class agent {
       backoff = std::min(backoff * 2, std::chrono::duration_cast<std::chrono::milliseconds>(backoff_cap));
       spdlog::info("reconnecting to {} in {} ms", opts_.hub, delay.count());
       stop_.sleep_for(delay);
+    }
+    if (watch_thread.joinable()) {
+      if (watcher_) watcher_->interrupt();
+      watch_thread.join();
     }
     spdlog::info("stopped");
     return 0;
@@ -188,10 +273,8 @@ class agent {
 
   /// Removes temp files a crash left in every session folder (never the partials).
   void sweep_session_folders() {
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(opts_.workspace, ec)) {
-      const auto name = e.path().filename().string();
-      if (!name_problem(name).empty() || !e.is_directory(ec) || e.is_symlink(ec)) continue;
+    std::lock_guard lk(disk_mu_);
+    for (const auto& name : session_folders()) {
       try {
         if (auto ws = session(name, false))
           if (auto n = ws->remove_temp_files()) spdlog::info("removed {} leftover temp file(s) in session {}", n, name);
@@ -199,6 +282,22 @@ class agent {
         spdlog::warn("could not sweep temp files of session {}: {}", name, ex.what());
       }
     }
+  }
+
+  /// The session folders in the workspace: real folders (not symlinks) with valid session
+  /// names (so never `.meshhub`), sorted.
+  std::vector<std::string> session_folders() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(opts_.workspace, ec), end; !ec && it != end; it.increment(ec)) {
+      auto name = it->path().filename().string();
+      std::error_code sec;
+      if (name_problem(name).empty() && it->symlink_status(sec).type() == std::filesystem::file_type::directory)
+        out.push_back(std::move(name));
+    }
+    if (ec) spdlog::warn("cannot list the workspace {}: {}", opts_.workspace.string(), ec.message());
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   // ---------------------------------------------------------------------------------
@@ -216,8 +315,9 @@ class agent {
     return grpc::CreateCustomChannel(opts_.hub, grpc::InsecureChannelCredentials(), args);
   }
 
-  /// One stream's life: Hello, then every hub message until the stream ends. True when
-  /// the hub answered at all (so the backoff starts over).
+  /// One stream's life: survey every session folder and upload its offline changes, Hello
+  /// (with each folder's root digest), then every hub message until the stream ends. True
+  /// when the hub answered at all (so the backoff starts over).
   bool connect_once() {
     grpc::ClientContext ctx;
     {
@@ -225,8 +325,25 @@ class agent {
       if (stop_.requested()) return false;
       ctx_ = &ctx;
     }
+    struct unlink_on_exit {
+      agent& a;
+      ~unlink_on_exit() {
+        a.set_assistant(nullptr);
+        std::lock_guard lock(a.ctx_mu_);
+        a.ctx_ = nullptr;
+      }
+    } unlink{*this};
+
     spdlog::debug("dialing {}", opts_.hub);
-    auto stub = v1::NodeLink::NewStub(dial());
+    const auto channel = dial();
+    set_assistant(v1::Assistant::NewStub(channel));
+    // Before Hello: the changes made while this node was away reach the hub first, so the
+    // roots below describe a disk the hub already knows about, and the repair the hub
+    // derives from them never overwrites an unsent edit.
+    const auto roots = sync_all(opts_.watch);
+    if (stop_.requested()) return false;
+
+    auto stub = v1::NodeLink::NewStub(channel);
     auto stream = stub->Connect(&ctx);
     stream_ = stream.get();
     write_failed_ = false;
@@ -239,6 +356,12 @@ class agent {
     hello.set_node_id(opts_.id);
     hello.set_credential("");
     hello.set_agent(std::string(agent_version));
+    hello.set_reports_roots(true);
+    for (const auto& [name, root] : roots) {
+      auto& d = *hello.add_sessions();
+      d.set_session(name);
+      d.set_root_digest(to_bytes(root));
+    }
     for (const auto& [key, t] : partials_.all()) {
       auto& p = *hello.add_partials();
       p.set_session(t.session);
@@ -257,10 +380,6 @@ class agent {
       msg.Clear();
     }
     const auto status = stream->Finish();
-    {
-      std::lock_guard lock(ctx_mu_);
-      ctx_ = nullptr;
-    }
     stream_ = nullptr;
     if (stop_.requested()) spdlog::info("disconnected from {} (stopping)", opts_.hub);
     else if (answered) spdlog::warn("disconnected from {}: {}", opts_.hub, describe(status));
@@ -279,6 +398,15 @@ class agent {
       return false;
     }
     return true;
+  }
+
+  void set_assistant(std::shared_ptr<v1::Assistant::Stub> stub) {
+    std::lock_guard lock(link_mu_);
+    assistant_ = std::move(stub);
+  }
+  std::shared_ptr<v1::Assistant::Stub> assistant() {
+    std::lock_guard lock(link_mu_);
+    return assistant_;
   }
 
   void handle(const v1::HubMessage& m) {
@@ -300,6 +428,12 @@ class agent {
     try {
       f();
     } catch (const refusal& r) {
+      if (r.stale) {
+        try {
+          partials_.discard(m.session(), m.path());
+        } catch (...) {
+        }
+      }
       refuse(m.session(), m.path(), m.version(), r.why);
     } catch (const std::exception& e) {
       try {
@@ -311,6 +445,11 @@ class agent {
   }
 
   void on_welcome(const v1::Welcome& w) {
+    {
+      std::lock_guard lk(disk_mu_);
+      member_of_.clear();  // re-learned per connection
+      for (const auto& s : w.sessions()) member_evidence(s);
+    }
     std::string sessions;
     for (const auto& s : w.sessions()) sessions += (sessions.empty() ? "" : ", ") + s;
     spdlog::info("connected to hub {} ({}); sessions: {}", opts_.hub, w.hub(), sessions.empty() ? "none" : sessions);
@@ -339,12 +478,27 @@ class agent {
       const digest empty = content_digest_of(std::string_view{});
       if (shape.content != empty)
         throw refusal{"content digest mismatch for empty '" + p + "' v" + std::to_string(v)};
-      session(s, true)->write(p, std::string_view{});
+      {
+        std::unique_lock lk(disk_mu_);
+        guard_local(lk, s, p, v);
+        auto ws = session(s, true);
+        ws->write(p, std::string_view{});
+        std::optional<file_stat> st;
+        try {
+          st = local_index::stat_of(*ws, p);
+        } catch (const std::exception&) {
+        }
+        index_put(s, p, v, empty, 0, st);
+      }
       applied(s, p, v, empty, 0);
       return;
     }
 
     if (b.first_chunk() == 0) {
+      {
+        std::unique_lock lk(disk_mu_);
+        guard_local(lk, s, p, v);
+      }
       auto& t = partials_.start(shape);
       spdlog::debug("receiving {}/{} v{}: {} bytes in {} chunks", s, p, v, t.size, t.chunk_count);
       return;
@@ -452,8 +606,19 @@ class agent {
       throw refusal{"content digest mismatch for " + p + " v" + std::to_string(v) + ": got " + to_hex(got) +
                     ", expected " + to_hex(expected)};
     }
-    session(s, true)->adopt(partials_.dir_fd(), partial_store::part_name(t.key), p);
-    partials_.finished(t);
+    {
+      std::unique_lock lk(disk_mu_);
+      guard_local(lk, s, p, v);
+      session(s, true)->adopt(partials_.dir_fd(), partial_store::part_name(t.key), p);
+      // The adopted file is the .part's inode: its stat now (ctime moved with the rename).
+      std::optional<file_stat> st;
+      try {
+        st = file_stat::of_fd(t.data.get());
+      } catch (const std::exception&) {
+      }
+      index_put(s, p, v, got, size, st);
+      partials_.finished(t);
+    }
     applied(s, p, v, got, size);
   }
 
@@ -465,7 +630,14 @@ class agent {
     if (is_stale(s, p, v)) throw refusal{"stale version"};
     partials_.discard(s, p);
     bool existed = false;
-    if (auto ws = session(s, false)) existed = ws->remove(p);
+    {
+      std::unique_lock lk(disk_mu_);
+      guard_local(lk, s, p, v);
+      if (auto ws = session(s, false)) {
+        existed = ws->remove(p);
+        index_tombstone(s, p, v);
+      }
+    }
     applied_[{s, p}] = v;
     spdlog::info("removed {}/{} v{}{}", s, p, v, existed ? "" : " (was absent)");
     v1::NodeMessage m;
@@ -519,6 +691,392 @@ class agent {
   }
 
   // ---------------------------------------------------------------------------------
+  // Local changes: the guard, surveys, uploads
+  // ---------------------------------------------------------------------------------
+
+  /// Records that both sides agree on (s, p) at v. An index that lags the disk is safe
+  /// (the next survey finds the file, the hub answers "unchanged"), so a failure here does
+  /// not undo an applied file.
+  void index_put(const std::string& s, const std::string& p, std::uint64_t v, const digest& content,
+                 std::uint64_t size, const std::optional<file_stat>& st) {
+    try {
+      index_.put(s, p, v, content, size, st);
+    } catch (const std::exception& e) {
+      spdlog::warn("index not updated for {}/{} v{}: {} (the next survey reconciles it)", s, p, v, e.what());
+    }
+  }
+  void index_tombstone(const std::string& s, const std::string& p, std::uint64_t v) {
+    try {
+      index_.tombstone(s, p, v);
+    } catch (const std::exception& e) {
+      spdlog::warn("index not updated for the removal of {}/{} v{}: {}", s, p, v, e.what());
+    }
+  }
+
+  /// The guard, run (holding `lk` on disk_mu_) before the hub's version v of (s, p)
+  /// replaces or removes what is on disk: an unsynced local change there is uploaded first,
+  /// so it survives (accepted, or kept as a conflict copy). Throws a refusal — leaving the
+  /// disk alone — when the disk cannot be judged or the change could not be uploaded, and a
+  /// stale refusal when the hub took the local change as a version newer than v.
+  void guard_local(std::unique_lock<std::mutex>& lk, const std::string& s, const std::string& p, std::uint64_t v) {
+    member_evidence(s);  // the hub sends this node the session's files: it is a member
+    auto ws = session(s, false);
+    if (!ws) {
+      // No folder: any rows describe files that are gone with it (a deleted session folder
+      // is "resync from the hub", not the removal of every file).
+      try {
+        if (index_.forget(s)) spdlog::info("session folder {} is gone: forgot its index rows", s);
+      } catch (const std::exception& e) {
+        spdlog::warn("cannot forget the index rows of session {}: {}", s, e.what());
+      }
+      return;
+    }
+    if (!opts_.watch) return;  // a replica: the hub's version wins, drift is the hub's to repair
+    const path_key key{s, p};
+    while (in_flight_.contains(key)) {  // the watcher is uploading this path: let it finish
+      if (stop_.requested()) throw refusal{"stopping"};
+      in_flight_cv_.wait_for(lk, 200ms);
+    }
+    auto verdict = index_.examine(s, *ws, p);
+    if (verdict.what == path_verdict::kind::agree) return;
+    if (verdict.what == path_verdict::kind::unknown)
+      throw refusal{"cannot tell whether '" + p + "' holds a local change not yet sent to the hub (" + verdict.why +
+                    "); the file was left unchanged"};
+    auto& c = verdict.change;
+    spdlog::info("{}/{} was {} locally (base v{}) before v{} arrived: uploading it first", s, p,
+                 c.removed ? "removed" : "changed", c.base_version, v);
+    const auto outcome = upload(s, *ws, c);
+    settle(s, c, outcome);
+    if (!outcome.delivered())
+      throw refusal{"the local " + std::string(c.removed ? "removal of" : "change to") + " '" + p +
+                    "' could not be sent to the hub first (" + outcome.detail + "); the file was left unchanged"};
+    if (auto row = index_.get(s, p); row && row->version > v) {
+      applied_[{s, p}] = row->version;
+      throw refusal{"stale version: the hub took this node's change as v" + std::to_string(row->version), true};
+    }
+  }
+
+  /// Surveys every session folder (uploading its changes when `upload`); returns the root
+  /// digest of each folder whose survey succeeded.
+  std::map<std::string, digest> sync_all(bool upload) {
+    std::map<std::string, digest> roots;
+    bool reachable = true;
+    for (const auto& name : session_folders()) {
+      if (stop_.requested()) break;
+      if (auto root = sync_session(name, upload && reachable, &reachable)) roots.emplace(name, *root);
+    }
+    return roots;
+  }
+
+  /// Surveys one session folder and uploads its changes (when `upload`). Returns the
+  /// folder's root digest, or nullopt when it has no folder or its survey failed (then
+  /// nothing of it is uploaded). `*reachable` turns false when the hub could not be reached.
+  std::optional<digest> sync_session(const std::string& name, bool upload, bool* reachable = nullptr) {
+    std::shared_ptr<workspace> ws;
+    std::vector<local_change> todo;
+    std::optional<digest> root;
+    {
+      std::lock_guard lk(disk_mu_);
+      try {
+        ws = session(name, false);
+        if (!ws) return std::nullopt;
+        auto found = index_.survey(name, *ws, upload ? local_index::default_keep_fds : 0);
+        root = found.disk.root();
+        if (upload) {
+          for (auto& c : found.changes) {
+            const path_key key{name, c.path};
+            if (in_flight_.contains(key)) {  // under way with older content, maybe: look again later
+              schedule_retry(name, retry_initial);
+              continue;
+            }
+            if (auto r = refused_.find(key); r != refused_.end() && r->second.content == marker(c)) continue;
+            in_flight_.insert(key);
+            todo.push_back(std::move(c));
+          }
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("cannot survey session {}: {}; nothing of it is uploaded or reported", name, e.what());
+        return std::nullopt;
+      }
+    }
+    bool hub_gone = false;
+    for (auto& c : todo) {
+      upload_outcome o;
+      if (hub_gone || stop_.requested()) {
+        o = upload_outcome::transient("not sent: the hub is unreachable", true);
+      } else {
+        o = this->upload(name, *ws, c);
+        hub_gone = o.unreachable;
+      }
+      {
+        std::lock_guard lk(disk_mu_);
+        settle(name, c, o);
+        in_flight_.erase({name, c.path});
+      }
+      in_flight_cv_.notify_all();
+    }
+    if (hub_gone && reachable) *reachable = false;
+    return root;
+  }
+
+  /// What the permanent-refusal memory compares: the content, or nullopt for a removal.
+  static std::optional<digest> marker(const local_change& c) {
+    return c.removed ? std::nullopt : std::optional<digest>(c.content);
+  }
+
+  /// Records what the hub answered (caller holds disk_mu_). Delivered: the row moves to
+  /// what the hub now holds — unless the reader moved it past the base meanwhile. A
+  /// conflict records the disk as accounted for *without* moving the base, so the hub's
+  /// current version (arriving next) passes the guard and nothing is uploaded again.
+  void settle(const std::string& s, const local_change& c, const upload_outcome& o) {
+    const path_key key{s, c.path};
+    const char* what = c.removed ? "removal of" : "change to";
+    switch (o.what) {
+      case upload_outcome::kind::accepted:
+      case upload_outcome::kind::unchanged:
+      case upload_outcome::kind::conflict: {
+        refused_.erase(key);
+        retry_delay_ = retry_initial;
+        member_evidence(s);
+        if (o.what == upload_outcome::kind::accepted)
+          spdlog::info("uploaded the local {} {}/{}: now v{}", what, s, c.path, o.version);
+        else if (o.what == upload_outcome::kind::unchanged)
+          spdlog::info("the hub already holds the local {} {}/{} (v{})", what, s, c.path, o.version);
+        else if (c.removed)
+          spdlog::warn("the local removal of {}/{} (base v{}) met a newer version on the hub, which stays", s, c.path,
+                       c.base_version);
+        else
+          spdlog::warn("the local change to {}/{} (base v{}) met a newer version on the hub; kept as {}", s, c.path,
+                       c.base_version, o.copy);
+        try {
+          const auto row = index_.get(s, c.path);
+          if ((row ? row->version : 0) != c.base_version) {
+            spdlog::debug("{}/{} moved past v{} meanwhile; its row is left as it is", s, c.path, c.base_version);
+            return;
+          }
+          const auto version = o.what == upload_outcome::kind::conflict ? c.base_version : o.version;
+          if (c.removed) index_.tombstone(s, c.path, version);
+          else index_.put(s, c.path, version, c.content, c.size, c.stat);
+        } catch (const std::exception& e) {
+          spdlog::warn("index not updated after uploading {}/{}: {}", s, c.path, e.what());
+        }
+        return;
+      }
+      case upload_outcome::kind::permanent: {
+        auto [it, fresh] = refused_.try_emplace(key, refusal_memory{marker(c), o.membership});
+        if (fresh || it->second.content != marker(c))
+          spdlog::warn("the hub refused the local {} {}/{}: {} (not retried until it changes{})", what, s, c.path,
+                       o.detail, o.membership ? " or this node is seen to be a member" : "");
+        it->second = {marker(c), o.membership};
+        if (o.membership) member_of_.erase(s);
+        return;
+      }
+      case upload_outcome::kind::transient:
+        spdlog::debug("the local {} {}/{} was not delivered: {} (retried)", what, s, c.path, o.detail);
+        schedule_retry(s, retry_delay_);
+        return;
+    }
+  }
+
+  /// Surveys `s` again after `delay` (caller holds disk_mu_); wakes the watcher thread so
+  /// it recomputes its deadline.
+  void schedule_retry(const std::string& s, std::chrono::milliseconds delay) {
+    const auto at = steady::now() + delay;
+    if (retry_sessions_.empty() || at < retry_at_) retry_at_ = at;
+    retry_sessions_.insert(s);
+    if (watcher_) watcher_->interrupt();
+  }
+
+  /// Evidence that this node is a member of `s` (a Welcome naming it, a transfer for it, a
+  /// delivered upload; caller holds disk_mu_): changes the hub refused for want of
+  /// membership (or of the session) are tried again, once per such evidence.
+  void member_evidence(const std::string& s) {
+    if (!member_of_.insert(s).second) return;
+    bool any = false;
+    for (auto it = refused_.begin(); it != refused_.end();) {
+      if (it->first.first == s && it->second.membership) {
+        it = refused_.erase(it);
+        any = true;
+      } else {
+        ++it;
+      }
+    }
+    if (any && opts_.watch) {
+      spdlog::info("this node is a member of session {} now: retrying the changes the hub refused", s);
+      schedule_retry(s, 0ms);
+    }
+  }
+
+  /// Sends one local change to the hub (Push or Remove with origin and base) and says how
+  /// the hub answered. Touches neither the disk nor the index; the caller settles.
+  upload_outcome upload(const std::string& s, const workspace& ws, local_change& c) {
+    const auto stub = assistant();
+    if (!stub) return upload_outcome::transient("not connected to the hub", true);
+    grpc::ClientContext ctx;
+    struct registration {
+      agent& a;
+      grpc::ClientContext* ctx;
+      registration(agent& a_, grpc::ClientContext* c_) : a(a_), ctx(c_) {
+        std::lock_guard lock(a.ctx_mu_);
+        a.uploads_.insert(ctx);
+        if (a.stop_.requested()) ctx->TryCancel();
+      }
+      ~registration() {
+        std::lock_guard lock(a.ctx_mu_);
+        a.uploads_.erase(ctx);
+      }
+    } reg(*this, &ctx);
+    v1::WriteReply reply;
+
+    if (c.removed) {
+      ctx.set_deadline(std::chrono::system_clock::now() + programs::unary_deadline);
+      v1::RemoveRequest req;
+      req.set_session(s);
+      req.set_path(c.path);
+      req.set_origin_node(opts_.id);
+      req.set_base_version(c.base_version);
+      return classify(stub->Remove(&ctx, req, &reply), reply);
+    }
+
+    // The bytes come through one descriptor: the survey's, or one reopened now and checked
+    // to be the same inode; the digest of what was sent must equal the survey's, or the
+    // upload is cancelled (nothing published) and the next survey sends the new content.
+    unique_fd reopened;
+    int fd = c.fd.get();
+    if (fd < 0) {
+      try {
+        reopened = ws.open_read(c.path);
+        const auto now = file_stat::of_fd(reopened.get());
+        if (now.ino != c.stat.ino || now.size != c.stat.size)
+          return upload_outcome::transient("'" + c.path + "' changed since the survey");
+      } catch (const std::exception& e) {
+        return upload_outcome::transient(e.what());
+      }
+      fd = reopened.get();
+    }
+    ctx.set_deadline(std::chrono::system_clock::now() + upload_deadline_base +
+                     std::chrono::seconds(c.size / upload_deadline_bytes_per_sec));
+    auto writer = stub->Push(&ctx, &reply);
+    v1::PushRequest header;
+    auto& h = *header.mutable_header();
+    h.set_session(s);
+    h.set_path(c.path);
+    h.set_size(static_cast<std::int64_t>(c.size));
+    h.set_origin_node(opts_.id);
+    h.set_base_version(c.base_version);
+    bool sent_ok = writer->Write(header);
+    bool torn = false;
+    content_hasher hasher;
+    std::string block(digest_block_size, '\0');
+    for (std::uint64_t sent = 0; sent_ok && !torn && sent < c.size;) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), c.size - sent));
+      std::size_t filled = 0;
+      while (filled < want) {
+        const ssize_t n = ::pread(fd, block.data() + filled, want - filled, static_cast<off_t>(sent + filled));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          torn = true;  // shorter than surveyed, or unreadable now
+          break;
+        }
+        filled += static_cast<std::size_t>(n);
+      }
+      if (torn) break;
+      hasher.add_block(std::as_bytes(std::span(block.data(), filled)));
+      for (std::size_t at = 0; sent_ok && at < filled; at += upload_piece_bytes) {
+        v1::PushRequest piece;
+        piece.set_data(block.data() + at, std::min(upload_piece_bytes, filled - at));
+        sent_ok = writer->Write(piece);
+      }
+      sent += filled;
+    }
+    if (sent_ok && !torn && hasher.finish() != c.content) torn = true;
+    if (torn) {
+      ctx.TryCancel();
+      (void)writer->Finish();
+      return upload_outcome::transient("'" + c.path + "' changed while it was being uploaded");
+    }
+    if (sent_ok) writer->WritesDone();
+    return classify(writer->Finish(), reply);
+  }
+
+  static upload_outcome classify(const grpc::Status& status, const v1::WriteReply& reply) {
+    upload_outcome o;
+    if (status.ok()) {
+      o.version = reply.version();
+      if (!reply.conflict_of().empty()) {
+        o.what = upload_outcome::kind::conflict;
+        o.copy = reply.path();
+      } else {
+        o.what = reply.unchanged() ? upload_outcome::kind::unchanged : upload_outcome::kind::accepted;
+      }
+      return o;
+    }
+    o.detail = describe(status);
+    switch (status.error_code()) {
+      case grpc::StatusCode::PERMISSION_DENIED:
+      case grpc::StatusCode::NOT_FOUND:
+      case grpc::StatusCode::FAILED_PRECONDITION:
+      case grpc::StatusCode::INVALID_ARGUMENT:
+      case grpc::StatusCode::ALREADY_EXISTS:
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      case grpc::StatusCode::OUT_OF_RANGE:
+      case grpc::StatusCode::UNAUTHENTICATED:
+        o.what = upload_outcome::kind::permanent;
+        o.membership = status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+                       status.error_code() == grpc::StatusCode::NOT_FOUND;
+        break;
+      default:
+        o.what = upload_outcome::kind::transient;
+        o.unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE;
+        break;
+    }
+    return o;
+  }
+
+  /// The watcher thread: wait for sessions to change (or a retry to fall due), survey
+  /// them, upload. While the node is not connected it only waits: every connect surveys
+  /// every session anyway.
+  void watch_loop() {
+    while (!stop_.requested()) {
+      try {
+        std::set<std::string> due;
+        const bool watching = watcher_ && !watcher_broken_;
+        std::chrono::milliseconds timeout = watching ? std::chrono::milliseconds(std::chrono::hours(1)) : poll_interval;
+        {
+          std::lock_guard lk(disk_mu_);
+          if (!retry_sessions_.empty())
+            timeout = std::min(timeout, std::max(0ms, std::chrono::ceil<std::chrono::milliseconds>(retry_at_ - steady::now())));
+        }
+        if (watching) {
+          due = watcher_->wait(timeout);
+        } else {
+          stop_.sleep_for(timeout);
+          for (auto& name : session_folders()) due.insert(std::move(name));
+        }
+        if (stop_.requested()) break;
+        {
+          std::lock_guard lk(disk_mu_);
+          if (!retry_sessions_.empty() && steady::now() >= retry_at_) {
+            due.merge(retry_sessions_);
+            retry_sessions_.clear();
+            retry_delay_ = std::min(retry_delay_ * 2, retry_cap);
+          }
+        }
+        if (!assistant()) continue;  // disconnected: the next connect surveys everything
+        for (const auto& name : due) {
+          if (stop_.requested()) break;
+          if (!name_problem(name).empty()) continue;
+          sync_session(name, true);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("watching the workspace failed: {}; surveying every {} s instead", e.what(), poll_interval.count());
+        watcher_broken_ = true;  // not reset: stop() may be interrupting it right now
+        stop_.sleep_for(poll_interval);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------
   // Commands
   // ---------------------------------------------------------------------------------
 
@@ -541,21 +1099,23 @@ class agent {
     }
   }
 
+  /// LIST answers from a survey: digests come from the stat cache wherever it can be
+  /// trusted, so a listing does not rehash the session.
   void list(const v1::NodeCommand& c) {
-    check_folder(c.path());
+    const auto& folder = c.path();
+    check_folder(folder);
     manifest found;
-    if (auto ws = session(c.session(), false)) {
-      try {
-        found = scan(*ws, c.path());  // a folder, or a single file
-      } catch (const error& e) {
-        if (e.code() != errc::not_found) throw;  // a missing folder or file: an empty listing
-      }
+    {
+      std::lock_guard lk(disk_mu_);
+      if (auto ws = session(c.session(), false)) found = index_.survey(c.session(), *ws, 0).disk;
     }
     v1::NodeMessage m;
     auto* r = m.mutable_result();
     r->set_id(c.id());
     std::size_t bytes = 0;
     for (const auto& e : found.entries()) {
+      // a folder, or a single file; anything else (a missing path) lists nothing
+      if (!folder.empty() && e.path != folder && !(e.path.starts_with(folder) && e.path[folder.size()] == '/')) continue;
       if (bytes > list_batch_bytes) {
         if (!send(m)) return;
         r->clear_entries();
@@ -564,6 +1124,7 @@ class agent {
       auto& f = *r->add_entries();
       f.set_path(e.path);
       f.set_size(e.size);
+      f.set_version(e.version);  // 0 where this node's copy differs from what it last agreed with the hub
       f.set_content_digest(to_bytes(e.content));
       f.set_node(opts_.id);
       bytes += e.path.size() + opts_.id.size() + 64;
@@ -574,7 +1135,11 @@ class agent {
 
   void read(const v1::NodeCommand& c) {
     check_path(c.path());
-    auto ws = session(c.session(), false);
+    std::shared_ptr<workspace> ws;
+    {
+      std::lock_guard lk(disk_mu_);
+      ws = session(c.session(), false);
+    }
     if (!ws) throw error(errc::not_found, "'" + c.path() + "' does not exist");
     const auto fd = ws->open_read(c.path());
     // One piece of look-ahead, so the last piece carries last=true (and an empty file
@@ -616,11 +1181,12 @@ class agent {
   // ---------------------------------------------------------------------------------
 
   /// The workspace of session `name` (a valid name), opened once and kept; nullptr when it
-  /// has no folder and `create` is false. New folders are fsynced into WS.
-  workspace* session(const std::string& name, bool create) {
+  /// has no folder and `create` is false. New folders are fsynced into WS. The caller holds
+  /// disk_mu_ (the map is shared by both threads; a workspace handed out stays valid).
+  std::shared_ptr<workspace> session(const std::string& name, bool create) {
     if (auto it = sessions_.find(name); it != sessions_.end()) {
       struct stat st {};
-      if (::fstat(it->second->fd(), &st) == 0 && st.st_nlink > 0) return it->second.get();
+      if (::fstat(it->second->fd(), &st) == 0 && st.st_nlink > 0) return it->second;
       sessions_.erase(it);  // the folder was deleted under us: open it afresh
     }
     struct stat st {};
@@ -631,14 +1197,35 @@ class agent {
     } else if (!S_ISDIR(st.st_mode)) {
       throw error(errc::invalid_argument, "the folder of session '" + name + "' is not a folder on this node");
     }
-    auto ws = std::make_unique<workspace>(opts_.workspace / name, false);
-    return sessions_.insert_or_assign(name, std::move(ws)).first->second.get();
+    auto ws = std::make_shared<workspace>(opts_.workspace / name, false);
+    return sessions_.insert_or_assign(name, std::move(ws)).first->second;
   }
 
   node_options opts_;
   workspace root_;
   partial_store partials_;
-  std::map<std::string, std::unique_ptr<workspace>> sessions_;
+  local_index index_;
+  std::unique_ptr<session_watcher> watcher_;  ///< null in replica mode or when inotify failed
+  std::atomic<bool> watcher_broken_{false};   ///< wait() threw: poll instead
+
+  /// Serializes every disk-plus-index decision between the reader and the watcher thread
+  /// (see the file comment); guards the members up to the next blank line.
+  std::mutex disk_mu_;
+  std::map<std::string, std::shared_ptr<workspace>> sessions_;
+  std::set<path_key> in_flight_;               ///< paths whose upload is under way
+  std::condition_variable in_flight_cv_;       ///< signalled when one finishes
+  /// A change the hub refused for good: its content (nullopt: a removal), and whether for
+  /// want of membership (retried once this node is seen to be a member).
+  struct refusal_memory {
+    std::optional<digest> content;
+    bool membership = false;
+  };
+  std::map<path_key, refusal_memory> refused_;
+  std::set<std::string> member_of_;            ///< sessions with evidence of membership (member_evidence)
+  std::set<std::string> retry_sessions_;       ///< surveyed again at retry_at_
+  steady::time_point retry_at_{};
+  std::chrono::milliseconds retry_delay_ = retry_initial;
+
   /// Last version applied per (session, path) in this process: older begins/removes are stale.
   std::map<std::pair<std::string, std::string>, std::uint64_t> applied_;
   std::optional<token_bucket> bucket_;
@@ -647,6 +1234,9 @@ class agent {
   stop_flag stop_;
   std::mutex ctx_mu_;
   grpc::ClientContext* ctx_ = nullptr;  ///< the live stream's context, for stop()
+  std::set<grpc::ClientContext*> uploads_;  ///< uploads under way, for stop()
+  std::mutex link_mu_;
+  std::shared_ptr<v1::Assistant::Stub> assistant_;  ///< on the live channel; null between connections
   std::mutex write_mu_;
   grpc::ClientReaderWriter<v1::NodeMessage, v1::HubMessage>* stream_ = nullptr;
   bool write_failed_ = false;

@@ -1,8 +1,8 @@
 #pragma once
 /// The node agent's entry point, free of gRPC headers so `main.cpp` stays a thin flag
 /// parser. The agent itself (agent.cpp) dials the hub, keeps the node link open with
-/// jittered reconnects, and applies file transfers, removals and commands durably to
-/// `workspace/<session>/<path>`.
+/// jittered reconnects, applies file transfers, removals and commands durably to
+/// `workspace/<session>/<path>`, and (unless a replica) uploads the changes made there.
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -20,6 +20,9 @@ struct node_options {
   std::filesystem::path workspace = "./meshhub-workspace";  ///< sessions at workspace/<session>/
   std::uint64_t throttle_bytes_per_sec = 0;        ///< test aid: pace stored raw bytes (0 = off)
   std::uint64_t delay_ms_per_chunk = 0;            ///< test aid: sleep before storing each chunk
+  /// Watch the session folders and upload local changes (true), or be a replica that never
+  /// uploads and leaves local differences for the hub to repair as drift (false).
+  bool watch = true;
 };
 
 /// Runs the agent until SIGTERM or SIGINT (exit status 0); returns 1 when the workspace

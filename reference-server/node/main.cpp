@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
 
   CLI::App app{"meshhub-node: the node agent. Dials the hub, keeps this node's session "
-               "workspaces identical to the hub's mirror, and answers ls/cat --node."};
+               "workspaces identical to the hub's mirror, uploads the changes made in them "
+               "(unless --no-watch), and answers ls/cat --node."};
   app.add_option("--hub", opts.hub, "the hub to dial, HOST:PORT (reconnects with jittered backoff)")
       ->envname("MESHHUB_HUB")
       ->capture_default_str();
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "err", "error", "critical", "off"}))
       ->capture_default_str();
+  bool no_watch = false;
+  app.add_flag("--no-watch", no_watch,
+               "replica mode: never upload local changes; the hub repairs them as drift (default: watch and upload)");
   app.add_option("--throttle-bytes-per-sec", opts.throttle_bytes_per_sec,
                  "TEST AID: store received file data no faster than N bytes/s (0 = unlimited); "
                  "simulates a slow node")
@@ -53,6 +57,7 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    opts.watch = !no_watch;
     if (opts.hub.empty()) throw CLI::ValidationError("--hub", "the hub address is empty");
     if (opts.workspace.empty()) throw CLI::ValidationError("--workspace", "the workspace path is empty");
     if (auto why = meshhub::name_problem(opts.id, "node id"); !why.empty())
