@@ -370,6 +370,8 @@ bool poll_until(milliseconds timeout, Pred&& pred, milliseconds every = 25ms) {
 
 struct binaries {
   fs::path server, node, cli;
+  /// The hub with failpoints compiled in (include/meshhub/failpoint.hpp); empty when not built.
+  fs::path server_failpoints;
 };
 
 /// Binary paths: compiled in by CMake ($<TARGET_FILE:...>), or taken from the folder
@@ -386,10 +388,16 @@ inline const binaries& bins() {
 #ifdef MESHHUB_CLI_BIN
     r.cli = MESHHUB_CLI_BIN;
 #endif
+#ifdef MESHHUB_SERVER_FAILPOINTS_BIN
+    r.server_failpoints = MESHHUB_SERVER_FAILPOINTS_BIN;
+#endif
     if (const char* d = std::getenv("MESHHUB_IT_BIN_DIR"); d && *d) {
       r.server = fs::path(d) / "meshhub-server";
       r.node = fs::path(d) / "meshhub-node";
       r.cli = fs::path(d) / "meshhub";
+      r.server_failpoints.clear();
+      if (const auto fp = fs::path(d) / "meshhub-server-failpoints"; ::access(fp.c_str(), X_OK) == 0)
+        r.server_failpoints = fp;
     }
     return r;
   }();
@@ -453,10 +461,14 @@ inline void set_cloexec_nonblock(int fd, bool nonblock) {
 }
 
 /// Forks and execs; returns the pid, throws when exec failed. `in/out/err` are the
-/// descriptors the child gets as 0/1/2 (the caller closes its copies).
-inline pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd) {
+/// descriptors the child gets as 0/1/2 (the caller closes its copies). `extra_env`
+/// ("NAME=VALUE" each) is added to child_environment(), e.g. a failpoint for the hub.
+inline pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd,
+                   const std::vector<std::string>& extra_env = {}) {
   cstrings args(argv);
-  cstrings env(child_environment());
+  auto environment = child_environment();
+  environment.insert(environment.end(), extra_env.begin(), extra_env.end());
+  cstrings env(std::move(environment));
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   const pid_t parent = ::getpid();
@@ -498,7 +510,8 @@ inline std::string describe_wait_status(int status) {
 class process {
  public:
   process() = default;
-  process(std::string name, std::vector<std::string> argv, fs::path out_log, fs::path err_log)
+  process(std::string name, std::vector<std::string> argv, fs::path out_log, fs::path err_log,
+          const std::vector<std::string>& extra_env = {})
       : name_(std::move(name)), argv_(std::move(argv)), out_log_(std::move(out_log)),
         err_log_(std::move(err_log)) {
     fs::create_directories(out_log_.parent_path());
@@ -511,7 +524,7 @@ class process {
       throw std::runtime_error("cannot open log files for " + name_);
     }
     try {
-      pid_ = detail::spawn(argv_, devnull, out, err);
+      pid_ = detail::spawn(argv_, devnull, out, err, extra_env);
     } catch (...) {
       ::close(devnull);
       ::close(out);
@@ -829,6 +842,13 @@ struct hub_options {
   /// --store URL; empty = do not pass --store (the sqlite default under the data dir).
   std::string store = "memory://";
   std::vector<std::string> extra;  ///< more flags, e.g. --test-corrupt-chunks 1
+  /// --listen; port 0 picks a free port. A restart on the port the nodes dial lets them
+  /// reconnect by themselves (mesh::restart_hub).
+  std::string listen = "127.0.0.1:0";
+  /// The server binary; empty = bins().server (e.g. the failpoint build instead).
+  fs::path server{};
+  /// More environment for the hub, "NAME=VALUE" each (e.g. MESHHUB_FAILPOINT=published).
+  std::vector<std::string> env{};
 };
 
 class mesh {
@@ -869,17 +889,19 @@ class mesh {
   process& hub() { return *hub_; }
   process& node(const std::string& id) { return nodes_.at(id); }
 
-  /// (Re)starts the hub on D/hub with a fresh ephemeral port and ready file; waits for it.
+  /// (Re)starts the hub on D/hub with a fresh ready file (on `opts.listen`: by default a
+  /// fresh ephemeral port); waits for it.
   void start_hub(hub_options opts) {
     if (hub_ && hub_->running()) FAIL("start_hub: the hub is still running");
     const int k = ++hub_starts_;
     const fs::path ready = dir() / ("ready-" + std::to_string(k));
-    std::vector<std::string> argv{bins().server.string(), "--listen", "127.0.0.1:0", "--data-dir",
+    const fs::path server = opts.server.empty() ? bins().server : opts.server;
+    std::vector<std::string> argv{server.string(), "--listen", opts.listen, "--data-dir",
                                   hub_data().string(), "--ready-file", ready.string()};
     if (!opts.store.empty()) argv.insert(argv.end(), {"--store", opts.store});
     if (const char* l = std::getenv("MESHHUB_IT_LOG_LEVEL"); l && *l) argv.insert(argv.end(), {"--log-level", l});
     argv.insert(argv.end(), opts.extra.begin(), opts.extra.end());
-    hub_.emplace(start("hub", k, argv));
+    hub_.emplace(start("hub", k, argv, opts.env));
     hub_addr_.clear();
     std::string last;
     wait_until(
@@ -906,6 +928,19 @@ class mesh {
     INFO("ready file says " << hub_addr_);
     CHECK(hub_addr_.rfind("127.0.0.1:", 0) == 0);
   }
+
+  /// Starts the hub again on the address it had (same port): nodes reconnect by themselves.
+  void restart_hub(hub_options opts) {
+    const std::string was = hub_addr_;
+    opts.listen = was;
+    start_hub(std::move(opts));
+    if (hub_addr_ != was) FAIL("restart_hub: the hub came back on " << hub_addr_ << ", not on " << was);
+  }
+
+  /// How many times the hub was started; the K-th start logs to hub_err_log(K).
+  int hub_starts() const { return hub_starts_; }
+  fs::path hub_err_log(int k) const { return dir() / "logs" / ("hub." + std::to_string(k) + ".err"); }
+  fs::path hub_out_log(int k) const { return dir() / "logs" / ("hub." + std::to_string(k) + ".out"); }
 
   /// SIGKILL the hub (a crash: no shutdown path runs).
   void kill_hub() { hub_->kill(SIGKILL); }
@@ -1139,9 +1174,10 @@ class mesh {
   }
 
  private:
-  process start(const std::string& name, int k, const std::vector<std::string>& argv) {
+  process start(const std::string& name, int k, const std::vector<std::string>& argv,
+                const std::vector<std::string>& extra_env = {}) {
     const auto base = dir() / "logs" / (name + "." + std::to_string(k));
-    return process(name, argv, base.string() + ".out", base.string() + ".err");
+    return process(name, argv, base.string() + ".out", base.string() + ".err", extra_env);
   }
 
   temp_dir dir_;  // first: destroyed last, after every process is dead
