@@ -213,7 +213,7 @@ scenario_result run_scenario(double last_rate) {
       lo.bytes_per_sec = i + 1 == nodes ? last_rate : fast_rate;
       lo.blocking = true;
       links.push_back(std::make_shared<meshhub::in_process_link>(lo, sinks.back()->receiver(), meshhub::hub_drained(hub, id)));
-      hub.attach(meshhub::hello{id, {}, {}}, links.back());
+      hub.attach(meshhub::hello{id, {}, {}, {}, false}, links.back());
     }
     hub.join("s", ids);
     std::this_thread::sleep_for(50ms);  // let the (empty) catch-up rounds of the joins pass
@@ -312,7 +312,7 @@ double wave_cpu_seconds(std::size_t members) {
       meshhub::in_process_link_options lo;
       lo.queue_chunks = o.queue_chunks;
       links.push_back(std::make_shared<meshhub::in_process_link>(lo, sinks.back()->receiver(), meshhub::hub_drained(hub, ids.back())));
-      hub.attach(meshhub::hello{ids.back(), {}, {}}, links.back());
+      hub.attach(meshhub::hello{ids.back(), {}, {}, {}, false}, links.back());
     }
     hub.join("s", ids);
     const auto& data = wave_data();

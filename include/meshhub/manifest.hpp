@@ -73,11 +73,19 @@ class manifest {
   std::vector<manifest_entry> entries_;
 };
 
-/// The content digest of a file read through an open descriptor, 4 MiB blocks at a time.
-[[nodiscard]] inline digest content_digest_of_fd(int fd) {
+/// What `fd` reads from offset 0 to its end: its content digest and its length.
+struct fd_content {
+  digest content{};
+  std::uint64_t size = 0;
+};
+
+/// Reads a file through an open descriptor, 4 MiB blocks at a time (pread: the fd's offset
+/// is left alone), and digests it.
+[[nodiscard]] inline fd_content read_content_of_fd(int fd) {
   content_hasher h;
   std::string block(digest_block_size, '\0');
-  for (std::uint64_t offset = 0;;) {
+  std::uint64_t offset = 0;
+  for (;;) {
     std::size_t filled = 0;
     while (filled < block.size()) {
       const ssize_t n = ::pread(fd, block.data() + filled, block.size() - filled, static_cast<off_t>(offset + filled));
@@ -91,8 +99,11 @@ class manifest {
     offset += filled;
     if (filled < block.size()) break;
   }
-  return h.finish();
+  return {h.finish(), offset};
 }
+
+/// The content digest of a file read through an open descriptor.
+[[nodiscard]] inline digest content_digest_of_fd(int fd) { return read_content_of_fd(fd).content; }
 
 /// Scans a workspace folder (or the whole tree) and digests every file.
 [[nodiscard]] inline manifest scan(const workspace& ws, std::string_view folder = {}) {

@@ -256,13 +256,8 @@ class workspace {
   bool remove(std::string_view rel) const {
     check_path(rel);
     auto [parent, leaf] = detail::split_parent(rel);
-    unique_fd dir;
-    try {
-      dir = open_folder(parent, false);
-    } catch (const error& e) {
-      if (e.code() == errc::not_found) return false;
-      throw;
-    }
+    const auto dir = existing_folder(parent);
+    if (!dir) return false;
     const std::string name(leaf);
     if (::unlinkat(dir.get(), name.c_str(), 0) != 0) {
       if (errno == ENOENT) return false;
@@ -294,13 +289,8 @@ class workspace {
     if (!temp_leaf.starts_with(std::string(reserved_prefix) + "-tmp-") || temp_leaf.find('/') != std::string::npos)
       throw error(errc::invalid_argument, "'" + temp_leaf + "' is not a temp file name");
     auto [parent, leaf] = detail::split_parent(rel);
-    unique_fd dir;
-    try {
-      dir = open_folder(parent, false);
-    } catch (const error& e) {
-      if (e.code() == errc::not_found) return false;
-      throw;
-    }
+    const auto dir = existing_folder(parent);
+    if (!dir) return false;
     if (::renameat(dir.get(), temp_leaf.c_str(), dir.get(), std::string(leaf).c_str()) != 0) {
       if (errno == ENOENT) return false;
       throw_errno("finish the publish of '" + std::string(rel) + "'", errno);
@@ -330,6 +320,16 @@ class workspace {
   std::size_t remove_temp_files() const { return sweep(fd_.get()); }
 
  private:
+  /// The folder `rel` if it exists (an empty fd when it, or a parent, does not).
+  [[nodiscard]] unique_fd existing_folder(std::string_view rel) const {
+    try {
+      return open_folder(rel, false);
+    } catch (const error& e) {
+      if (e.code() == errc::not_found) return {};
+      throw;
+    }
+  }
+
   static void create_durably(const std::filesystem::path& dir) {
     if (dir.empty() || std::filesystem::is_directory(dir)) return;
     const auto parent = dir.has_parent_path() && dir.parent_path() != dir ? dir.parent_path() : std::filesystem::path(".");

@@ -333,24 +333,8 @@ class local_index {
 
   /// The content digest and length of what `fd` reads, in 4 MiB blocks.
   [[nodiscard]] static std::pair<digest, std::uint64_t> hash_fd(int fd) {
-    content_hasher h;
-    std::string block(digest_block_size, '\0');
-    std::uint64_t offset = 0;
-    for (;;) {
-      std::size_t filled = 0;
-      while (filled < block.size()) {
-        const ssize_t n = ::pread(fd, block.data() + filled, block.size() - filled, static_cast<off_t>(offset + filled));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_errno("read for digest", errno);
-        if (n == 0) break;
-        filled += static_cast<std::size_t>(n);
-      }
-      if (filled == 0) break;
-      h.add_block(std::as_bytes(std::span(block.data(), filled)));
-      offset += filled;
-      if (filled < block.size()) break;
-    }
-    return {h.finish(), offset};
+    const auto read = read_content_of_fd(fd);
+    return {read.content, read.size};
   }
 
  private:

@@ -942,6 +942,22 @@ class mesh {
   fs::path hub_err_log(int k) const { return dir() / "logs" / ("hub." + std::to_string(k) + ".err"); }
   fs::path hub_out_log(int k) const { return dir() / "logs" / ("hub." + std::to_string(k) + ".out"); }
 
+  /// The hub's events of one kind from its structured log (JSON lines on stdout), from
+  /// its K-th start, or from every start when `k` is 0.
+  std::vector<json> logged_events(const std::string& kind, int k = 0) const {
+    std::vector<json> out;
+    for (int i = k ? k : 1; i <= (k ? k : hub_starts_); ++i) {
+      std::ifstream in(hub_out_log(i));
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.empty() || line.front() != '{') continue;
+        auto j = json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.value("kind", "") == kind) out.push_back(std::move(j));
+      }
+    }
+    return out;
+  }
+
   /// SIGKILL the hub (a crash: no shutdown path runs).
   void kill_hub() { hub_->kill(SIGKILL); }
 

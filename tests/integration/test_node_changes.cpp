@@ -12,21 +12,6 @@ namespace {
 /// The default store: a SQLite file in the data dir.
 hub_options sqlite_default() { return hub_options{"", {}}; }
 
-/// The hub's structured log so far (JSON lines on stdout, one per event), of one kind.
-std::vector<json> logged_events(mesh& m, const std::string& kind) {
-  std::vector<json> out;
-  for (int k = 1; k <= m.hub_starts(); ++k) {
-    std::ifstream in(m.hub_out_log(k));
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.empty() || line.front() != '{') continue;
-      auto j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.value("kind", "") == kind) out.push_back(std::move(j));
-    }
-  }
-  return out;
-}
-
 /// Waits until every node holds exactly `files` (path → bytes) in session "s".
 void wait_converged(mesh& m, const std::vector<std::string>& nodes, const std::map<std::string, std::string>& files) {
   std::set<std::string> want;
@@ -76,7 +61,7 @@ TEST_CASE("a file written on a node reaches the hub and every other member", "[n
   fs::remove(m.workspace("n3") / "s" / "notes" / "plan.md");
   wait_converged(m, ids, {});
   CHECK_FALSE(fs::exists(m.mirror_file("s", "notes/plan.md")));
-  CHECK(logged_events(m, "conflict_preserved").empty());
+  CHECK(m.logged_events("conflict_preserved").empty());
   m.check_alive();
 }
 
@@ -109,7 +94,7 @@ TEST_CASE("a node offline while the hub and the node changed files comes back to
   };
   wait_converged(m, ids, union_of_both);
   for (auto& [path, bytes] : union_of_both) CHECK(read_file(m.mirror_file("s", path)) == bytes);
-  const auto conflicts = logged_events(m, "conflict_preserved");
+  const auto conflicts = m.logged_events("conflict_preserved");
   REQUIRE(conflicts.size() == 1);
   CHECK(conflicts[0].value("node", "") == "n1");
   CHECK(conflicts[0].value("path", "") == "both.conflict-n1-2.txt");
@@ -134,7 +119,7 @@ TEST_CASE("a replica's files edited or deleted behind its back are found at reco
   wait_converged(m, {"r1"}, {{"edited.txt", "the hub's\n"}, {"deleted.txt", "the hub's\n"}, {"untouched.txt", "the hub's\n"}});
   std::vector<json> drift;
   wait_until(
-      10s, [&] { return !(drift = logged_events(m, "drift_detected")).empty(); },
+      10s, [&] { return !(drift = m.logged_events("drift_detected")).empty(); },
       [] { return std::string("a drift_detected event in the hub's log"); });
   REQUIRE(drift.size() == 1);
   CHECK(drift[0].value("node", "") == "r1");

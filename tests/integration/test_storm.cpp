@@ -15,19 +15,6 @@ std::size_t storm_nodes() {
   return 24;
 }
 
-/// The K-th hub start's events of one kind (its structured log: JSON lines on stdout).
-std::vector<json> events_of(mesh& m, int k, const std::string& kind) {
-  std::vector<json> out;
-  std::ifstream in(m.hub_out_log(k));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line.front() != '{') continue;
-    auto j = json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("kind", "") == kind) out.push_back(std::move(j));
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("a reconnect storm: every node is reconciled after a hub crash, nothing re-sent", "[storm]") {
@@ -55,13 +42,13 @@ TEST_CASE("a reconnect storm: every node is reconciled after a hub crash, nothin
   m.restart_hub(hub_options{"", {}});
   std::size_t reconciled = 0;
   wait_until(
-      120s, [&] { return (reconciled = events_of(m, 2, "node_reconciled").size()) >= count; },
+      120s, [&] { return (reconciled = m.logged_events("node_reconciled", 2).size()) >= count; },
       [&] { return "node_reconciled for all " + std::to_string(count) + " nodes; so far " + std::to_string(reconciled); });
   const auto took = std::chrono::duration_cast<milliseconds>(steady::now() - start);
 
-  for (auto& e : events_of(m, 2, "node_reconciled")) CHECK(e.value("detail", "").starts_with("in sync"));
-  CHECK(events_of(m, 2, "file_delivered").empty());   // in sync by digest: nothing re-sent
-  CHECK(events_of(m, 2, "delivery_failed").empty());  // no timeouts, no failed listings
+  for (auto& e : m.logged_events("node_reconciled", 2)) CHECK(e.value("detail", "").starts_with("in sync"));
+  CHECK(m.logged_events("file_delivered", 2).empty());   // in sync by digest: nothing re-sent
+  CHECK(m.logged_events("delivery_failed", 2).empty());  // no timeouts, no failed listings
   CHECK(u64(m.status_json(), "pending_waves") == 0);
   WARN(count << " nodes reconnected and reconciled " << took.count() << " ms after the hub was SIGKILLed and restarted");
   m.check_alive();

@@ -14,10 +14,12 @@
 #include "meshhub/meshhub.hpp"
 #include "meshhub/store/memory.hpp"
 #include "meshhub/store/sqlite.hpp"
+#include "support/eventually.hpp"
 #include "support/in_process_node.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace meshhub;
+using meshhub::testing::eventually;
 using namespace std::chrono_literals;
 
 namespace {
@@ -89,17 +91,6 @@ using scrambled_hub = basic_hub<scrambled_dispatch, sqlite_store, thread_lock, z
 using hub_configs = std::tuple<zlib_hub, identity_hub, pooled_hub, async_hub, scrambled_hub>;
 
 constexpr std::size_t small_chunk = 64 * 1024;  // many chunks from small files
-
-/// Polls `done` until it holds or `timeout` passes; the deadline is the failure.
-template <class F>
-bool eventually(F done, std::chrono::milliseconds timeout = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 std::string mixed_bytes(std::size_t size, unsigned seed) {
   std::mt19937 rng(seed);

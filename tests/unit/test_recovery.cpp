@@ -10,25 +10,17 @@
 
 #include "meshhub/meshhub.hpp"
 #include "meshhub/store/sqlite.hpp"
+#include "support/eventually.hpp"
 #include "support/in_process_node.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace meshhub;
+using meshhub::testing::eventually;
 using namespace std::chrono_literals;
 
 namespace {
 
 using durable_hub = hub<sqlite_store>;
-
-template <class F>
-bool eventually(F done, std::chrono::milliseconds timeout = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 /// A hub on a data dir that outlives it: `restart()` destroys the hub (its nodes first) and
 /// builds a new one on the same mirror and SQLite file — what a crash and a restart leave.
