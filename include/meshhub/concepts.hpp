@@ -86,6 +86,23 @@ concept store_policy = requires(S& s, const S& cs, std::string_view name, std::s
   { s.replace_node_versions(node, name, held) } -> std::same_as<std::vector<wave_record>>;
   { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
   { cs.pending_waves() } -> std::same_as<std::vector<wave_record>>;
+  /// skill promotion journal (meshhub/skill/library.hpp): a row in state `begun`, written
+  /// before anything on disk moves; returns its id, never reused (it names the staging folder)
+  { s.begin_skill_promotion(skill_promotion_record{}) } -> std::same_as<std::uint64_t>;
+  /// recovery chose another global name or found other content for a begun row: the
+  /// journal says so before the disk changes
+  s.retarget_skill_promotion(n, name, digest{});
+  /// the skill is in the library and the session links to it: marks the row done and
+  /// records the global skill and the link, atomically; false when the row was not begun
+  { s.finish_skill_promotion(n) } -> std::same_as<bool>;
+  /// nothing had moved: marks the row abandoned; false when it was not begun
+  { s.abandon_skill_promotion(n) } -> std::same_as<bool>;
+  /// begun rows of one skill name ("": of every name), oldest first
+  { cs.unfinished_skill_promotions(name) } -> std::same_as<std::vector<skill_promotion_record>>;
+  /// every row of one skill name ("": of every name), oldest first: the history
+  { cs.skill_promotions(name) } -> std::same_as<std::vector<skill_promotion_record>>;
+  /// the global library as recorded, by global name, each with the sessions linking it
+  { cs.global_skills() } -> std::same_as<std::vector<global_skill_record>>;
 };
 
 }  // namespace meshhub

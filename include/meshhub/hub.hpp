@@ -45,6 +45,7 @@
 #include "meshhub/fwd.hpp"
 #include "meshhub/hub/types.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/library.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"
 
@@ -120,6 +121,7 @@ class basic_hub {
             std::tuple<CodecArgs...> codec_args = {})
       : options_(sanitize(std::move(options))),
         store_(std::move(store)),
+        skills_(options_.data_dir, store_),
         codec_(std::make_from_tuple<Codec>(std::move(codec_args))),
         mirror_root_(options_.data_dir / "sessions"),
         dispatch_(std::make_from_tuple<Dispatch>(std::move(dispatch_args))),
@@ -131,6 +133,9 @@ class basic_hub {
     // acknowledged.
     recover();
     mirror_root_.remove_temp_files();
+    for (auto& r : skills_.recover())
+      emit(event_kind::change_recovered, r.promotion.session, {}, "skills/" + r.promotion.name, 0,
+           "skill promotion " + std::string(to_string(r.promotion.state)) + " after a restart: " + r.detail);
   }
   basic_hub(const basic_hub&) = delete;
   basic_hub& operator=(const basic_hub&) = delete;
@@ -201,6 +206,7 @@ class basic_hub {
   [[nodiscard]] upload begin_upload(std::string_view session_name, std::string_view path) {
     require_session(session_name);
     check_path(path);
+    refuse_beneath_promoted_skill(session_name, path);
     return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), max_file_size);
   }
 
@@ -226,11 +232,31 @@ class basic_hub {
                       const std::optional<change_origin>& origin = std::nullopt) {
     require_session(session_name);
     check_path(path);
+    refuse_beneath_promoted_skill(session_name, path);
     auto rec = store_.file(session_name, path);
     if (!origin && (!rec || rec->deleted))
       throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
     return commit(change{std::string(session_name), std::string(path), 0, digest{}, true, {}, {}}, nullptr, origin);
   }
+
+  // ---- skills -------------------------------------------------------------------------
+
+  /// Promotes the session's `skills/<name>/` into the global library (docs/skills.md):
+  /// under the session's write lock (no write lands beneath it meanwhile) and the skill's
+  /// own `Lock` (other hub processes on this data dir).
+  promotion_result promote_skill(std::string_view session_name, std::string_view name) {
+    require_session(session_name);
+    auto lock = session_lock(std::string(session_name));
+    std::lock_guard g(*lock);
+    auto r = skills_.promote(session_name, name);
+    emit(r.kind == promotion_kind::conflict ? event_kind::skill_conflict : event_kind::skill_promoted, session_name, {},
+         "skills/" + std::string(name), 0,
+         std::string(to_string(r.kind)) + " as global skill '" + r.global_name + "'" + (r.detail.empty() ? "" : ": " + r.detail));
+    return r;
+  }
+
+  /// The global library: each skill with the sessions linking it.
+  [[nodiscard]] std::vector<global_skill_record> skills() const { return store_.global_skills(); }
 
   /// Calls `done(missing)` once every member holds `version` of the path or less than
   /// `timeout` remains (then `missing` names who does not). May call inline.
@@ -298,7 +324,7 @@ class basic_hub {
     auto rec = store_.file(session_name, path);
     if (!rec || rec->deleted)
       throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
-    return mirror(session_name).open_read(path);
+    return open_version(std::string(session_name), std::string(path));
   }
 
   /// Relays a command to a connected node; `on_result` gets every piece of the answer
@@ -625,6 +651,14 @@ class basic_hub {
     for (auto& m : change.members) targets.emplace_back(m, 0);
     start_wave({c.session, c.path, change.version}, c.size, c.content, c.deleted, std::move(targets));
     if (change.members.empty()) emit(event_kind::wave_completed, c.session, {}, c.path, change.version, "no members");
+    if (auto name = skill_landed(c))
+      pool_.post([this, session_name = c.session, name = *name] {
+        try {
+          promote_skill(session_name, name);
+        } catch (const std::exception& e) {
+          emit(event_kind::skill_conflict, session_name, {}, "skills/" + name, 0, std::string("not promoted: ") + e.what());
+        }
+      });
     if (!conflict_of.empty()) {
       emit(event_kind::conflict_preserved, c.session, origin->node, c.path, change.version,
            "change of '" + conflict_of + "' based on v" + std::to_string(origin->base_version) + " met v" +
@@ -664,6 +698,53 @@ class basic_hub {
     return !w.staged.empty() && ws.finish_staged(w.path, w.staged);
   }
 
+  // ---- promoted skills in the mirror ---------------------------------------------------
+
+  /// `(global name, rest)` when `path` lies beneath `skills/<name>/` and the session's
+  /// `skills/<name>` is a link into the library.
+  std::optional<std::pair<std::string, std::string>> beneath_promoted_skill(std::string_view session_name,
+                                                                            std::string_view path) const {
+    constexpr std::string_view prefix = "skills/";
+    if (!path.starts_with(prefix)) return std::nullopt;
+    const auto rest = path.substr(prefix.size());
+    const auto slash = rest.find('/');
+    if (slash == std::string_view::npos) return std::nullopt;
+    const auto name = rest.substr(0, slash);
+    for (auto& skill : store_.global_skills())
+      if (skill.name == name && std::binary_search(skill.sessions.begin(), skill.sessions.end(), session_name))
+        return std::pair{skill.global_name, std::string(rest.substr(slash + 1))};
+    return std::nullopt;
+  }
+
+  /// A promoted skill is shared by every session that links it, so it is read-only from
+  /// each: a new version is a new folder, promoted again (docs/skills.md).
+  void refuse_beneath_promoted_skill(std::string_view session_name, std::string_view path) const {
+    if (auto promoted = beneath_promoted_skill(session_name, path))
+      throw error(errc::permission_denied, "'" + std::string(path) + "' is in the promoted skill '" + promoted->first +
+                                               "', shared by every session linking it: write a new version into a new "
+                                               "folder and promote it");
+  }
+
+  /// Opens the bytes of a session path: from the mirror, or — beneath a promoted skill,
+  /// whose link the mirror never follows — from the library's copy.
+  unique_fd open_version(const std::string& session_name, const std::string& path) const {
+    if (auto promoted = beneath_promoted_skill(session_name, path))
+      return workspace(options_.data_dir / "skills", false).open_read(promoted->first + "/" + promoted->second);
+    return mirror(session_name).open_read(path);
+  }
+
+  /// The skill a change lands the manifest of (`skills/<name>/SKILL.md`), if any.
+  std::optional<std::string> skill_landed(const change& c) const {
+    if (options_.skill_manifest.empty() || c.deleted) return std::nullopt;
+    constexpr std::string_view prefix = "skills/";
+    std::string_view p = c.path;
+    if (!p.starts_with(prefix)) return std::nullopt;
+    p.remove_prefix(prefix.size());
+    const auto slash = p.find('/');
+    if (slash == std::string_view::npos || p.substr(slash + 1) != options_.skill_manifest) return std::nullopt;
+    return std::string(p.substr(0, slash));
+  }
+
   /// At start: publishes every change the journal accepted and a crash kept from the
   /// mirror. Only a path's latest version is published; an older unpublished wave was
   /// superseded (its bytes never need to reach the mirror).
@@ -689,7 +770,7 @@ class basic_hub {
     w->file = file;
     w->size = size;
     w->chunk_count = deleted ? 0 : chunk_count(size, options_.chunk_size);
-    if (!deleted && w->chunk_count > 0) w->fd = mirror(file.session).open_read(file.path);
+    if (!deleted && w->chunk_count > 0) w->fd = open_version(file.session, file.path);
     const path_key key{file.session, file.path};
     struct starting {
       std::string node;
@@ -1259,6 +1340,7 @@ class basic_hub {
 
   hub_options options_;
   Store store_;
+  skill_library<Lock, Store> skills_;  ///< promotes into $DATA_DIR/skills under a Lock per skill name
   Codec codec_;
   workspace mirror_root_;
 

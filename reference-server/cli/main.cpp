@@ -329,6 +329,52 @@ int run_session_ls(const invocation& call) {
 }
 
 // ---------------------------------------------------------------------------------------
+// skill promote | ls: the global skill library
+// ---------------------------------------------------------------------------------------
+
+int run_skill_promote(const invocation& call) {
+  v1::PromoteSkillRequest request;
+  request.set_session(call.opts.session);
+  request.set_name(call.opts.path);
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::PromoteSkillReply reply;
+  const auto status = call.hub.PromoteSkill(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, true);
+  if (call.opts.json) {
+    print_json({{"session", call.opts.session}, {"name", call.opts.path}, {"kind", reply.kind()},
+                {"global_name", reply.global_name()}, {"digest", to_hex(reply.digest())}, {"detail", reply.detail()}});
+  } else {
+    std::printf("%s: skills/%s of session %s -> global skill %s (%s)%s%s\n", reply.kind().c_str(), call.opts.path.c_str(),
+                call.opts.session.c_str(), reply.global_name().c_str(), short_hex(reply.digest()).c_str(),
+                reply.detail().empty() ? "" : "; ", reply.detail().c_str());
+  }
+  return 0;
+}
+
+int run_skill_ls(const invocation& call) {
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::ListSkillsReply reply;
+  const auto status = call.hub.ListSkills(&context, v1::ListSkillsRequest{}, &reply);
+  if (!status.ok()) return report_status(call, status);
+  if (call.opts.json) {
+    json skills = json::array();
+    for (const auto& s : reply.skills())
+      skills.push_back({{"name", s.name()}, {"digest", to_hex(s.digest())}, {"sessions", strings(s.sessions())}});
+    print_json({{"skills", std::move(skills)}});
+  } else {
+    text_table table({"SKILL", "DIGEST", "LINKED BY"});
+    for (const auto& s : reply.skills()) {
+      const auto sessions = strings(s.sessions());
+      table.add_row({s.name(), short_hex(s.digest()), sessions.empty() ? "-" : join(sessions, ",")});
+    }
+    table.print(stdout);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
 // write | push | rm: the commands that change the mesh
 // ---------------------------------------------------------------------------------------
 
@@ -760,6 +806,21 @@ void add_session_commands(CLI::App& app, options& opts, std::vector<command>& co
   commands.push_back({list, "session ls", run_session_ls});
 }
 
+void add_skill_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
+  auto* skill = app.add_subcommand("skill", "the global skill library: promote a session's skill, list skills");
+  skill->require_subcommand(1);
+
+  auto* promote = skill->add_subcommand("promote", "move SESSION's skills/NAME/ into the global library and link it");
+  promote->add_option("SESSION", opts.session, "session name")->required();
+  promote->add_option("NAME", opts.path, "the skill's folder name under skills/")->required();
+  add_json_flag(*promote, opts);
+  commands.push_back({promote, "skill promote", run_skill_promote});
+
+  auto* list = skill->add_subcommand("ls", "list global skills and the sessions linking each");
+  add_json_flag(*list, opts);
+  commands.push_back({list, "skill ls", run_skill_ls});
+}
+
 void add_change_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
   auto* write = app.add_subcommand("write", "write a file into a session from LOCAL_FILE or stdin");
   write->add_option("SESSION", opts.session, "session name")->required();
@@ -820,6 +881,7 @@ std::vector<command> define_command_line(CLI::App& app, options& opts) {
   add_global_options(app, opts);
   std::vector<command> commands;
   add_session_commands(app, opts, commands);
+  add_skill_commands(app, opts, commands);
   add_change_commands(app, opts, commands);
   add_read_commands(app, opts, commands);
   return commands;

@@ -267,6 +267,33 @@ class assistant_service final : public v1::Assistant::CallbackService {
     });
   }
 
+  grpc::ServerUnaryReactor* PromoteSkill(grpc::CallbackServerContext* ctx, const v1::PromoteSkillRequest* req,
+                                         v1::PromoteSkillReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    hub_.post([=, this] {  // moves folders and fsyncs: bulk work, not the control lane
+      reactor->Finish(guarded([&] {
+        const auto r = hub_.promote_skill(req->session(), req->name());
+        reply->set_kind(std::string(to_string(r.kind)));
+        reply->set_global_name(r.global_name);
+        reply->set_digest(to_bytes(r.content));
+        reply->set_detail(r.detail);
+      }));
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ListSkills(grpc::CallbackServerContext* ctx, const v1::ListSkillsRequest*,
+                                       v1::ListSkillsReply* reply) override {
+    return unary(ctx, [=, this] {
+      for (auto& s : hub_.skills()) {
+        auto& out = *reply->add_skills();
+        out.set_name(s.global_name);
+        out.set_digest(to_bytes(s.content));
+        for (auto& session : s.sessions) out.add_sessions(session);
+      }
+    });
+  }
+
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const v1::StatusRequest*, v1::StatusReply* reply) override {
     return unary(ctx, [=, this] { fill(*reply, hub_.status()); });
   }

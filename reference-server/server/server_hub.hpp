@@ -4,7 +4,7 @@
 #include "meshhub/codec/zlib.hpp"
 #include "meshhub/dispatch/pooled.hpp"
 #include "meshhub/hub.hpp"
-#include "meshhub/lock/thread.hpp"
+#include "meshhub/lock/named_mutex.hpp"
 #include "meshhub/store/sqlite.hpp"
 
 namespace meshhub::programs {
@@ -13,6 +13,8 @@ namespace meshhub::programs {
 /// chunk serializes it (once, for all); on the pool that work overlaps the wave's reading
 /// and compressing of the next chunk instead of delaying it. docs/benchmarks.md has the
 /// comparison. The interprocess lock policy for skill promotion comes with issue 5.
-using server_hub = basic_hub<pooled_dispatch, sqlite_store, thread_lock, zlib_codec>;
+/// Skill promotion locks are interprocess (one named mutex per skill, robust to a dead
+/// holder): several hub processes may share one data dir.
+using server_hub = basic_hub<pooled_dispatch, sqlite_store, named_mutex_lock, zlib_codec>;
 
 }  // namespace meshhub::programs

@@ -42,6 +42,9 @@ struct hub_options {
   std::size_t max_delivery_retries = 8;
   /// How long a relayed node command (`ls`/`cat --node`) may take.
   std::chrono::milliseconds node_command_timeout{30'000};
+  /// Skill promotion's trigger: a change that lands `skills/<name>/<skill_manifest>` in a
+  /// session promotes `skills/<name>/` into the global library. Empty: only on request.
+  std::string skill_manifest = "SKILL.md";
   /// Test aid: corrupt the payload of the first N chunks sent (proves nodes refuse them).
   std::uint32_t test_corrupt_chunks = 0;
 };

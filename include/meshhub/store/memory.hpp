@@ -31,6 +31,10 @@ class memory_store {
     last_wave_ = other.last_wave_;
     node_files_ = std::move(other.node_files_);
     unpublished_ = std::move(other.unpublished_);
+    promotions_ = std::move(other.promotions_);
+    last_promotion_ = other.last_promotion_;
+    skills_ = std::move(other.skills_);
+    skill_links_ = std::move(other.skill_links_);
   }
   memory_store& operator=(memory_store&&) = delete;
 
@@ -176,7 +180,81 @@ class memory_store {
     return out;
   }
 
+  // ---- skill promotion (meshhub/skill/library.hpp) -------------------------------------
+
+  /// Journals a promotion in state `begun` (the record's id and state are ignored).
+  std::uint64_t begin_skill_promotion(const skill_promotion_record& r) {
+    std::lock_guard g(mu_);
+    auto row = r;
+    row.id = ++last_promotion_;
+    row.state = skill_promotion_state::begun;
+    promotions_[row.id] = row;
+    return row.id;
+  }
+
+  void retarget_skill_promotion(std::uint64_t id, std::string_view global_name, const digest& content) {
+    std::lock_guard g(mu_);
+    if (auto it = promotions_.find(id); it != promotions_.end() && it->second.state == skill_promotion_state::begun) {
+      it->second.global_name = global_name;
+      it->second.content = content;
+    }
+  }
+
+  /// Done: the row, the global skill and the session's link; false when the row was not begun.
+  bool finish_skill_promotion(std::uint64_t id) {
+    std::lock_guard g(mu_);
+    auto it = promotions_.find(id);
+    if (it == promotions_.end() || it->second.state != skill_promotion_state::begun) return false;
+    auto& p = it->second;
+    p.state = skill_promotion_state::done;
+    auto& skill = skills_[p.global_name];
+    if (skill.name.empty()) skill.name = p.name;
+    skill.content = p.content;
+    skill_links_[{p.session, p.name}] = p.global_name;
+    return true;
+  }
+
+  bool abandon_skill_promotion(std::uint64_t id) {
+    std::lock_guard g(mu_);
+    auto it = promotions_.find(id);
+    if (it == promotions_.end() || it->second.state != skill_promotion_state::begun) return false;
+    it->second.state = skill_promotion_state::abandoned;
+    return true;
+  }
+
+  [[nodiscard]] std::vector<skill_promotion_record> unfinished_skill_promotions(std::string_view name) const {
+    std::lock_guard g(mu_);
+    std::vector<skill_promotion_record> out;
+    for (auto& [id, p] : promotions_)
+      if (p.state == skill_promotion_state::begun && (name.empty() || p.name == name)) out.push_back(p);
+    return out;
+  }
+
+  [[nodiscard]] std::vector<skill_promotion_record> skill_promotions(std::string_view name) const {
+    std::lock_guard g(mu_);
+    std::vector<skill_promotion_record> out;
+    for (auto& [id, p] : promotions_)
+      if (name.empty() || p.name == name) out.push_back(p);
+    return out;
+  }
+
+  [[nodiscard]] std::vector<global_skill_record> global_skills() const {
+    std::lock_guard g(mu_);
+    std::vector<global_skill_record> out;
+    for (auto& [global_name, skill] : skills_) {
+      global_skill_record r{global_name, skill.name, skill.content, {}};
+      for (auto& [key, target] : skill_links_)
+        if (target == global_name) r.sessions.push_back(key.first);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
  private:
+  struct global_skill_state {
+    std::string name;
+    digest content{};
+  };
   struct session_state {
     std::set<std::string> members;
     std::map<std::string, file_record> files;  ///< tombstones included
@@ -221,6 +299,10 @@ class memory_store {
   std::map<std::uint64_t, wave_record> unpublished_;  ///< journaled, not yet in the mirror
   std::uint64_t last_wave_ = 0;
   std::map<std::pair<std::string, std::string>, std::map<std::string, std::uint64_t>> node_files_;  ///< (node, session) → path → version
+  std::map<std::uint64_t, skill_promotion_record> promotions_;  ///< the promotion journal, by id
+  std::uint64_t last_promotion_ = 0;
+  std::map<std::string, global_skill_state> skills_;  ///< the global library, by global name
+  std::map<std::pair<std::string, std::string>, std::string> skill_links_;  ///< (session, name) → global name
 };
 
 static_assert(store_policy<memory_store>);

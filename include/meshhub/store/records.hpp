@@ -2,6 +2,7 @@
 /// The rows a store policy keeps, as plain values.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "meshhub/digest.hpp"
@@ -63,6 +64,42 @@ struct change_record {
 struct node_version {
   std::string path;
   std::uint64_t version = 0;
+};
+
+/// Where a skill promotion stands in the journal (meshhub/skill/library.hpp).
+enum class skill_promotion_state {
+  begun,      ///< journaled; the disk may be anywhere between "nothing moved" and "linked"
+  done,       ///< the skill is in the library, the session links to it, both recorded
+  abandoned,  ///< rolled back: nothing had moved, the session keeps its folder
+};
+
+/// The journal's spelling of a state (SQLite stores it as this text).
+[[nodiscard]] constexpr std::string_view to_string(skill_promotion_state s) {
+  switch (s) {
+    case skill_promotion_state::begun: return "begun";
+    case skill_promotion_state::done: return "done";
+    case skill_promotion_state::abandoned: return "abandoned";
+  }
+  return "begun";
+}
+
+/// One promotion of a session's `skills/<name>` folder into the global library, journaled
+/// before anything on disk moves. Its id names its staging folder, so ids are never reused.
+struct skill_promotion_record {
+  std::uint64_t id = 0;
+  std::string session;      ///< the session whose folder is promoted
+  std::string name;         ///< the skill name: the folder's name under `skills/`
+  digest content{};         ///< the folder's digest (manifest root over its files)
+  std::string global_name;  ///< what it becomes or links to: `<name>` or `<name>@<12 hex>`
+  skill_promotion_state state = skill_promotion_state::begun;
+};
+
+/// A skill of the global library (`$DATA_DIR/skills/<global_name>`) as the store records it.
+struct global_skill_record {
+  std::string global_name;
+  std::string name;                   ///< the skill name it was promoted under
+  digest content{};                   ///< its folder's digest
+  std::vector<std::string> sessions;  ///< the sessions whose `skills/<name>` links to it, sorted
 };
 
 }  // namespace meshhub

@@ -1,6 +1,7 @@
 #pragma once
 /// The embedded default store: one SQLite database (WAL, synchronous=FULL) holding
-/// sessions, membership, per-path versions, the wave journal and what every node holds.
+/// sessions, membership, per-path versions, the wave journal, what every node holds, and
+/// the skill library's promotion journal, global skills and session links.
 /// Every mutating call is one `BEGIN IMMEDIATE` transaction, durable when it returns —
 /// the hub acknowledges nothing before that. Include by name: it brings in SQLite.
 #include <chrono>
@@ -25,7 +26,7 @@ class sqlite_store {
   explicit sqlite_store(const std::string& file) : db_(file) { migrate(); }
 
   /// Schema version this code writes (PRAGMA user_version).
-  static constexpr int schema_version = 2;
+  static constexpr int schema_version = 3;
 
   /// The migrations: step v brings a database from version v to v + 1.
   static constexpr const char* schema_steps[] = {
@@ -54,6 +55,24 @@ class sqlite_store {
       ALTER TABLE waves ADD COLUMN staged TEXT;
       ALTER TABLE waves ADD COLUMN published INTEGER NOT NULL DEFAULT 1;
       CREATE INDEX waves_unpublished ON waves(id) WHERE NOT published;
+      )sql",
+      // v3: skill promotion (meshhub/skill/library.hpp). A promotion is journaled (`begun`)
+      // before its folder moves and ends `done` or `abandoned`; AUTOINCREMENT so an id, which
+      // names the staging folder, is never reused. `skills` is the global library,
+      // `skill_links` which session's skills/<name> is a symlink to which global skill.
+      R"sql(
+      CREATE TABLE skill_promotions(id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL,
+                                    name TEXT NOT NULL, digest BLOB NOT NULL, global_name TEXT NOT NULL,
+                                    state TEXT NOT NULL DEFAULT 'begun' CHECK(state IN ('begun', 'done', 'abandoned')),
+                                    begun_ms INTEGER NOT NULL, ended_ms INTEGER);
+      CREATE INDEX skill_promotions_by_name ON skill_promotions(name, id);
+      CREATE INDEX skill_promotions_begun ON skill_promotions(id) WHERE state = 'begun';
+      CREATE TABLE skills(global_name TEXT PRIMARY KEY, name TEXT NOT NULL, digest BLOB NOT NULL,
+                          created_ms INTEGER NOT NULL);
+      CREATE TABLE skill_links(session TEXT NOT NULL, name TEXT NOT NULL,
+                               global_name TEXT NOT NULL REFERENCES skills(global_name),
+                               linked_ms INTEGER NOT NULL, PRIMARY KEY(session, name));
+      CREATE INDEX skill_links_by_global ON skill_links(global_name);
       )sql",
   };
   static_assert(std::size(schema_steps) == static_cast<std::size_t>(schema_version));
@@ -202,6 +221,82 @@ class sqlite_store {
     return waves_where("w.completed_ms IS NULL");
   }
 
+  // ---- skill promotion (meshhub/skill/library.hpp) -------------------------------------
+
+  /// Journals a promotion in state `begun` (the record's id and state are ignored).
+  std::uint64_t begin_skill_promotion(const skill_promotion_record& r) {
+    return db_.transaction([&] {
+      stmt("INSERT INTO skill_promotions(session, name, digest, global_name, state, begun_ms) VALUES (?, ?, ?, ?, 'begun', ?)")
+          .bind(r.session, r.name, r.content, r.global_name, now_ms())
+          .run();
+      return static_cast<std::uint64_t>(db_.last_insert_rowid());
+    });
+  }
+
+  /// A begun row's target and content, as recovery found them; a finished row is left alone.
+  void retarget_skill_promotion(std::uint64_t id, std::string_view global_name, const digest& content) {
+    db_.transaction([&] {
+      stmt("UPDATE skill_promotions SET global_name = ?, digest = ? WHERE id = ? AND state = 'begun'")
+          .bind(global_name, content, id)
+          .run();
+    });
+  }
+
+  /// Done: the row, the global skill (its digest refreshed) and the session's link, in one
+  /// transaction. Idempotent: false when the row was not begun (finished already, or unknown).
+  bool finish_skill_promotion(std::uint64_t id) {
+    return db_.transaction([&] {
+      const auto t = now_ms();
+      stmt("UPDATE skill_promotions SET state = 'done', ended_ms = ? WHERE id = ? AND state = 'begun'").bind(t, id).run();
+      if (db_.changes() != 1) return false;
+      stmt("INSERT INTO skills(global_name, name, digest, created_ms) SELECT global_name, name, digest, ?"
+           " FROM skill_promotions WHERE id = ? ON CONFLICT(global_name) DO UPDATE SET digest = excluded.digest")
+          .bind(t, id)
+          .run();
+      stmt("INSERT INTO skill_links(session, name, global_name, linked_ms) SELECT session, name, global_name, ?"
+           " FROM skill_promotions WHERE id = ?"
+           " ON CONFLICT(session, name) DO UPDATE SET global_name = excluded.global_name, linked_ms = excluded.linked_ms")
+          .bind(t, id)
+          .run();
+      return true;
+    });
+  }
+
+  /// Rolled back: false when the row was not begun.
+  bool abandon_skill_promotion(std::uint64_t id) {
+    return db_.transaction([&] {
+      stmt("UPDATE skill_promotions SET state = 'abandoned', ended_ms = ? WHERE id = ? AND state = 'begun'").bind(now_ms(), id).run();
+      return db_.changes() == 1;
+    });
+  }
+
+  [[nodiscard]] std::vector<skill_promotion_record> unfinished_skill_promotions(std::string_view name) const {
+    guard g(db_);
+    return promotions_of(stmt("SELECT id, session, name, digest, global_name, state FROM skill_promotions"
+                              " WHERE state = 'begun' AND (?1 = '' OR name = ?1) ORDER BY id")
+                             .bind(name));
+  }
+
+  [[nodiscard]] std::vector<skill_promotion_record> skill_promotions(std::string_view name) const {
+    guard g(db_);
+    return promotions_of(stmt("SELECT id, session, name, digest, global_name, state FROM skill_promotions"
+                              " WHERE ?1 = '' OR name = ?1 ORDER BY id")
+                             .bind(name));
+  }
+
+  [[nodiscard]] std::vector<global_skill_record> global_skills() const {
+    guard g(db_);
+    std::vector<global_skill_record> out;
+    auto& q = stmt("SELECT global_name, name, digest FROM skills ORDER BY global_name");
+    q.bind();
+    while (q.step()) out.push_back({q.text(0), q.text(1), q.blob_digest(2), {}});
+    for (auto& skill : out) {
+      auto& l = stmt("SELECT session FROM skill_links WHERE global_name = ? ORDER BY session").bind(skill.global_name);
+      while (l.step()) skill.sessions.push_back(l.text(0));
+    }
+    return out;
+  }
+
   /// `PRAGMA integrity_check`'s verdict ("ok" when the file is sound).
   [[nodiscard]] std::string integrity_check() const {
     guard g(db_);
@@ -237,6 +332,18 @@ class sqlite_store {
     return out;
   }
 
+  static std::vector<skill_promotion_record> promotions_of(detail::sqlite_statement& q) {
+    std::vector<skill_promotion_record> out;
+    while (q.step()) {
+      const auto state = q.text(5);
+      out.push_back({static_cast<std::uint64_t>(q.integer(0)), q.text(1), q.text(2), q.blob_digest(3), q.text(4),
+                     state == "done"        ? skill_promotion_state::done
+                     : state == "abandoned" ? skill_promotion_state::abandoned
+                                            : skill_promotion_state::begun});
+    }
+    return out;
+  }
+
   static file_record read_file(detail::sqlite_statement& q) {
     return {q.text(0), static_cast<std::uint64_t>(q.integer(1)), static_cast<std::uint64_t>(q.integer(2)), q.blob_digest(3),
             q.integer(4) != 0};
@@ -265,7 +372,8 @@ class sqlite_store {
   }
 
   /// Brings the schema to `schema_version`, one step per version, each in its own
-  /// transaction (a crash mid-migration leaves the previous version intact).
+  /// transaction (a crash mid-migration leaves the previous version intact). Processes
+  /// opening one file at once run each step once.
   void migrate() {
     const int version = db_.user_version();
     if (version > schema_version)
@@ -273,6 +381,9 @@ class sqlite_store {
                                 std::to_string(schema_version) + ")");
     for (int v = version; v < schema_version; ++v)
       db_.transaction([&] {
+        // Another process opening the same new file may have run this step since we looked;
+        // under BEGIN IMMEDIATE's write lock the version read now is the last word.
+        if (db_.user_version() > v) return;
         db_.exec(schema_steps[v]);
         db_.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
       });

@@ -5,6 +5,8 @@
 /// brings in SQLite.
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -99,8 +101,8 @@ class sqlite_db {
       throw error(errc::io, "store: cannot open '" + file + "': " + why);
     }
     try {
-      sqlite3_busy_timeout(db_, 5000);  // several processes may share one file
-      exec("PRAGMA journal_mode=WAL");
+      sqlite3_busy_timeout(db_, busy_timeout_ms);  // several processes may share one file
+      enable_wal();
       exec("PRAGMA synchronous=FULL");
       exec("PRAGMA foreign_keys=ON");
     } catch (...) {
@@ -193,6 +195,23 @@ class sqlite_db {
   [[nodiscard]] sqlite3* handle() const noexcept { return db_; }
 
  private:
+  static constexpr int busy_timeout_ms = 5000;
+
+  /// Switching a new file to WAL upgrades a shared lock to an exclusive one, and SQLite
+  /// answers SQLITE_BUSY at once rather than wait on that upgrade (waiting could deadlock),
+  /// so connections opening one new file together — hub processes starting on a fresh data
+  /// dir — would fail. Retried here, releasing the lock in between, within the busy timeout.
+  void enable_wal() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+    for (int pause_ms = 1;; pause_ms = std::min(2 * pause_ms, 50)) {
+      const int rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return;
+      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline) break;
+      sqlite3_sleep(pause_ms);
+    }
+    exec("PRAGMA journal_mode=WAL");  // once more, throwing SQLite's reason
+  }
+
   void close() noexcept {
     cache_.clear();  // finalize first: sqlite3_close refuses (and leaks) a connection with live statements
     sqlite3_close(db_);
