@@ -42,7 +42,9 @@ int main(int argc, char** argv) try {
   }
   const std::filesystem::path data_dir = argv[2];
   sqlite_store store((data_dir / "meshhub.db").string());
-  const named_mutex_lock* made = nullptr;  // the skill's lock, to report its recoveries
+  // The skill's lock, to report its recoveries: the library keeps it (idle) after the
+  // promotion, as it keeps up to default_max_idle_locks of them.
+  const named_mutex_lock* made = nullptr;
   skill_library_mp library(data_dir, store, [&](std::string_view name) {
     auto lock = make_skill_lock<named_mutex_lock>(name, data_dir);
     made = lock.get();

@@ -164,14 +164,17 @@ struct world {
     library = make_library();
   }
   /// Another library on the same data dir and store (another promoter).
-  std::unique_ptr<library_type> make_library() {
-    return std::make_unique<library_type>(data, *store, [this](std::string_view name) {
-      {
-        std::lock_guard g(keys_mu);
-        keys.insert(std::string(name));
-      }
-      return make_skill_lock<Lock>(name, data);
-    });
+  std::unique_ptr<library_type> make_library(std::size_t max_idle_locks = library_type::default_max_idle_locks) {
+    return std::make_unique<library_type>(
+        data, *store,
+        [this](std::string_view name) {
+          {
+            std::lock_guard g(keys_mu);
+            keys.insert(std::string(name));
+          }
+          return make_skill_lock<Lock>(name, data);
+        },
+        max_idle_locks);
   }
   promotion_result promote(const std::string& session, const std::string& name = "demo") {
     return library->promote(session, name);
@@ -627,15 +630,53 @@ TEMPLATE_LIST_TEST_CASE("skills: a staged copy that differs from its journal is 
   CHECK(leftovers(w.data).empty());
 }
 
+TEMPLATE_LIST_TEST_CASE("skills: recover() leaves a row it cannot settle safely and settles the others", "[skills]", lock_fixtures) {
+  // A staged copy whose own digest maps to names both holding other content (a 48-bit
+  // collision of the versioned name, or hands in the library): nothing may be removed.
+  world<typename TestType::lock> w;
+  plant_skill(w.data, "s1", "demo");
+  plant_skill(w.data, "s2", "other");
+  const auto staged_digest = digest_of(session_skill(w.data, "s1"));
+  const auto versioned = "demo@" + to_hex(staged_digest).substr(0, 12);
+  testing::plant(w.data / "skills" / "demo" / "SKILL.md", "someone else's demo\n");
+  testing::plant(w.data / "skills" / versioned / "SKILL.md", "a collision\n");
+  const auto stuck = w.store->begin_skill_promotion({0, "s1", "demo", staged_digest, "demo", {}});
+  fs::rename(session_skill(w.data, "s1"), w.data / "skills" / (".staging-" + std::to_string(stuck)));
+  const auto staged = files_of(w.data / "skills" / (".staging-" + std::to_string(stuck)));
+  w.store->begin_skill_promotion({0, "s2", "other", digest_of(session_skill(w.data, "s2", "other")), "other", {}});
+
+  const auto outcomes = w.library->recover();
+  REQUIRE(outcomes.size() == 2);
+  CHECK(outcomes[0].promotion.id == stuck);
+  CHECK(outcomes[0].promotion.state == skill_promotion_state::begun);
+  CHECK(outcomes[0].detail.find("left unfinished") != std::string::npos);
+  CHECK(outcomes[1].promotion.state == skill_promotion_state::abandoned);  // nothing of it had moved
+  CHECK(files_of(w.data / "skills" / (".staging-" + std::to_string(stuck))) == staged);  // untouched
+  CHECK(testing::read_file(w.data / "skills" / "demo" / "SKILL.md") == "someone else's demo\n");
+  CHECK(testing::read_file(w.data / "skills" / versioned / "SKILL.md") == "a collision\n");
+  REQUIRE(w.store->unfinished_skill_promotions("").size() == 1);
+
+  // Promotions of that name refuse, saying why; other names go on.
+  plant_skill(w.data, "s3", "demo", 2);
+  std::string why;
+  CHECK(code_of([&] { w.promote("s3"); }, &why) == errc::already_exists);
+  CHECK(why.find("interrupted promotion #" + std::to_string(stuck)) != std::string::npos);
+  CHECK(is_dir_no_follow(session_skill(w.data, "s3")));
+  CHECK(w.promote("s2", "other").kind == promotion_kind::promoted);
+}
+
 TEMPLATE_LIST_TEST_CASE("skills: threads promoting one name at once", "[skills]", excluding_fixtures) {
   const bool two_contents = GENERATE(false, true);
   const bool library_per_thread = GENERATE(false, true);  // one shared object, or one each (one lock object each)
   if (library_per_thread && std::is_same_v<typename TestType::lock, thread_lock>) return;  // thread_lock excludes within one object only
+  // 0: no idle lock is kept, so the shared lock object lives exactly as long as some thread uses it.
+  const std::size_t max_idle = GENERATE(std::size_t{0}, std::size_t{64});
   world<typename TestType::lock> w;
+  w.library = w.make_library(max_idle);
   constexpr int threads = 8;
   for (int i = 0; i < threads; ++i) plant_skill(w.data, "s" + std::to_string(i), "demo", two_contents ? i % 2 : 0);
   std::vector<std::unique_ptr<typename world<typename TestType::lock>::library_type>> own;
-  for (int i = 0; library_per_thread && i < threads; ++i) own.push_back(w.make_library());
+  for (int i = 0; library_per_thread && i < threads; ++i) own.push_back(w.make_library(max_idle));
 
   std::latch start(threads);
   std::vector<std::optional<promotion_result>> results(threads);
@@ -666,6 +707,34 @@ TEMPLATE_LIST_TEST_CASE("skills: threads promoting one name at once", "[skills]"
   CHECK(testing::names_in(w.data / "skills").size() == (two_contents ? 2u : 1u));
   CHECK(w.store->global_skills().size() == (two_contents ? 2u : 1u));
   CHECK(w.store->unfinished_skill_promotions("").empty());
+  CHECK(w.library->locks_held() <= std::max<std::size_t>(max_idle, 1));
+}
+
+TEST_CASE("skills: a library keeps at most max_idle_locks idle locks (descriptors stay bounded)", "[skills]") {
+  // One named_mutex_lock per skill name ever promoted would hold a lease descriptor each:
+  // a hub with thousands of skills would run out of descriptors.
+  auto lease_fds = [] {
+    std::size_t n = 0;
+    for (auto& e : fs::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      const auto target = fs::read_symlink(e.path(), ec);
+      if (!ec && target.extension() == ".lease" && target.string().find("meshhub-skills-") != std::string::npos) ++n;
+    }
+    return n;
+  };
+  world<named_mutex_lock> w;
+  w.library = w.make_library(2);
+  for (int i = 0; i < 6; ++i) {
+    const auto name = "skill" + std::to_string(i);
+    plant_skill(w.data, "s", name);
+    CHECK(w.promote("s", name).kind == promotion_kind::promoted);
+    CHECK(w.library->locks_held() <= 2);
+    CHECK(lease_fds() <= 2);
+  }
+  // A name whose lock was dropped is locked again as before.
+  plant_skill(w.data, "t", "skill0");
+  CHECK(w.promote("t", "skill0").kind == promotion_kind::linked);
+  CHECK(w.library->locks_held() == 2);
 }
 
 // ==== promotion across real processes =========================================================

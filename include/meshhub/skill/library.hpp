@@ -16,7 +16,7 @@
 /// | 1. journal: the store records (id, S, name, digest, target global name), `begun` | nothing moved | `skill_journaled` |
 /// | 2. stage: rename the session's folder to `$DATA_DIR/skills/.staging-<id>` | the bytes, under a name nobody reads | `skill_staged` |
 /// | 3. publish: rename staging to `skills/<target>` — or, when the target already holds this content, remove the staging copy | the library holds the skill | `skill_published` |
-/// | 4. link: symlink `sessions/S/skills/<name>` → `../../../skills/<target>` (a temp name, then a rename) | the session sees the library's copy | `skill_linked` |
+/// | 4. link: symlink `sessions/S/skills/<name>` → `../../../skills/<target>` (made as `.meshhub-tmp-skill-<id>`, then renamed; a crash's leftover is a temp name the hub's sweep may remove, and recovery makes it again) | the session sees the library's copy | `skill_linked` |
 /// | 5. record: the row is `done`; the global skill and the link are recorded, atomically | — | — |
 ///
 /// The target: `<name>` when the library has no such skill, or has one with the same digest
@@ -121,7 +121,7 @@ struct recovery_outcome {
 
 /// The lock a library makes for a skill name when given no factory: a policy constructible
 /// from (key, lease dir) — `named_mutex_lock` — gets `(name, data_dir/"locks")`; any other
-/// policy is default-constructed, one object per name for the library's lifetime.
+/// policy is default-constructed.
 template <lock_policy Lock>
 [[nodiscard]] std::unique_ptr<Lock> make_skill_lock(std::string_view name, const std::filesystem::path& data_dir) {
   if constexpr (std::is_constructible_v<Lock, std::string_view, const std::filesystem::path&>) {
@@ -214,8 +214,14 @@ class skill_library {
  public:
   using lock_type = Lock;
   using store_type = Store;
-  /// Makes the lock of one skill name; called once per name for the library's lifetime.
+  /// Makes the lock of one skill name. The library keeps each lock while a promotion of
+  /// that name uses it, and afterwards among at most `max_idle_locks` idle ones (a
+  /// `named_mutex_lock` holds a descriptor and a semaphore mapping: one per skill name
+  /// forever would exhaust descriptors). Threads promoting one name at once share one object.
   using lock_factory = std::function<std::unique_ptr<Lock>(std::string_view name)>;
+
+  /// Idle locks kept for reuse by default; any value ≥ 0 is safe (0 makes a lock per promotion).
+  static constexpr std::size_t default_max_idle_locks = 64;
 
   /// A library on `data_dir` (created, with `skills/`, when missing) with the default locks
   /// (`make_skill_lock`). `store` must outlive the library.
@@ -223,9 +229,10 @@ class skill_library {
       : skill_library(data_dir, store, [data_dir](std::string_view name) { return make_skill_lock<Lock>(name, data_dir); }) {}
 
   /// A library whose lock per skill name comes from `make_lock`.
-  skill_library(std::filesystem::path data_dir, Store& store, lock_factory make_lock)
+  skill_library(std::filesystem::path data_dir, Store& store, lock_factory make_lock,
+                std::size_t max_idle_locks = default_max_idle_locks)
       : data_dir_(std::move(data_dir)), data_(data_dir_), store_(store), make_lock_(std::move(make_lock)),
-        skills_(data_.open_folder("skills", true)) {}
+        max_idle_locks_(max_idle_locks), skills_(data_.open_folder("skills", true)) {}
 
   skill_library(const skill_library&) = delete;
   skill_library& operator=(const skill_library&) = delete;
@@ -242,7 +249,8 @@ class skill_library {
   promotion_result promote(std::string_view session, std::string_view name) {
     check_session_name(session);
     check_skill_name(name);
-    std::lock_guard hold(lock_for(name));
+    const lock_use use(*this, name);
+    std::lock_guard hold(use.lock());
     const auto recovered = recover_locked(name);
     auto result = promote_locked(std::string(session), std::string(name));
     for (auto& r : recovered)
@@ -251,14 +259,24 @@ class skill_library {
   }
 
   /// Completes or rolls back every unfinished promotion in the journal, each under its
-  /// skill's lock. The hub calls it at start; it is idempotent.
+  /// skill's lock. The hub calls it at start; it is idempotent. A row it cannot settle
+  /// safely (an I/O error, or both `<name>` and `<name>@<hex>` holding other content) is
+  /// left `begun`, its files untouched, and reported with the reason: one odd skill does
+  /// not stop a start, and `promote` of that name refuses until the row is settled.
   std::vector<recovery_outcome> recover() {
     std::set<std::string> names;
     for (auto& p : store_.unfinished_skill_promotions("")) names.insert(p.name);
     std::vector<recovery_outcome> out;
     for (auto& n : names) {
-      std::lock_guard hold(lock_for(n));
-      for (auto& o : recover_locked(n)) out.push_back(std::move(o));
+      const lock_use use(*this, n);
+      std::lock_guard hold(use.lock());
+      for (auto& p : store_.unfinished_skill_promotions(n)) {
+        try {
+          out.push_back(recover_one(p));
+        } catch (const std::exception& e) {
+          out.push_back({p, std::string("left unfinished, nothing removed: ") + e.what()});
+        }
+      }
     }
     return out;
   }
@@ -267,12 +285,10 @@ class skill_library {
   /// (what `meshhub skill ls` shows).
   [[nodiscard]] std::vector<global_skill_record> skills() const { return store_.global_skills(); }
 
-  /// The lock of one skill name (made on first use): tests and benchmarks look at it.
-  Lock& lock_for(std::string_view name) {
+  /// How many lock objects the library holds now (in use or idle).
+  [[nodiscard]] std::size_t locks_held() const {
     std::lock_guard g(locks_mu_);
-    auto it = locks_.find(name);
-    if (it == locks_.end()) it = locks_.emplace(std::string(name), make_lock_(name)).first;
-    return *it->second;
+    return locks_.size();
   }
 
   /// The name a conflicting copy is kept under: `<name>@<first 12 hex digits of its digest>`.
@@ -300,6 +316,52 @@ class skill_library {
   [[nodiscard]] digest folder_digest(const std::string& rel) const { return folder_manifest(rel).root(); }
 
  private:
+  struct lock_entry {
+    std::unique_ptr<Lock> lock;
+    std::size_t users = 0;
+    std::uint64_t last_used = 0;
+  };
+
+  /// One use of a skill name's lock: the entry lives (is not evicted) until this ends.
+  class lock_use {
+   public:
+    lock_use(skill_library& library, std::string_view name) : library_(library) {
+      std::lock_guard g(library_.locks_mu_);
+      auto it = library_.locks_.find(name);
+      if (it == library_.locks_.end()) it = library_.locks_.emplace(std::string(name), lock_entry{library_.make_lock_(name)}).first;
+      ++it->second.users;
+      entry_ = it;
+    }
+    ~lock_use() {
+      std::lock_guard g(library_.locks_mu_);
+      --entry_->second.users;
+      entry_->second.last_used = ++library_.lock_clock_;
+      library_.evict_idle_locks();
+    }
+    lock_use(const lock_use&) = delete;
+    lock_use& operator=(const lock_use&) = delete;
+    [[nodiscard]] Lock& lock() const { return *entry_->second.lock; }
+
+   private:
+    skill_library& library_;
+    typename std::map<std::string, lock_entry, std::less<>>::iterator entry_;
+  };
+
+  /// Drops the least recently used idle locks beyond `max_idle_locks_` (caller holds locks_mu_).
+  void evict_idle_locks() {
+    for (;;) {
+      std::size_t idle = 0;
+      auto oldest = locks_.end();
+      for (auto it = locks_.begin(); it != locks_.end(); ++it) {
+        if (it->second.users != 0) continue;
+        ++idle;
+        if (oldest == locks_.end() || it->second.last_used < oldest->second.last_used) oldest = it;
+      }
+      if (idle <= max_idle_locks_) return;
+      locks_.erase(oldest);
+    }
+  }
+
   /// The manifest of the folder `rel` beneath the data dir, its paths relative to it.
   [[nodiscard]] manifest folder_manifest(const std::string& rel) const {
     const auto m = scan(data_, rel);
@@ -480,9 +542,18 @@ class skill_library {
     return {kind, p.global_name, content, std::move(detail), p.id};
   }
 
+  /// `name`'s unfinished rows, before a new promotion of it: one that cannot be settled
+  /// refuses the promotion (the journal must be settled before the disk changes again).
   std::vector<recovery_outcome> recover_locked(std::string_view name) {
     std::vector<recovery_outcome> out;
-    for (auto& p : store_.unfinished_skill_promotions(name)) out.push_back(recover_one(std::move(p)));
+    for (auto& p : store_.unfinished_skill_promotions(name)) {
+      try {
+        out.push_back(recover_one(p));
+      } catch (const error& e) {
+        throw error(e.code(), "skill '" + std::string(name) + "': interrupted promotion #" + std::to_string(p.id) +
+                                  " cannot be finished, so no new one starts: " + e.what());
+      }
+    }
     return out;
   }
 
@@ -524,6 +595,8 @@ class skill_library {
                             : "the staged copy was published as skills/" + p.global_name;
       }
       if (in_session == detail::entry_kind::absent && link(sk.get(), p)) return ended(true, "rolled forward: " + how + ", then linked");
+      if (in_session == detail::entry_kind::symlink && our_link(sk.get(), p.name) == p.global_name)
+        return ended(true, "rolled forward: " + how + "; the session linked to it already");
       return ended(false, how + "; the session path is taken or gone, so it was not linked");
     }
     if (in_session == detail::entry_kind::symlink) {
@@ -558,9 +631,11 @@ class skill_library {
   workspace data_;
   Store& store_;
   lock_factory make_lock_;
+  std::size_t max_idle_locks_;
   detail::unique_fd skills_;  ///< `$DATA_DIR/skills/`
-  std::mutex locks_mu_;
-  std::map<std::string, std::unique_ptr<Lock>, std::less<>> locks_;
+  mutable std::mutex locks_mu_;
+  std::map<std::string, lock_entry, std::less<>> locks_;  ///< per skill name, in use or idle
+  std::uint64_t lock_clock_ = 0;                          ///< orders idle locks by last use
 };
 
 }  // namespace meshhub
