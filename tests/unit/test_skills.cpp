@@ -33,6 +33,7 @@
 #include "meshhub/failpoint.hpp"
 #include "meshhub/skill/aliases.hpp"
 #include "support/fs.hpp"
+#include "support/store_fixtures.hpp"
 #include "support/temp_dir.hpp"
 
 extern char** environ;
@@ -194,17 +195,7 @@ std::optional<global_skill_record> recorded(const sqlite_store& s, const std::st
 
 namespace {
 
-struct sqlite_file_store {
-  testing::temp_dir dir{"skills-store"};
-  sqlite_store store{(dir / "meshhub.db").string()};
-};
-struct sqlite_memory_store {
-  sqlite_store store{":memory:"};
-};
-struct plain_memory_store {
-  memory_store store;
-};
-using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store, plain_memory_store>;
+using testing::store_fixtures;
 
 const digest da = sha256_of("a");
 const digest db = sha256_of("b");

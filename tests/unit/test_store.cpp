@@ -5,24 +5,14 @@
 
 #include "meshhub/store/memory.hpp"
 #include "meshhub/store/sqlite.hpp"
+#include "support/store_fixtures.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace meshhub;
 
 namespace {
 
-/// Makes a fresh store of each kind under test; add a store here and the suite covers it.
-struct sqlite_file_store {
-  testing::temp_dir dir;
-  sqlite_store store{(dir / "meshhub.db").string()};
-};
-struct sqlite_memory_store {
-  sqlite_store store{":memory:"};
-};
-struct plain_memory_store {
-  memory_store store;
-};
-using store_fixtures = std::tuple<sqlite_file_store, sqlite_memory_store, plain_memory_store>;
+using testing::store_fixtures;
 
 const digest d1 = sha256_of("one");
 const digest d2 = sha256_of("two");
