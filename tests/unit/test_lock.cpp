@@ -27,6 +27,7 @@
 #include "meshhub/lock/named_mutex.hpp"
 #include "meshhub/lock/null.hpp"
 #include "meshhub/lock/thread.hpp"
+#include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 
 extern char** environ;
@@ -61,76 +62,9 @@ struct named_fixture {
 };
 using lock_fixtures = std::tuple<null_fixture, thread_fixture, named_fixture>;
 
-/// A meshhub_lock_worker process with a pipe to its stdin and one from its stdout. The
-/// destructor kills and reaps it if the test did not, so a failed REQUIRE leaks nothing.
-class worker {
- public:
-  explicit worker(std::vector<std::string> args) {
-    args.insert(args.begin(), MESHHUB_LOCK_WORKER_BIN);
-    int in[2], out[2];
-    // O_CLOEXEC: another worker must not inherit this one's stdin, or it would never see EOF.
-    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    in_ = in[1];
-    out_ = out[0];
-    REQUIRE(rc == 0);
-  }
-  worker(const worker&) = delete;
-  worker& operator=(const worker&) = delete;
-  ~worker() {
-    close_stdin();
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(out_);
-  }
-
-  /// The next line of its stdout, or nothing at EOF or when `deadline` passes first.
-  std::optional<std::string> read_line(clock_type::time_point deadline) {
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-      if (left <= 0) return std::nullopt;
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;  // timeout or EINTR: recheck
-      char chunk[256];
-      const auto n = ::read(out_, chunk, sizeof chunk);
-      if (n <= 0) return std::nullopt;
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  void close_stdin() {
-    if (in_ >= 0) ::close(in_);
-    in_ = -1;
-  }
-  void kill9() const { ::kill(pid_, SIGKILL); }
-  /// Reaps it; its exit status, or 128 + signal.
-  int wait() {
-    int status = 0;
-    ::waitpid(std::exchange(pid_, -1), &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  pid_t pid_ = -1;
-  int in_ = -1, out_ = -1;
-  std::string buf_;
+/// A meshhub_lock_worker process (tests/lock_worker.cpp).
+struct worker : testing::child_process {
+  explicit worker(std::vector<std::string> args) : child_process(MESHHUB_LOCK_WORKER_BIN, std::move(args)) {}
 };
 
 std::vector<std::string> lines_of(const std::filesystem::path& file) {

@@ -33,6 +33,7 @@
 #include "meshhub/failpoint.hpp"
 #include "meshhub/skill/aliases.hpp"
 #include "support/fs.hpp"
+#include "support/child_process.hpp"
 #include "support/store_fixtures.hpp"
 #include "support/temp_dir.hpp"
 
@@ -732,83 +733,12 @@ TEST_CASE("skills: a library keeps at most max_idle_locks idle locks (descriptor
 
 namespace {
 
-/// A meshhub_promote_worker with a pipe to its stdin (closing it is the start signal) and
-/// one from its stdout. The destructor kills and reaps it if the test did not.
-class promoter {
- public:
-  explicit promoter(std::vector<std::string> args, const std::string& failpoint = {}) {
-    args.insert(args.begin(), MESHHUB_PROMOTE_WORKER_BIN);
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e)
-      if (!std::string_view(*e).starts_with("MESHHUB_FAILPOINT=")) env_strings.emplace_back(*e);
-    if (!failpoint.empty()) env_strings.push_back("MESHHUB_FAILPOINT=" + failpoint);
-    int in[2], out[2];
-    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    std::vector<char*> argv, envp;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    in_ = in[1];
-    out_ = out[0];
-    REQUIRE(rc == 0);
-  }
-  promoter(const promoter&) = delete;
-  promoter& operator=(const promoter&) = delete;
-  ~promoter() {
-    start();
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(out_);
-  }
-
-  void start() {
-    if (in_ >= 0) ::close(in_);
-    in_ = -1;
-  }
-  /// The next line of its stdout, or nothing at EOF or when `deadline` passes first.
-  std::optional<std::string> read_line(clock_type::time_point deadline) {
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return line;
-      }
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-      if (left <= 0) return std::nullopt;
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char chunk[512];
-      const auto n = ::read(out_, chunk, sizeof chunk);
-      if (n <= 0) return std::nullopt;
-      buf_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  /// Reaps it once its stdout closed (or `deadline` passed: then it is killed); its exit
-  /// status, or 128 + signal.
-  int wait(clock_type::time_point deadline) {
-    while (read_line(deadline)) {}
-    if (clock_type::now() >= deadline) ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(std::exchange(pid_, -1), &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  pid_t pid_ = -1;
-  int in_ = -1, out_ = -1;
-  std::string buf_;
+/// A meshhub_promote_worker (tests/promote_worker.cpp), with `failpoint` armed in it (or
+/// none, whatever this process's environment says).
+struct promoter : testing::child_process {
+  explicit promoter(std::vector<std::string> args, const std::string& failpoint = {})
+      : child_process(MESHHUB_PROMOTE_WORKER_BIN, std::move(args), {{"MESHHUB_FAILPOINT", failpoint}}) {}
+  void start() { close_stdin(); }  ///< closing its stdin is the start signal
 };
 
 /// A worker's answer: "<kind> <global> <digest hex> <lock recoveries> <finished>".
