@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rate_workers.hpp"
 #include "meshhub/lock/named_mutex.hpp"
 #include "meshhub/lock/null.hpp"
 #include "meshhub/lock/thread.hpp"
@@ -147,43 +148,13 @@ void BM_threads(benchmark::State& state) {
   if (state.thread_index() == 0) lock.reset();  // after the loop's end barrier
 }
 
-/// One --hammer worker: reports "ready", starts at EOF on stdin, stops at SIGTERM and
-/// reports "<ops> <seconds>".
-struct hammer {
-  pid_t pid = -1;
-  int in = -1, out = -1;
-};
-
-std::string read_line(int fd) {
-  std::string line;
-  char c;
-  while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
-  return line;
-}
-
+/// 8 --hammer workers (rate_workers.hpp) lock the same key while this process measures.
 template <class P>
 void BM_processes(benchmark::State& state) {
-  std::vector<hammer> ws(contenders);
-  for (auto& w : ws) {
-    int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    std::string self = "/proc/self/exe", flag = "--hammer", kind = worker_kind<P>, dir = lease_dir().string();
-    char* argv[] = {self.data(), flag.data(), kind.data(), dir.data(), nullptr};
-    if (::posix_spawn(&w.pid, argv[0], &fa, nullptr, argv, environ) != 0) throw std::runtime_error("spawn");
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    w.in = in[1];
-    w.out = out[0];
-  }
-  for (auto& w : ws)
-    if (read_line(w.out) != "ready") throw std::runtime_error("a worker did not start");
+  rate_workers ws;
+  for (std::size_t i = 0; i < contenders; ++i) ws.spawn({"--hammer", std::string(worker_kind<P>), lease_dir().string()});
   const auto lock = make_lock<P>(lease_dir());
-  for (auto& w : ws) ::close(w.in);  // go
+  ws.go();
 
   const auto t0 = clock_type::now();
   for (auto _ : state) {
@@ -193,15 +164,7 @@ void BM_processes(benchmark::State& state) {
   const double own = static_cast<double>(state.iterations()) / std::chrono::duration<double>(clock_type::now() - t0).count();
   state.SetItemsProcessed(state.iterations());
 
-  double rate = 0;
-  for (auto& w : ws) ::kill(w.pid, SIGTERM);
-  for (auto& w : ws) {
-    double n = 0, s = 1;
-    if (std::sscanf(read_line(w.out).c_str(), "%lf %lf", &n, &s) != 2) throw std::runtime_error("a worker failed");
-    rate += n / s;
-    ::close(w.out);
-    ::waitpid(w.pid, nullptr, 0);
-  }
+  const double rate = ws.stop();
   state.counters["workers_ops_s"] = rate;
   state.counters["all_ops_s"] = own + rate;
 }

@@ -39,6 +39,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rate_workers.hpp"
 #include "meshhub/skill/aliases.hpp"
 
 extern char** environ;
@@ -176,49 +177,21 @@ void BM_threads(benchmark::State& state) {
   }
 }
 
-struct worker {
-  pid_t pid = -1;
-  int in = -1, out = -1;
-};
-
-std::string read_line(int fd) {
-  std::string line;
-  char c;
-  while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
-  return line;
-}
-
 template <class P>
 void BM_processes(benchmark::State& state) {
   const bool same = state.range(0) == 0;
   data_dir d;
   { promoter<P> create(d.path); }  // the schema exists before anyone races to it
-  std::vector<worker> ws(contenders);
-  for (std::size_t i = 0; i < ws.size(); ++i) {
-    auto& w = ws[i];
-    int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    posix_spawn_file_actions_t fa;
-    ::posix_spawn_file_actions_init(&fa);
-    ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  rate_workers ws;
+  for (std::size_t i = 0; i < contenders; ++i) {
     const std::string name = same ? std::string("same") : tagged("w", i);
     d.keys.push_back(name);
-    std::string self = "/proc/self/exe", flag = "--promote", dir = d.path.string(), n = name, tag = tagged("w", i);
-    char* argv[] = {self.data(), flag.data(), dir.data(), n.data(), tag.data(), nullptr};
-    if (::posix_spawn(&w.pid, argv[0], &fa, nullptr, argv, environ) != 0) throw std::runtime_error("spawn");
-    ::posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    w.in = in[1];
-    w.out = out[0];
+    ws.spawn({"--promote", d.path.string(), name, tagged("w", i)});
   }
-  for (auto& w : ws)
-    if (read_line(w.out) != "ready") throw std::runtime_error("a worker did not start");
   const std::string name = same ? "same" : "main";
   d.keys.push_back(name);
   promoter<P> p(d.path);
-  for (auto& w : ws) ::close(w.in);  // go
+  ws.go();
 
   const auto t0 = clock_type::now();
   std::uint64_t n = 0;
@@ -226,15 +199,7 @@ void BM_processes(benchmark::State& state) {
   const double own = static_cast<double>(state.iterations()) / std::chrono::duration<double>(clock_type::now() - t0).count();
   state.SetItemsProcessed(state.iterations());
 
-  double rate = 0;
-  for (auto& w : ws) ::kill(w.pid, SIGTERM);
-  for (auto& w : ws) {
-    double count = 0, seconds = 1;
-    if (std::sscanf(read_line(w.out).c_str(), "%lf %lf", &count, &seconds) != 2) throw std::runtime_error("a worker failed");
-    rate += count / seconds;
-    ::close(w.out);
-    ::waitpid(w.pid, nullptr, 0);
-  }
+  const double rate = ws.stop();
   state.counters["workers_promotions_s"] = rate;
   state.counters["all_promotions_s"] = own + rate;
 }
