@@ -131,11 +131,13 @@ class basic_hub {
     // First finish what the journal says was accepted but not yet published, then drop
     // every other temp file: those belong to writes that were never journaled, so never
     // acknowledged.
+    store_.create_session(library_session);
     recover();
     mirror_root_.remove_temp_files();
     for (auto& r : skills_.recover())
       emit(event_kind::change_recovered, r.promotion.session, {}, "skills/" + r.promotion.name, 0,
            "skill promotion " + std::string(to_string(r.promotion.state)) + " after a restart: " + r.detail);
+    republish_skills();
   }
   basic_hub(const basic_hub&) = delete;
   basic_hub& operator=(const basic_hub&) = delete;
@@ -176,7 +178,7 @@ class basic_hub {
     throw error(errc::not_found, "unknown session '" + std::string(name) + "'");
   }
 
-  [[nodiscard]] std::vector<session_record> sessions() const { return store_.sessions(); }
+  [[nodiscard]] std::vector<session_record> sessions() const { return user_sessions(); }
 
   session_record join(std::string_view name, const std::vector<std::string>& nodes) {
     require_session(name);
@@ -207,6 +209,9 @@ class basic_hub {
     require_session(session_name);
     check_path(path);
     refuse_beneath_promoted_skill(session_name, path);
+    if (auto rec = store_.file(session_name, path); rec && !rec->deleted && !rec->link.empty())
+      throw error(errc::permission_denied, "'" + std::string(path) + "' is the link to the promoted skill '" + rec->link +
+                                               "': remove the link first to write a folder there again");
     return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), max_file_size);
   }
 
@@ -249,6 +254,8 @@ class basic_hub {
     auto lock = session_lock(std::string(session_name));
     std::lock_guard g(*lock);
     auto r = skills_.promote(session_name, name);
+    MESHHUB_FAILPOINT("skill_promoted");  // the library is done, the store's files and the waves not yet
+    publish_skill(std::string(session_name), std::string(name), r.global_name);
     emit(r.kind == promotion_kind::conflict ? event_kind::skill_conflict : event_kind::skill_promoted, session_name, {},
          "skills/" + std::string(name), 0,
          std::string(to_string(r.kind)) + " as global skill '" + r.global_name + "'" + (r.detail.empty() ? "" : ": " + r.detail));
@@ -321,9 +328,11 @@ class basic_hub {
   [[nodiscard]] unique_fd open_mirror(std::string_view session_name, std::string_view path) const {
     require_session(session_name);
     check_path(path);
-    auto rec = store_.file(session_name, path);
-    if (!rec || rec->deleted)
-      throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'");
+    const auto promoted = beneath_promoted_skill(session_name, path);
+    auto rec = promoted ? store_.file(library_session, promoted->first + "/" + promoted->second) : store_.file(session_name, path);
+    if (!rec || rec->deleted || !rec->link.empty())
+      throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'" +
+                                       (rec && !rec->link.empty() ? " as a file (it links to the promoted skill '" + rec->link + "')" : ""));
     return open_version(std::string(session_name), std::string(path));
   }
 
@@ -332,25 +341,12 @@ class basic_hub {
   void ask_node(std::string_view node, node_command::kind what, std::string_view session_name, std::string_view path,
                 std::function<void(command_result)> on_result) {
     require_session(session_name);
-    check_folder(path);
-    std::shared_ptr<node_link> link;
-    std::uint64_t id;
-    {
-      std::lock_guard g(mu_);
-      auto it = nodes_.find(std::string(node));
-      if (it == nodes_.end() || !it->second.link) throw error(errc::unavailable, "node '" + std::string(node) + "' is not connected");
-      link = it->second.link;
-      id = ++command_seq_;
-      commands_[id] = {std::string(node), std::move(on_result)};
-    }
-    if (stopping() || !link->try_send(node_command{id, what, std::string(session_name), std::string(path)}))
-      fail_command(id, "node '" + std::string(node) + "' is not connected");
-    pool_.post_after(options_.node_command_timeout, [this, id] { fail_command(id, "the node did not answer in time"); });
+    send_command(node, what, session_name, path, std::move(on_result));
   }
 
   [[nodiscard]] hub_status status() const {
     hub_status s;
-    s.sessions = store_.sessions();
+    s.sessions = user_sessions();
     s.pending_waves = store_.pending_waves().size();
     s.chunks_encoded = chunks_encoded_.load();
     s.queue_chunks = options_.queue_chunks;
@@ -405,6 +401,13 @@ class basic_hub {
     check_node_id(h.node_id);
     auto link = std::make_shared<detail::ordered_link>(std::move(transport_link));
     const auto sessions = store_.sessions_of(h.node_id);  // membership comes from the store, never from memory
+    std::map<std::string, digest> roots;
+    for (auto& r : h.roots) roots[r.session] = r.root;
+    // The library is reconciled too, unless neither side holds any of it.
+    auto reconciled = sessions;
+    const auto library_root = roots.find(std::string(library_session));
+    if ((library_root != roots.end() && library_root->second != manifest{}.root()) || library_holds_files())
+      reconciled.emplace_back(library_session);
     std::shared_ptr<node_link> replaced;
     {
       std::lock_guard g(mu_);
@@ -416,7 +419,7 @@ class basic_hub {
       n.retries.clear();
       // Until every session is reconciled, the store's record of this node is not trusted
       // for catching up (the node may have lost, changed or kept files meanwhile).
-      n.reconciling = h.reports_roots ? sessions.size() : 0;
+      n.reconciling = h.reports_roots ? reconciled.size() : 0;
       for (auto& p : h.partials)
         if (path_problem(p.file.path).empty() && name_problem(p.file.session).empty())
           n.resume[{p.file.session, p.file.path}] = {p.file.version, p.content, p.chunks_done};
@@ -425,10 +428,8 @@ class basic_hub {
     emit(event_kind::node_connected, {}, h.node_id, {}, 0, {});
     link->try_send(welcome{sessions});
     if (!h.reports_roots) return request_catch_up(h.node_id);  // trust what the store recorded
-    std::map<std::string, digest> roots;
-    for (auto& r : h.roots) roots[r.session] = r.root;
-    pool_.post([this, node = h.node_id, link, sessions, roots = std::move(roots)] {
-      for (auto& s : sessions) reconcile_session(node, link, s, roots.count(s) ? roots.at(s) : manifest{}.root());
+    pool_.post([this, node = h.node_id, link, reconciled, roots = std::move(roots)] {
+      for (auto& s : reconciled) reconcile_session(node, link, s, roots.count(s) ? roots.at(s) : manifest{}.root());
     });
   }
 
@@ -549,8 +550,29 @@ class basic_hub {
     if (!store_.session_exists(name)) throw error(errc::not_found, "unknown session '" + std::string(name) + "'");
   }
 
+  /// The hub's copy of a session: its mirror folder — or, for the library session, the
+  /// library itself (meshhub/skill/link.hpp).
   workspace mirror(std::string_view session_name) const {
+    if (is_library_session(session_name)) return workspace(options_.data_dir / "skills", false);
     return workspace(options_.data_dir / "sessions" / std::string(session_name));
+  }
+
+  /// The sessions people made (the library session is the hub's own).
+  std::vector<session_record> user_sessions() const {
+    auto all = store_.sessions();
+    std::erase_if(all, [](const session_record& r) { return is_library_session(r.name); });
+    return all;
+  }
+
+  bool library_holds_files() const {
+    const auto files = store_.files(library_session);
+    return std::any_of(files.begin(), files.end(), [](const file_record& f) { return !f.deleted; });
+  }
+
+  /// A node's sessions as the hub delivers them: its memberships and the library.
+  static std::vector<std::string> with_library(std::vector<std::string> sessions) {
+    sessions.emplace_back(library_session);
+    return sessions;
   }
 
   static bool beneath(std::string_view path, std::string_view folder) {
@@ -642,15 +664,8 @@ class basic_hub {
         throw;
     }
     MESHHUB_FAILPOINT("published");
-    store_.mark_published(change.wave_id);
+    announce(c, change);
     write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, conflict_of, false};
-    emit(event_kind::wave_started, c.session, {}, c.path, change.version,
-         std::to_string(change.members.size()) + " member(s)" + (c.deleted ? ", removal" : "") +
-             (c.origin.empty() ? "" : ", from node " + c.origin));
-    std::vector<std::pair<std::string, std::uint32_t>> targets;
-    for (auto& m : change.members) targets.emplace_back(m, 0);
-    start_wave({c.session, c.path, change.version}, c.size, c.content, c.deleted, std::move(targets));
-    if (change.members.empty()) emit(event_kind::wave_completed, c.session, {}, c.path, change.version, "no members");
     if (auto name = skill_landed(c))
       pool_.post([this, session_name = c.session, name = *name] {
         try {
@@ -666,6 +681,91 @@ class basic_hub {
       request_catch_up(origin->node);
     }
     return r;
+  }
+
+  /// A journaled change is in the mirror: mark it published and start its wave — to the
+  /// members, or for the library to every connected node. The caller holds the session's
+  /// write lock.
+  void announce(const change& c, const change_record& rec) {
+    store_.mark_published(rec.wave_id);
+    std::vector<std::pair<std::string, std::uint32_t>> targets;
+    if (is_library_session(c.session)) {
+      std::lock_guard g(mu_);
+      for (auto& [node, n] : nodes_)
+        if (n.link) targets.emplace_back(node, 0);
+    } else {
+      for (auto& m : rec.members) targets.emplace_back(m, 0);
+    }
+    emit(event_kind::wave_started, c.session, {}, c.path, rec.version,
+         std::to_string(targets.size()) + (is_library_session(c.session) ? " node(s)" : " member(s)") +
+             (c.deleted ? ", removal" : "") + (c.link.empty() ? "" : ", link to skill '" + c.link + "'") +
+             (c.origin.empty() ? "" : ", from node " + c.origin));
+    const bool none = targets.empty();
+    start_wave(c.session, file_record{c.path, rec.version, c.size, c.content, c.deleted, c.link}, std::move(targets));
+    if (none) emit(event_kind::wave_completed, c.session, {}, c.path, rec.version, "no members");
+  }
+
+  /// Records and waves a change the disk holds already — the library's files, a skill's
+  /// link, the tombstones of the files the link replaced — unless the store says so already.
+  /// The caller holds the session's write lock.
+  void record_in_place(change c) {
+    const auto current = store_.file(c.session, c.path);
+    if (current && current->deleted == c.deleted &&
+        (c.deleted || (current->size == c.size && current->content == c.content && current->link == c.link)))
+      return;
+    if (!current && c.deleted) return;
+    announce(c, store_.commit_change(c));
+  }
+
+  // ---- promoted skills in the store and on the nodes ------------------------------------
+
+  /// After the library promoted (or linked) `skills/<name>` of a session to `global`: the
+  /// global skill's files become versions of the library session (waved to every node), the
+  /// session's copies beneath `skills/<name>/` are tombstoned and `skills/<name>` becomes a
+  /// link entry (waved to the members: the symlink wave). Idempotent. The caller holds the
+  /// session's write lock.
+  void publish_skill(const std::string& session_name, const std::string& name, const std::string& global) {
+    publish_library_skill(global);
+    publish_skill_link(session_name, name, global);
+  }
+
+  /// The session's side of `publish_skill`: tombstones beneath `skills/<name>/`, then the link.
+  void publish_skill_link(const std::string& session_name, const std::string& name, const std::string& global) {
+    const std::string link_path = "skills/" + name;
+    for (auto& f : store_.files(session_name))
+      if (!f.deleted && f.path.starts_with(link_path + "/")) record_in_place(change{session_name, f.path, 0, {}, true, {}, {}, {}});
+    record_in_place(change{session_name, link_path, 0, link_digest(global), false, {}, {}, global});
+  }
+
+  /// The global skill's files, as versions of the library session.
+  void publish_library_skill(const std::string& global) {
+    auto lock = session_lock(std::string(library_session));
+    std::lock_guard g(*lock);
+    const auto files = scan(mirror(library_session), global);
+    for (auto& e : files.entries())
+      record_in_place(change{std::string(library_session), e.path, e.size, e.content, false, {}, {}, {}});
+  }
+
+  /// At start, after the library's own recovery: a crash may have come between a promotion
+  /// and its records here. Skills whose files the library session lacks are published, and
+  /// every recorded link is checked (cheap when all is in place: store lookups only).
+  void republish_skills() {
+    std::set<std::string> published;
+    for (auto& f : store_.files(library_session))
+      if (!f.deleted) published.insert(f.path.substr(0, f.path.find('/')));
+    for (auto& skill : store_.global_skills()) {
+      try {
+        if (!published.count(skill.global_name)) publish_library_skill(skill.global_name);
+        for (auto& s : skill.sessions) {
+          auto lock = session_lock(s);
+          std::lock_guard g(*lock);
+          publish_skill_link(s, skill.name, skill.global_name);
+        }
+      } catch (const std::exception& e) {
+        emit(event_kind::delivery_failed, {}, {}, "skills/" + skill.global_name, 0,
+             std::string("could not record the promoted skill after a restart: ") + e.what());
+      }
+    }
   }
 
   /// `<stem>.conflict-<node>-<version><ext>` beside `path`, numbered on when taken.
@@ -704,16 +804,11 @@ class basic_hub {
   /// `skills/<name>` is a link into the library.
   std::optional<std::pair<std::string, std::string>> beneath_promoted_skill(std::string_view session_name,
                                                                             std::string_view path) const {
-    constexpr std::string_view prefix = "skills/";
-    if (!path.starts_with(prefix)) return std::nullopt;
-    const auto rest = path.substr(prefix.size());
-    const auto slash = rest.find('/');
-    if (slash == std::string_view::npos) return std::nullopt;
-    const auto name = rest.substr(0, slash);
-    for (auto& skill : store_.global_skills())
-      if (skill.name == name && std::binary_search(skill.sessions.begin(), skill.sessions.end(), session_name))
-        return std::pair{skill.global_name, std::string(rest.substr(slash + 1))};
-    return std::nullopt;
+    auto beneath = beneath_skill_link(path);
+    if (!beneath) return std::nullopt;
+    auto rec = store_.file(session_name, "skills/" + beneath->first);
+    if (!rec || rec->deleted || rec->link.empty()) return std::nullopt;
+    return std::pair{rec->link, std::move(beneath->second)};
   }
 
   /// A promoted skill is shared by every session that links it, so it is read-only from
@@ -729,7 +824,7 @@ class basic_hub {
   /// whose link the mirror never follows — from the library's copy.
   unique_fd open_version(const std::string& session_name, const std::string& path) const {
     if (auto promoted = beneath_promoted_skill(session_name, path))
-      return workspace(options_.data_dir / "skills", false).open_read(promoted->first + "/" + promoted->second);
+      return mirror(library_session).open_read(promoted->first + "/" + promoted->second);
     return mirror(session_name).open_read(path);
   }
 
@@ -763,13 +858,18 @@ class basic_hub {
   /// Starts delivering one version to `targets` (node, first chunk): a broadcast wave to
   /// the connected, non-lagging members, or a `repair` wave that brings one node (lagging
   /// or not) up to date. The caller holds the session's write lock.
-  void start_wave(file_version file, std::uint64_t size, const digest& content, bool deleted,
+  void start_wave(const std::string& session_name, const file_record& version,
                   std::vector<std::pair<std::string, std::uint32_t>> targets, bool repair = false) {
+    const file_version file{session_name, version.path, version.version};
+    const auto size = version.size;
+    const auto& content = version.content;
+    const bool deleted = version.deleted;
+    const auto& link = version.link;
     auto w = std::make_shared<wave>();
     w->repair = repair;
     w->file = file;
     w->size = size;
-    w->chunk_count = deleted ? 0 : chunk_count(size, options_.chunk_size);
+    w->chunk_count = deleted || !link.empty() ? 0 : chunk_count(size, options_.chunk_size);
     if (!deleted && w->chunk_count > 0) w->fd = open_version(file.session, file.path);
     const path_key key{file.session, file.path};
     struct starting {
@@ -804,9 +904,10 @@ class basic_hub {
     // holds, keeps two begins of one path from crossing.
     std::vector<std::tuple<std::string, std::uint32_t>> resumed;
     for (auto& b : begin) {
-      const bool queued = deleted ? b.link->try_send(file_remove{file})
-                                  : b.link->try_send(file_begin{file, size, static_cast<std::uint32_t>(options_.chunk_size),
-                                                                w->chunk_count, content, b.first});
+      const bool queued = deleted           ? b.link->try_send(file_remove{file})
+                          : !link.empty() ? b.link->try_send(file_link{file, link})
+                                          : b.link->try_send(file_begin{file, size, static_cast<std::uint32_t>(options_.chunk_size),
+                                                                        w->chunk_count, content, b.first});
       std::lock_guard g(mu_);
       if (!queued) {
         if (auto it = nodes_.find(b.node); it != nodes_.end())
@@ -998,6 +1099,25 @@ class basic_hub {
     if (link->queued_chunks() <= options_.queue_chunks / 2) request_catch_up(node);
   }
 
+  /// `ask_node` for any session the hub delivers, the library's included (reconciling).
+  void send_command(std::string_view node, node_command::kind what, std::string_view session_name, std::string_view path,
+                    std::function<void(command_result)> on_result) {
+    check_folder(path);
+    std::shared_ptr<node_link> link;
+    std::uint64_t id;
+    {
+      std::lock_guard g(mu_);
+      auto it = nodes_.find(std::string(node));
+      if (it == nodes_.end() || !it->second.link) throw error(errc::unavailable, "node '" + std::string(node) + "' is not connected");
+      link = it->second.link;
+      id = ++command_seq_;
+      commands_[id] = {std::string(node), std::move(on_result)};
+    }
+    if (stopping() || !link->try_send(node_command{id, what, std::string(session_name), std::string(path)}))
+      fail_command(id, "node '" + std::string(node) + "' is not connected");
+    pool_.post_after(options_.node_command_timeout, [this, id] { fail_command(id, "the node did not answer in time"); });
+  }
+
   // ---- reconciling a (re)connected node ---------------------------------------------------
 
   /// Compares one session of a node that said hello with the mirror and records exactly
@@ -1019,7 +1139,7 @@ class basic_hub {
         return session_reconciled(node, link);
       }
       auto entries = std::make_shared<std::vector<node_entry>>();
-      ask_node(node, node_command::kind::list, session_name, {}, [this, node, link, session_name, entries](command_result r) {
+      send_command(node, node_command::kind::list, session_name, {}, [this, node, link, session_name, entries](command_result r) {
         if (!r.error.empty()) {
           // A failed read is never taken for an empty workspace: keep what the store recorded.
           emit(event_kind::delivery_failed, session_name, node, {}, 0, "reconcile: the node could not list its files: " + r.error);
@@ -1128,7 +1248,7 @@ class basic_hub {
       file_record file;
     };
     std::vector<need> needed;
-    for (auto& s : store_.sessions_of(node)) {
+    for (auto& s : with_library(store_.sessions_of(node))) {
       std::map<std::string, std::uint64_t> held;
       for (auto& nv : store_.node_versions(node, s)) held[nv.path] = nv.version;
       for (auto& f : store_.files(s)) {
@@ -1186,8 +1306,7 @@ class basic_hub {
       }
       if (!current) continue;
       try {
-        start_wave({x.session, current->path, current->version}, current->size, current->content, current->deleted, {{node, 0}},
-                   /*repair=*/true);
+        start_wave(x.session, *current, {{node, 0}}, /*repair=*/true);
       } catch (const error& e) {
         emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
       }
@@ -1271,6 +1390,7 @@ class basic_hub {
   }
 
   bool is_member(const std::string& node, const std::string& session_name) const {
+    if (is_library_session(session_name)) return true;  // every node holds the library
     auto members = store_.members(session_name);
     return std::find(members.begin(), members.end(), node) != members.end();
   }

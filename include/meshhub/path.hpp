@@ -1,8 +1,10 @@
 #pragma once
 /// Lexical rules for the names that cross the wire: workspace-relative paths and session
 /// names. A path that passes here is still resolved beneath a directory fd with no symlink
-/// followed (workspace.hpp); these checks make the error clear and early, the fd walk
-/// makes escape impossible.
+/// followed (workspace.hpp: openat2 or an O_NOFOLLOW walk); these checks make the error
+/// clear and early, the resolver makes escape impossible. Look-alikes of '.' and '/'
+/// (U+2024, U+FF0E, U+FF0F, U+2215, overlong UTF-8...) are ordinary bytes to the kernel, so
+/// they are accepted as plain names: they name a file or folder inside, never a parent.
 #include <cstddef>
 #include <string>
 #include <string_view>

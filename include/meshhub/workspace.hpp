@@ -2,10 +2,13 @@
 /// A directory tree that paths can never escape, and the durable file operations on it.
 ///
 /// Every path is first checked lexically (path.hpp), then resolved *beneath* the root's
-/// directory fd with no symlink followed: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
-/// where the kernel has it, a component-by-component `openat(O_NOFOLLOW)` walk otherwise.
-/// Files are created `O_EXCL` under a temp name in their final folder and renamed within
-/// that folder's fd, so a swapped parent cannot redirect a write.
+/// directory fd with no symlink followed: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS)` where the kernel has it, a component-by-component
+/// `openat(O_NOFOLLOW)` walk otherwise. The two resolvers answer alike (a symlink anywhere
+/// is ELOOP, a file where a folder must be ENOTDIR, a climb out EXDEV), and `use_resolver`
+/// forces either so the tests run every hostile case through both. Files are created
+/// `O_EXCL` under a temp name in their final folder and renamed within that folder's fd, so
+/// a swapped parent cannot redirect a write: the fd names the folder, not its path.
 ///
 /// Durability order for every write (the invariant acknowledgements rely on):
 /// temp file → write → fsync(file) → renameat → fsync(folder). An fsync error throws, and
@@ -17,6 +20,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
@@ -49,30 +53,147 @@ inline void fsync_or_throw(int fd, std::string_view what) {
   if (::fsync(fd) != 0) throw_errno(std::string("fsync ") + std::string(what), errno);
 }
 
-/// openat2 beneath `root` with no symlinks; returns -1 with errno, ENOSYS when unsupported.
-inline int open_beneath(int root, const std::string& rel, int flags, mode_t mode = 0) {
-  static std::atomic<bool> has_openat2{true};
-  if (has_openat2.load(std::memory_order_relaxed)) {
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-    how.mode = (flags & O_CREAT) ? mode : 0;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    const long fd = ::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how);
-    if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
-    has_openat2.store(false, std::memory_order_relaxed);
+inline long sys_openat2(int dir, const char* path, int flags, mode_t mode, std::uint64_t resolve) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags);
+  how.mode = ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? mode : 0;  // else openat2 says EINVAL
+  how.resolve = resolve;
+  return ::syscall(SYS_openat2, dir, path, &how, sizeof how);
+}
+
+/// Whether openat2 runs here, asked once: a kernel before 5.6 lacks it (ENOSYS) and some
+/// seccomp filters (older container runtimes) refuse it (EPERM). Either way the walk serves.
+inline bool probe_openat2() {
+  static const bool ok = [] {
+    const long fd = sys_openat2(AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    if (fd < 0) return false;
+    ::close(static_cast<int>(fd));
+    return true;
+  }();
+  return ok;
+}
+
+}  // namespace detail
+
+/// How a workspace resolves a path beneath its directory fd.
+enum class resolver {
+  automatic,  ///< openat2 where it runs (probed once per process), the walk otherwise
+  openat2,    ///< always openat2; fails with ENOSYS/EPERM (an `errc::io`) where it does not run
+  walk,       ///< always the component-by-component openat(O_NOFOLLOW) walk
+};
+
+namespace detail {
+inline std::atomic<resolver>& resolver_choice() {
+  static std::atomic<resolver> choice{resolver::automatic};
+  return choice;
+}
+}  // namespace detail
+
+/// Whether this kernel (and its seccomp filter) runs `openat2`.
+[[nodiscard]] inline bool openat2_available() { return detail::probe_openat2(); }
+
+/// Chooses the resolver of every workspace in this process, and returns the previous
+/// choice. For tests, which run each hostile case under both; production leaves
+/// `automatic`. Takes effect at the next resolution.
+inline resolver use_resolver(resolver r) noexcept { return detail::resolver_choice().exchange(r); }
+
+/// The resolver the next resolution uses: the forced one, or what `automatic` picks here.
+[[nodiscard]] inline resolver active_resolver() {
+  const resolver r = detail::resolver_choice().load();
+  if (r != resolver::automatic) return r;
+  return openat2_available() ? resolver::openat2 : resolver::walk;
+}
+
+namespace detail {
+
+/// Opens one component `name` in `dir`, never following it. On failure errno is ELOOP
+/// whenever `name` is a symlink, as openat2's RESOLVE_NO_SYMLINKS says (`O_NOFOLLOW |
+/// O_DIRECTORY` on a symlink says ENOTDIR), so both resolvers explain a refusal alike.
+inline int open_component(int dir, const char* name, int flags, mode_t mode = 0) {
+  const int fd = ::openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd >= 0 || (errno != ENOTDIR && errno != ELOOP)) return fd;
+  const int err = errno;
+  struct stat st {};
+  errno = ::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) ? ELOOP : err;
+  return -1;
+}
+
+/// The fallback resolver: each folder opened `O_PATH | O_DIRECTORY | O_NOFOLLOW` from the
+/// one before (search permission suffices, as for openat2), the last component with
+/// `flags | O_NOFOLLOW`. On every path `check_path` accepts it answers as openat2 does; it
+/// is stricter on the rest, which never reach it: an absolute path or any ".." is EXDEV
+/// (openat2 allows a ".." that stays beneath), an empty component ENOENT.
+inline int walk_beneath(int root, std::string_view rel, int flags, mode_t mode) {
+  if (rel.size() > path_limits::max_path_bytes) {
+    errno = ENAMETOOLONG;
+    return -1;
   }
-  // The fallback walk: every folder opened O_NOFOLLOW|O_DIRECTORY from the one before.
-  unique_fd dir(::dup(root));
-  std::string_view rest = rel;
+  if (rel.starts_with('/')) {
+    errno = EXDEV;
+    return -1;
+  }
+  unique_fd held;
+  int dir = root;
   while (true) {
-    const auto slash = rest.find('/');
-    const std::string part(rest.substr(0, slash));
-    if (slash == std::string_view::npos) return ::openat(dir.get(), part.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
-    const int next = ::openat(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const auto slash = rel.find('/');
+    const std::string part(rel.substr(0, slash));
+    if (part == "..") {
+      errno = EXDEV;
+      return -1;
+    }
+    if (slash == std::string_view::npos) return open_component(dir, part.c_str(), flags, mode);
+    const int next = open_component(dir, part.c_str(), O_PATH | O_DIRECTORY);
     if (next < 0) return -1;
-    dir.reset(next);
-    rest.remove_prefix(slash + 1);
+    held.reset(next);
+    dir = next;
+    rel.remove_prefix(slash + 1);
   }
+}
+
+inline constexpr std::uint64_t beneath_no_links = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+
+/// openat2 beneath `root`, no symlink followed. A symlink as the last component with
+/// `O_DIRECTORY` says ENOTDIR (O_NOFOLLOW keeps RESOLVE_NO_SYMLINKS from seeing it): looked
+/// at again through O_PATH, it is reported as ELOOP, as anywhere else on the path.
+inline int openat2_beneath(int root, const std::string& rel, int flags, mode_t mode) {
+  for (int attempt = 0;; ++attempt) {
+    const long fd = sys_openat2(root, rel.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode, beneath_no_links);
+    if (fd >= 0) return static_cast<int>(fd);
+    // EAGAIN: a concurrent rename kept the kernel from proving a ".." stayed beneath; it
+    // asks for a retry (our paths hold no "..", so this is belt and braces).
+    if (errno == EAGAIN && attempt < 8) continue;
+    if (errno != ENOTDIR) return -1;
+    const long probe = sys_openat2(root, rel.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, beneath_no_links);
+    struct stat st {};
+    const bool link = probe >= 0 && ::fstat(static_cast<int>(probe), &st) == 0 && S_ISLNK(st.st_mode);
+    if (probe >= 0) ::close(static_cast<int>(probe));
+    errno = link ? ELOOP : ENOTDIR;
+    return -1;
+  }
+}
+
+/// Opens `rel` beneath `root` with no symlink (magic links included) followed, by the
+/// active resolver; returns -1 with errno (ELOOP: a symlink; EXDEV: out of the tree;
+/// ENOTDIR: a non-folder on the way; ENOENT: absent).
+inline int open_beneath(int root, const std::string& rel, int flags, mode_t mode = 0) {
+  if (active_resolver() == resolver::walk) return walk_beneath(root, rel, flags, mode);
+  return openat2_beneath(root, rel, flags, mode);
+}
+
+/// Why `name` is not one plain name in a folder, or "" when it is: the names that
+/// `*at` calls take beside a folder fd (temp files, conflict copies, partial files).
+[[nodiscard]] inline std::string leaf_problem(std::string_view name) {
+  if (name.empty()) return "the name is empty";
+  if (name == "." || name == "..") return "the name is '" + std::string(name) + "'";
+  if (name.find('/') != std::string_view::npos) return "the name contains '/'; it must be one name in the same folder";
+  if (name.find('\0') != std::string_view::npos) return "the name contains a NUL byte";
+  if (name.size() > path_limits::max_component_bytes) return "the name is longer than 255 bytes";
+  return {};
+}
+
+inline void check_leaf(std::string_view name, std::string_view what) {
+  if (auto why = leaf_problem(name); !why.empty())
+    throw error(errc::invalid_argument, "invalid " + std::string(what) + " " + quoted(name) + ": " + why);
 }
 
 inline std::string temp_name() {
@@ -87,13 +208,22 @@ inline std::string temp_name() {
 
 /// A file being written: a temp file in its final folder until `commit()` publishes it.
 /// Destroying an uncommitted writer removes the temp file.
+///
+/// The temp file is created `O_CREAT | O_EXCL | O_NOFOLLOW` beside the target, so nothing
+/// planted under its name (a file, a symlink) is ever opened, and it is renamed with the
+/// same folder fd on both sides, so the bytes land in the folder that was resolved.
 class durable_writer {
  public:
+  /// `dir` is the target's folder (already resolved); `leaf` the target's name in it, one
+  /// plain name (`errc::invalid_argument` otherwise); `display` names it in messages.
   durable_writer(unique_fd dir, std::string leaf, std::string display)
       : dir_(std::move(dir)), leaf_(std::move(leaf)), display_(std::move(display)) {
+    detail::check_leaf(leaf_, "file name");
     for (int attempt = 0; attempt < 8 && !fd_; ++attempt) {
       temp_ = detail::temp_name();
       fd_.reset(::openat(dir_.get(), temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+      if (!fd_ && errno == ENOENT)  // the resolved folder was removed after it was opened
+        throw error(errc::not_found, "'" + display_ + "': its folder does not exist any more (removed meanwhile)");
       if (!fd_ && errno != EEXIST) throw_errno("create temp file for '" + display_ + "'", errno);
     }
     if (!fd_) throw error(errc::io, "create temp file for '" + display_ + "': no free temp name");
@@ -136,12 +266,17 @@ class durable_writer {
   /// visible yet. (The hub journals the change between the two halves.)
   void sync() { detail::fsync_or_throw(fd_.get(), "'" + display_ + "'"); }
 
-  /// The second half: rename over the target — or over `sibling`, another name in the
-  /// target's folder (a conflict copy) — and fsync the folder.
+  /// The second half: rename over the target — or over `sibling`, another plain name in
+  /// the target's folder (a conflict copy; `errc::invalid_argument` for anything with a
+  /// '/') — and fsync the folder. A symlink at the target is replaced, never followed.
   void publish(std::string_view sibling = {}) {
+    if (!sibling.empty()) detail::check_leaf(sibling, "sibling name");
     const std::string leaf = sibling.empty() ? leaf_ : std::string(sibling);
-    if (::renameat(dir_.get(), temp_.c_str(), dir_.get(), leaf.c_str()) != 0)
+    if (::renameat(dir_.get(), temp_.c_str(), dir_.get(), leaf.c_str()) != 0) {
+      if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
+        throw error(errc::invalid_argument, "'" + display_ + "' is a folder; a file cannot replace it");
       throw_errno("rename into '" + display_ + "'", errno);
+    }
     committed_ = true;
     detail::fsync_or_throw(dir_.get(), "the folder of '" + display_ + "'");
   }
@@ -189,18 +324,21 @@ class workspace {
     const std::string r(rel);
     if (int fd = detail::open_beneath(fd_.get(), r, O_RDONLY | O_DIRECTORY); fd >= 0) return unique_fd(fd);
     if (errno != ENOENT || !create) throw_resolve_error(rel, errno);
-    // Walk and create: each new folder fsynced into its parent so an acknowledged file
-    // never hangs off a folder that a crash forgets.
+    // Walk and create (under either resolver: creating is one component at a time), each
+    // step O_NOFOLLOW from the fd before, each new folder fsynced into its parent so an
+    // acknowledged file never hangs off a folder that a crash forgets. A symlink swapped
+    // in after mkdirat is refused by the open that follows it.
     unique_fd dir(::dup(fd_.get()));
     std::size_t start = 0;
     while (start < rel.size()) {
       const auto end = std::min(rel.find('/', start), rel.size());
       const std::string part(rel.substr(start, end - start));
-      int next = ::openat(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (next < 0 && errno == ENOENT) {
+      int next = detail::open_component(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY);
+      // ENOENT again after mkdirat: the new folder was renamed away in between; make it anew.
+      for (int attempt = 0; next < 0 && errno == ENOENT && attempt < 8; ++attempt) {
         if (::mkdirat(dir.get(), part.c_str(), 0755) != 0 && errno != EEXIST) throw_resolve_error(rel, errno);
         detail::fsync_or_throw(dir.get(), "folder of '" + part + "'");
-        next = ::openat(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        next = detail::open_component(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY);
       }
       if (next < 0) throw_resolve_error(rel, errno);
       dir.reset(next);
@@ -225,16 +363,20 @@ class workspace {
   void write(std::string_view rel, std::string_view bytes) const { write(rel, std::as_bytes(std::span(bytes))); }
 
   /// Opens a regular file for reading; throws `errc::not_found` when absent and
-  /// `errc::invalid_argument` for anything but a regular file. Opened non-blocking first,
-  /// so a FIFO planted at the path cannot hang the caller, then switched back.
+  /// `errc::invalid_argument` for anything but a regular file. What the path names is
+  /// looked at first through an O_PATH fd, so a FIFO, socket or device planted there is
+  /// refused without being opened (opening one may block or act); the open that follows
+  /// is non-blocking and O_NOCTTY and checks again, for a swap in between.
   [[nodiscard]] unique_fd open_read(std::string_view rel) const {
     check_path(rel);
-    const int fd = detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY | O_NONBLOCK);
+    const std::string r(rel);
+    require_regular(rel, look(r));
+    const int fd = detail::open_beneath(fd_.get(), r, O_RDONLY | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) throw_resolve_error(rel, errno);
     unique_fd file(fd);
     struct stat st {};
-    if (::fstat(fd, &st) != 0) throw_errno("stat '" + std::string(rel) + "'", errno);
-    if (!S_ISREG(st.st_mode)) throw error(errc::invalid_argument, "'" + std::string(rel) + "' is not a regular file");
+    if (::fstat(fd, &st) != 0) throw_errno("stat '" + r + "'", errno);
+    require_regular(rel, st.st_mode);
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return file;
   }
@@ -261,6 +403,7 @@ class workspace {
     const std::string name(leaf);
     if (::unlinkat(dir.get(), name.c_str(), 0) != 0) {
       if (errno == ENOENT) return false;
+      if (errno == EISDIR) throw_resolve_error(rel, errno);
       throw_errno("remove '" + std::string(rel) + "'", errno);
     }
     detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
@@ -269,14 +412,18 @@ class workspace {
 
   /// Moves a file from `(src_dir, src_name)` — e.g. a completed partial transfer kept
   /// outside the tree — to `rel`, durably: the caller fsynced the file; this renames and
-  /// fsyncs both folders.
+  /// fsyncs both folders. The one rename across two folder fds: both are the caller's
+  /// own, resolved folders, and `src_name` must be one plain name in `src_dir`.
   void adopt(int src_dir, const std::string& src_name, std::string_view rel) const {
     check_path(rel);
+    detail::check_leaf(src_name, "source name");
     auto [parent, leaf] = detail::split_parent(rel);
     auto dir = open_folder(parent, true);
     const std::string name(leaf);
-    if (::renameat(src_dir, src_name.c_str(), dir.get(), name.c_str()) != 0)
+    if (::renameat(src_dir, src_name.c_str(), dir.get(), name.c_str()) != 0) {
+      if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) throw_resolve_error(rel, EISDIR);
       throw_errno("move into '" + std::string(rel) + "'", errno);
+    }
     detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
     detail::fsync_or_throw(src_dir, "the source folder of '" + std::string(rel) + "'");
   }
@@ -305,13 +452,18 @@ class workspace {
   [[nodiscard]] std::vector<listed_file> list(std::string_view rel = {}) const {
     std::vector<listed_file> out;
     check_folder(rel);
-    unique_fd at(rel.empty() ? ::dup(fd_.get()) : detail::open_beneath(fd_.get(), std::string(rel), O_RDONLY | O_NONBLOCK));
+    const std::string r(rel);
+    if (!rel.empty()) {
+      // Looked at, not opened: a FIFO or device there is never opened.
+      struct stat st {};
+      const mode_t mode = look(r, &st);
+      if (S_ISLNK(mode)) throw_resolve_error(rel, ELOOP);
+      if (S_ISREG(mode)) return {{r, static_cast<std::uint64_t>(st.st_size)}};
+      if (!S_ISDIR(mode)) throw error(errc::invalid_argument, "'" + r + "' is neither a file nor a folder");
+    }
+    unique_fd at(rel.empty() ? ::dup(fd_.get()) : detail::open_beneath(fd_.get(), r, O_RDONLY | O_DIRECTORY));
     if (!at) throw_resolve_error(rel, errno);
-    struct stat st {};
-    if (::fstat(at.get(), &st) != 0) throw_errno("stat '" + std::string(rel) + "'", errno);
-    if (S_ISREG(st.st_mode)) return {{std::string(rel), static_cast<std::uint64_t>(st.st_size)}};
-    if (!S_ISDIR(st.st_mode)) throw error(errc::invalid_argument, "'" + std::string(rel) + "' is neither a file nor a folder");
-    walk(at.get(), rel.empty() ? std::string() : std::string(rel) + "/", out);
+    walk(at.get(), rel.empty() ? std::string() : r + "/", out);
     std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.path < b.path; });
     return out;
   }
@@ -339,14 +491,39 @@ class workspace {
     if (p) detail::fsync_or_throw(p.get(), "'" + parent.string() + "'");
   }
 
+  /// The type bits (and, into `st`, the stat) of what `rel` names, through an O_PATH fd:
+  /// nothing is opened for I/O. A symlink at the end is reported as S_IFLNK (O_PATH |
+  /// O_NOFOLLOW yields the link itself under both resolvers); errors throw.
+  mode_t look(const std::string& rel, struct stat* st = nullptr) const {
+    const int fd = detail::open_beneath(fd_.get(), rel, O_PATH);
+    if (fd < 0) throw_resolve_error(rel, errno);
+    unique_fd probe(fd);
+    struct stat s {};
+    if (::fstat(fd, &s) != 0) throw_errno("stat '" + rel + "'", errno);
+    if (st) *st = s;
+    return s.st_mode;
+  }
+
+  /// Throws unless `mode` is a regular file's, saying what is wrong (a symlink: as such).
+  static void require_regular(std::string_view rel, mode_t mode) {
+    if (S_ISREG(mode)) return;
+    if (S_ISLNK(mode)) throw_resolve_error(rel, ELOOP);
+    throw error(errc::invalid_argument, "'" + std::string(rel) + "' is not a regular file");
+  }
+
   [[noreturn]] static void throw_resolve_error(std::string_view rel, int err) {
     const std::string p(rel);
     switch (err) {
       case ENOENT: throw error(errc::not_found, "'" + p + "' does not exist");
-      case ELOOP: throw error(errc::invalid_argument, "'" + p + "' passes through a symlink (refused)");
+      case ELOOP:
+        throw error(errc::invalid_argument,
+                    "'" + p + "' is or passes through a symlink (refused: no symlink is followed in a workspace)");
       case EXDEV: throw error(errc::invalid_argument, "'" + p + "' resolves outside the workspace (refused)");
-      case ENOTDIR: throw error(errc::invalid_argument, "'" + p + "': a parent is not a folder (a file or a symlink stands in the way)");
+      case ENOTDIR:
+        throw error(errc::invalid_argument, "'" + p + "': it or a folder on its way is not a folder");
       case EISDIR: throw error(errc::invalid_argument, "'" + p + "' is a folder");
+      case ENAMETOOLONG: throw error(errc::invalid_argument, "'" + p + "' is too long for the file system");
+      case ENXIO: throw error(errc::invalid_argument, "'" + p + "' is not a regular file (a socket or a device)");
       default: throw_errno("resolve '" + p + "'", err);
     }
   }

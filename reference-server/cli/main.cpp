@@ -212,11 +212,13 @@ json member_json(const v1::FileEntry& member) {
 json listed_file_json(const v1::ListedFile& file) {
   json members = json::array();
   for (const auto& member : file.members()) members.push_back(member_json(member));
-  return {{"path", file.mirror().path()},
-          {"size", file.mirror().size()},
-          {"version", file.mirror().version()},
-          {"digest", to_hex(file.mirror().content_digest())},
-          {"members", std::move(members)}};
+  json out{{"path", file.mirror().path()},
+           {"size", file.mirror().size()},
+           {"version", file.mirror().version()},
+           {"digest", to_hex(file.mirror().content_digest())},
+           {"members", std::move(members)}};
+  if (!file.mirror().link().empty()) out["link"] = file.mirror().link();  // a promoted skill's link
+  return out;
 }
 
 json node_file_json(const v1::FileEntry& entry) {
@@ -606,7 +608,8 @@ void print_mirror_listing(const invocation& call, const v1::ListReply& reply) {
   text_table table({"PATH", "SIZE", "VERSION", "DIGEST", "MEMBERS"});
   for (const auto& file : reply.files()) {
     const auto& mirror = file.mirror();
-    table.add_row({mirror.path(), human_bytes(mirror.size()), "v" + std::to_string(mirror.version()),
+    const std::string path = mirror.link().empty() ? mirror.path() : mirror.path() + " -> skill " + mirror.link();
+    table.add_row({path, human_bytes(mirror.size()), "v" + std::to_string(mirror.version()),
                    short_hex(mirror.content_digest()), member_states(file)});
   }
   table.print(stdout);

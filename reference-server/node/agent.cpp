@@ -60,6 +60,7 @@
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
 #include "meshhub/workspace.hpp"
@@ -258,6 +259,19 @@ class agent {
     int dir = ::dup(root_.fd());
     if (dir < 0) throw_errno("open workspace", errno);
     unique_fd at(dir);
+    // .meshhub/skills holds the node's copy of the skill library (meshhub/skill/link.hpp).
+    for (const char* part : {".meshhub", "skills"}) {
+      if (::mkdirat(at.get(), part, 0755) == 0) {
+        detail::fsync_or_throw(at.get(), "workspace state folder");
+      } else if (errno != EEXIST) {
+        throw_errno(std::string("create state folder '") + part + "'", errno);
+      }
+      if (std::string_view(part) == "skills") break;
+      unique_fd next(::openat(at.get(), part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) throw_errno(std::string("open state folder '") + part + "'", errno);
+      at = std::move(next);
+    }
+    at = unique_fd(::dup(root_.fd()));
     for (const char* part : {".meshhub", "partial"}) {
       if (::mkdirat(at.get(), part, 0755) == 0) {
         detail::fsync_or_throw(at.get(), "workspace state folder");
@@ -285,9 +299,9 @@ class agent {
   }
 
   /// The session folders in the workspace: real folders (not symlinks) with valid session
-  /// names (so never `.meshhub`), sorted.
+  /// names (so never `.meshhub`), sorted; and the library session, whose folder is ours.
   std::vector<std::string> session_folders() const {
-    std::vector<std::string> out;
+    std::vector<std::string> out{std::string(library_session)};
     std::error_code ec;
     for (std::filesystem::directory_iterator it(opts_.workspace, ec), end; !ec && it != end; it.increment(ec)) {
       auto name = it->path().filename().string();
@@ -415,6 +429,7 @@ class agent {
       case v1::HubMessage::kBegin: return guarded(m.begin(), [&] { on_begin(m.begin()); });
       case v1::HubMessage::kChunk: return guarded(m.chunk(), [&] { on_chunk(m.chunk()); });
       case v1::HubMessage::kRemove: return guarded(m.remove(), [&] { on_remove(m.remove()); });
+      case v1::HubMessage::kLink: return guarded(m.link(), [&] { on_link(m.link()); });
       case v1::HubMessage::kCommand: return on_command(m.command());
       case v1::HubMessage::BODY_NOT_SET: break;
     }
@@ -632,9 +647,15 @@ class agent {
     bool existed = false;
     {
       std::unique_lock lk(disk_mu_);
-      guard_local(lk, s, p, v);
-      if (auto ws = session(s, false)) {
-        existed = ws->remove(p);
+      auto ws = session(s, false);
+      // Beneath a skill link the session holds nothing (the files are the library's), and
+      // the link itself is ours to remove: neither can hold a local edit to guard.
+      const bool through_link = ws && through_node_skill_link(*ws, p);
+      const auto link_name = skill_link_name(p);
+      const bool is_link = ws && link_name && node_skill_link(*ws, *link_name);
+      if (!through_link && !is_link) guard_local(lk, s, p, v);
+      if (ws) {
+        if (!through_link) existed = ws->remove(p);
         index_tombstone(s, p, v);
       }
     }
@@ -649,9 +670,36 @@ class agent {
     send(m);
   }
 
+  /// Makes `skills/<name>` a link into the node's library (the symlink wave): the
+  /// session's own copy of the skill — read-only since its promotion — is replaced, and
+  /// its index rows forgotten. The library's files arrive as the library session.
+  void on_link(const v1::FileLink& l) {
+    const auto& s = l.session();
+    const auto& p = l.path();
+    const auto v = l.version();
+    check_names(s, p);
+    if (is_stale(s, p, v)) throw refusal{"stale version"};
+    const auto name = skill_link_name(p);
+    if (is_library_session(s) || !name || !is_global_skill_name(*name, l.target()))
+      throw refusal{"not a skill link: '" + p + "' -> '" + l.target() + "'"};
+    partials_.discard(s, p);
+    {
+      std::lock_guard lk(disk_mu_);
+      member_evidence(s);
+      make_skill_link(*session(s, true), *name, l.target());
+      try {
+        index_.forget_folder(s, p);
+      } catch (const std::exception& e) {
+        spdlog::warn("index rows beneath {}/{} not forgotten: {} (the next survey reconciles them)", s, p, e.what());
+      }
+    }
+    spdlog::info("linked {}/{} to skill {}", s, p, l.target());
+    applied(s, p, v, link_digest(l.target()), 0);
+  }
+
   static void check_names(const std::string& s, const std::string& p) {
     try {
-      check_session_name(s);
+      check_delivered_session(s);
       check_path(p);
     } catch (const error& e) {
       throw refusal{e.what()};
@@ -719,6 +767,7 @@ class agent {
   /// disk alone — when the disk cannot be judged or the change could not be uploaded, and a
   /// stale refusal when the hub took the local change as a version newer than v.
   void guard_local(std::unique_lock<std::mutex>& lk, const std::string& s, const std::string& p, std::uint64_t v) {
+    if (is_library_session(s)) return;  // read-only here: the hub's copy wins, drift is repaired
     member_evidence(s);  // the hub sends this node the session's files: it is a member
     auto ws = session(s, false);
     if (!ws) {
@@ -763,7 +812,8 @@ class agent {
     bool reachable = true;
     for (const auto& name : session_folders()) {
       if (stop_.requested()) break;
-      if (auto root = sync_session(name, upload && reachable, &reachable)) roots.emplace(name, *root);
+      if (auto root = sync_session(name, upload && reachable && !is_library_session(name), &reachable))
+        roots.emplace(name, *root);
     }
     return roots;
   }
@@ -1082,7 +1132,7 @@ class agent {
 
   void on_command(const v1::NodeCommand& c) {
     try {
-      check_session_name(c.session());
+      check_delivered_session(c.session());
       switch (c.kind()) {
         case v1::NodeCommand::LIST: return list(c);
         case v1::NodeCommand::READ: return read(c);
@@ -1141,7 +1191,17 @@ class agent {
       ws = session(c.session(), false);
     }
     if (!ws) throw error(errc::not_found, "'" + c.path() + "' does not exist");
-    const auto fd = ws->open_read(c.path());
+    std::string rel = c.path();
+    {
+      std::lock_guard lk(disk_mu_);
+      // Beneath a skill link: read the library's copy, never through the link.
+      if (auto via = through_node_skill_link(*ws, rel)) {
+        rel = via->first + "/" + via->second;
+        ws = session(std::string(library_session), false);
+      }
+    }
+    if (!ws) throw error(errc::not_found, "'" + c.path() + "' does not exist");
+    const auto fd = ws->open_read(rel);
     // One piece of look-ahead, so the last piece carries last=true (and an empty file
     // is one empty, last piece).
     std::string piece = read_piece(fd.get(), c.path()), next;
@@ -1189,15 +1249,16 @@ class agent {
       if (::fstat(it->second->fd(), &st) == 0 && st.st_nlink > 0) return it->second;
       sessions_.erase(it);  // the folder was deleted under us: open it afresh
     }
+    const auto folder = node_folder_of(name);  // the library's is made at start (prepare_state_dir)
     struct stat st {};
-    if (::fstatat(root_.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno != ENOENT) throw_errno("stat session folder '" + name + "'", errno);
-      if (!create) return nullptr;
+    if (::fstatat(root_.fd(), folder.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) throw_errno("stat session folder '" + folder + "'", errno);
+      if (!create || is_library_session(name)) return nullptr;
       (void)root_.open_folder(name, true);  // mkdir + fsync of WS
     } else if (!S_ISDIR(st.st_mode)) {
       throw error(errc::invalid_argument, "the folder of session '" + name + "' is not a folder on this node");
     }
-    auto ws = std::make_shared<workspace>(opts_.workspace / name, false);
+    auto ws = std::make_shared<workspace>(opts_.workspace / folder, false);
     return sessions_.insert_or_assign(name, std::move(ws)).first->second;
   }
 

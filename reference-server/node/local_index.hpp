@@ -48,6 +48,7 @@
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/store/sqlite_db.hpp"
 #include "meshhub/workspace.hpp"
 
@@ -197,6 +198,16 @@ class local_index {
     return true;
   }
 
+  /// Forgets the rows of `path` and of everything beneath it (a skill link replaced the
+  /// folder: both sides agree nothing of the session is there).
+  void forget_folder(std::string_view session, std::string_view path) {
+    const std::string folder = std::string(path) + "/";
+    const std::string past = std::string(path) + "0";  // '0' follows '/': every "<path>/…" sorts before it
+    db_.transaction([&] {
+      db_.stmt("DELETE FROM files WHERE session = ? AND (path = ? OR (path >= ? AND path < ?))").bind(session, path, folder, past).run();
+    });
+  }
+
   /// Every row of `session` (tombstones included), by path.
   [[nodiscard]] std::vector<index_row> entries(std::string_view session) const {
     guard g(db_);
@@ -269,6 +280,10 @@ class local_index {
         for (const auto& [path, st] : refresh) q.bind(st.mtime_ns, st.ctime_ns, st.ino, st.size, st.taken_ns, session, path).run();
       });
     }
+    // Our skill links are entries too (size 0, the link's digest), so the root digest
+    // covers them; a walk never follows them, and nothing about them is uploaded.
+    for (auto& l : node_skill_link_entries(ws))
+      if (!rows.count(l.path)) entries.push_back(std::move(l));
     out.disk = manifest(std::move(entries));
     return out;
   }

@@ -31,6 +31,7 @@
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/workspace.hpp"
 
 namespace meshhub::node {
@@ -286,7 +287,7 @@ class partial_store {
       if (!d) throw error(errc::corrupt, "bad chunk digest");
       t.chunk_digests.push_back(*d);
     }
-    check_session_name(t.session);
+    check_delivered_session(t.session);
     check_path(t.path);
     if (partial_key(t.session, t.path) != key) throw error(errc::corrupt, "file name does not match session and path");
     if (t.chunk_count == 0 || t.chunk_size > max_chunk_size || checked_chunk_count(t.size, t.chunk_size) != t.chunk_count)

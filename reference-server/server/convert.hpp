@@ -67,6 +67,13 @@ inline v1::HubMessage to_proto(const file_remove& r) {
   return m;
 }
 
+inline v1::HubMessage to_proto(const file_link& l) {
+  v1::HubMessage m;
+  set_file(m.mutable_link(), l.file);
+  m.mutable_link()->set_target(l.target);
+  return m;
+}
+
 inline v1::HubMessage to_proto(const node_command& c) {
   v1::HubMessage m;
   auto* out = m.mutable_command();
@@ -154,6 +161,7 @@ inline void fill(v1::ListReply& out, const std::vector<listed_file_state>& files
     mirror->set_size(f.file.size);
     mirror->set_version(f.file.version);
     mirror->set_content_digest(to_bytes(f.file.content));
+    mirror->set_link(f.file.link);
     for (auto& m : f.members) {
       auto* copy = listed->add_members();
       copy->set_path(f.file.path);

@@ -656,6 +656,11 @@ struct cli_result {
 };
 
 /// Runs `argv` with `stdin_data` on its stdin; kills it at `timeout` (scaled).
+/// What a sanitizer report starts with (a sanitizer build turns each into SIGABRT too).
+inline constexpr std::array<std::string_view, 5> sanitizer_markers = {
+    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:",
+    "ERROR: ThreadSanitizer"};
+
 inline cli_result run_program(const std::vector<std::string>& argv, std::string_view stdin_data,
                               milliseconds timeout) {
   timeout = scaled(timeout);
@@ -747,6 +752,12 @@ inline cli_result run_program(const std::vector<std::string>& argv, std::string_
     std::this_thread::sleep_for(5ms);
   }
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+  // A test that expects a refusal (a non-zero exit) must not pass on a crash or a sanitizer report.
+  for (const auto& mk : sanitizer_markers) {
+    INFO(argv.front() << " stderr:\n" << r.err.substr(0, 3000));
+    CHECK(r.err.find(mk) == std::string::npos);
+  }
+  CHECK_FALSE((WIFSIGNALED(status) && (WTERMSIG(status) == SIGABRT || WTERMSIG(status) == SIGSEGV)));
   return r;
 }
 
@@ -1156,9 +1167,7 @@ class mesh {
 
   /// CHECKs that no process log holds a sanitizer report.
   void check_sanitizer_reports() {
-    static constexpr std::array<std::string_view, 5> markers = {
-        "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:",
-        "ERROR: ThreadSanitizer"};
+    const auto& markers = sanitizer_markers;
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir() / "logs", ec)) {
       if (!e.is_regular_file()) continue;

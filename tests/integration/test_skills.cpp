@@ -1,7 +1,8 @@
 /// Skill promotion through the real hub: a session that lands skills/<name>/SKILL.md has
 /// the folder promoted into $DATA_DIR/skills and linked; a second session with the same
 /// skill is only linked; other content under the same name is kept beside it as a
-/// conflict; the promoted skill is read-only from sessions; nodes keep receiving its files.
+/// conflict; the promoted skill is read-only from sessions; on the nodes the session's copy
+/// becomes a link into their copy of the library (the symlink wave).
 #include "mesh.hpp"
 
 using namespace meshhub::it;
@@ -70,8 +71,83 @@ TEST_CASE("a skill landed in a session is promoted, shared, kept apart on confli
   const json again = m.cli_json({"skill", "promote", "s1", "fmt", "--json"});
   CHECK(again.value("kind", "") == "already_linked");
 
-  // The node holds every session's files as regular files, in sync with the hub.
-  for (auto s : {"s1", "s2", "s3"}) m.wait_in_sync(s, "skills/fmt/SKILL.md", {"n1"}, 30s);
-  CHECK(read_file(m.node_file("n1", "s3", "skills/fmt/SKILL.md")) == "# fmt\nFormats other things.\n");
+  // The symlink wave: on the node too, each session's skills/fmt is now a link into its
+  // copy of the library (which arrived as the library session), in sync per `ls`.
+  for (auto s : {"s1", "s2", "s3"}) m.wait_in_sync(s, "skills/fmt", {"n1"}, 30s);
+  const fs::path library = m.workspace("n1") / ".meshhub" / "skills";
+  CHECK(fs::read_symlink(m.node_file("n1", "s1", "skills/fmt")) == fs::path("../../.meshhub/skills/fmt"));
+  CHECK(fs::read_symlink(m.node_file("n1", "s2", "skills/fmt")) == fs::path("../../.meshhub/skills/fmt"));
+  CHECK(fs::read_symlink(m.node_file("n1", "s3", "skills/fmt")) == fs::path("../../.meshhub/skills/" + versioned));
+  CHECK(read_file(library / "fmt" / "SKILL.md") == "# fmt\nFormats things.\n");
+  CHECK(read_file(library / versioned / "SKILL.md") == "# fmt\nFormats other things.\n");
+  CHECK(read_file(m.node_file("n1", "s3", "skills/fmt/SKILL.md")) == "# fmt\nFormats other things.\n");  // a program reading through it
+  CHECK(m.cli_ok({"cat", "s3", "skills/fmt/SKILL.md", "--node", "n1"}).out == "# fmt\nFormats other things.\n");
+  // The session's copies are gone from the listing: the link stands for them.
+  const json ls = m.ls_json("s1");
+  CHECK(mesh::find_file(ls, "skills/fmt/SKILL.md") == nullptr);
+  REQUIRE(mesh::find_file(ls, "skills/fmt") != nullptr);
+  CHECK(mesh::find_file(ls, "skills/fmt")->value("link", "") == "fmt");
+  m.check_alive();
+}
+
+TEST_CASE("a promoted skill reaches a late member as a link, survives a restart, and a removed link is repaired",
+          "[skills]") {
+  mesh m("skills-links", hub_options{"", {}});
+  m.add_node("n1");
+  m.wait_connected({"n1"});
+  m.cli_ok({"session", "create", "s1"});
+  m.cli_ok({"session", "join", "s1", "n1"});
+  write_skill(m, "s1", "# fmt\nFormats things.\n");
+  m.wait_in_sync("s1", "skills/fmt", {"n1"}, 30s);
+
+  // A node that joins afterwards never gets the session's copies: the library and the link.
+  m.add_node("n2");
+  m.wait_connected({"n2"});
+  m.cli_ok({"session", "join", "s1", "n2"});
+  m.wait_in_sync("s1", "skills/fmt", {"n1", "n2"}, 30s);
+  CHECK(fs::read_symlink(m.node_file("n2", "s1", "skills/fmt")) == fs::path("../../.meshhub/skills/fmt"));
+  CHECK(read_file(m.workspace("n2") / ".meshhub" / "skills" / "fmt" / "format.py") == "def fmt(x): return x\n");
+
+  // Restarted, n1 reports root digests that count the link: in sync, nothing re-sent.
+  auto reconciled = [&](const std::string& node, const std::string& session) {
+    std::vector<json> out;
+    for (auto& e : m.logged_events("node_reconciled"))
+      if (e.value("node", "") == node && e.value("session", "") == session) out.push_back(e);
+    return out;
+  };
+  const auto before_s1 = reconciled("n1", "s1").size(), before_library = reconciled("n1", "@skills").size();
+  m.stop_node("n1");
+  m.add_node("n1");
+  wait_until(
+      30s,
+      [&] { return reconciled("n1", "s1").size() > before_s1 && reconciled("n1", "@skills").size() > before_library; },
+      [] { return std::string("n1 reconciled s1 and the library again"); });
+  CHECK_THAT(reconciled("n1", "s1").back().value("detail", ""), Catch::StartsWith("in sync"));
+  CHECK_THAT(reconciled("n1", "@skills").back().value("detail", ""), Catch::StartsWith("in sync"));
+
+  // The link removed behind n2's back: found as drift on its return, and made again.
+  m.stop_node("n2");
+  fs::remove(m.node_file("n2", "s1", "skills/fmt"));
+  m.add_node("n2");
+  wait_until(
+      30s, [&] { return fs::is_symlink(m.node_file("n2", "s1", "skills/fmt")); },
+      [] { return std::string("n2's link made again"); });
+  std::vector<json> drift;
+  wait_until(
+      10s, [&] { return !(drift = m.logged_events("drift_detected")).empty(); },
+      [] { return std::string("a drift_detected event in the hub's log"); });
+  CHECK(drift[0].value("node", "") == "n2");
+  CHECK_THAT(drift[0].value("detail", ""), Catch::Contains("skills/fmt (missing on the node)"));
+  CHECK(read_file(m.node_file("n2", "s1", "skills/fmt/SKILL.md")) == "# fmt\nFormats things.\n");
+
+  // Removing the link from the session ends the session's use of the skill: the node's
+  // link goes, and the folder can be written again.
+  m.cli_ok({"rm", "s1", "skills/fmt", "--wait", "all"});
+  wait_until(
+      30s, [&] { return !fs::is_symlink(m.node_file("n1", "s1", "skills/fmt")) && !fs::is_symlink(m.node_file("n2", "s1", "skills/fmt")); },
+      [] { return std::string("the links removed on both nodes"); });
+  CHECK(skills(m)["fmt"].empty());
+  m.cli_ok({"write", "s1", "skills/fmt/notes.txt", "--wait", "all"}, "a new version in the making\n");
+  CHECK(read_file(m.node_file("n2", "s1", "skills/fmt/notes.txt")) == "a new version in the making\n");
   m.check_alive();
 }

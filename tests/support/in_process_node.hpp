@@ -18,6 +18,7 @@
 #include "meshhub/chunk.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/transport/in_process.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"
@@ -42,7 +43,9 @@ class in_process_node {
       std::error_code ec;
       for (auto& e : std::filesystem::directory_iterator(root_, ec))
         if (e.is_directory() && name_problem(e.path().filename().string()).empty())
-          h.roots.push_back({e.path().filename().string(), scan(workspace(e.path())).root()});
+          h.roots.push_back({e.path().filename().string(), node_manifest(workspace(e.path())).root()});
+      if (std::filesystem::is_directory(root_ / node_folder_of(library_session)))
+        h.roots.push_back({std::string(library_session), scan(session(std::string(library_session))).root()});
     }
     {
       std::lock_guard g(state_mu_);
@@ -64,7 +67,7 @@ class in_process_node {
   /// Stalls by itself once `chunks` more chunks have been applied.
   void stall_after(std::size_t chunks) { stall_budget_ = static_cast<std::int64_t>(chunks); }
 
-  [[nodiscard]] workspace session(const std::string& name) const { return workspace(root_ / name); }
+  [[nodiscard]] workspace session(const std::string& name) const { return workspace(root_ / node_folder_of(name)); }
   [[nodiscard]] const std::string& id() const { return id_; }
   [[nodiscard]] std::shared_ptr<node_link> current_link() const { return link_; }
 
@@ -147,19 +150,33 @@ class in_process_node {
   }
 
   void on(const file_remove& r) {
-    session(r.file.session).remove(r.file.path);
+    const auto ws = session(r.file.session);
+    if (!through_node_skill_link(ws, r.file.path)) ws.remove(r.file.path);
     std::lock_guard g(state_mu_);
     transfers_.erase({r.file.session, r.file.path});
     ack_locked(r.file, true, {});
+  }
+
+  void on(const file_link& l) {
+    try {
+      make_skill_link(session(l.file.session), l.file.path.substr(std::string_view("skills/").size()), l.target);
+    } catch (const error& e) {
+      std::lock_guard g(state_mu_);
+      return ack_locked(l.file, false, e.what());
+    }
+    std::lock_guard g(state_mu_);
+    ack_locked(l.file, true, {});
   }
 
   void on(const node_command& c) {
     command_result r;
     r.id = c.id;
     try {
+      if (c.what == node_command::kind::list && !std::filesystem::exists(root_ / node_folder_of(c.session)))
+        return reply(std::move(r));  // no folder: holds nothing of it (as the agent answers)
       auto ws = session(c.session);
       if (c.what == node_command::kind::list) {
-        const auto listing = scan(ws, c.path);
+        const auto listing = c.path.empty() ? node_manifest(ws) : scan(ws, c.path);
         for (auto& e : listing.entries()) r.entries.push_back({e.path, e.size, e.content});
       } else {
         r.data = ws.read(c.path);

@@ -4,7 +4,9 @@
 #include <zlib.h>
 
 #include <atomic>
+#include <chrono>
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <random>
@@ -122,6 +124,71 @@ std::string zlib_of_zeros(std::size_t n) {
   REQUIRE(rc == Z_STREAM_END);
   deflateEnd(&zs);
   return out;
+}
+
+/// A real zlib bomb: a valid zlib stream of `n` zero bytes (a multiple of 1 MiB), made
+/// without deflating `n` bytes. After a sync flush deflate's state repeats, so every
+/// further MiB of zeros compresses to the same bytes: deflate three MiB, check that the
+/// last two compressed alike, and repeat that piece; the trailer's Adler-32 comes from
+/// zlib's adler32_combine. The caller inflates the result once to prove it.
+std::string zlib_bomb_of_zeros(std::size_t n) {
+  constexpr std::size_t mib = 1u << 20;
+  REQUIRE(n % mib == 0);
+  REQUIRE(n >= 3 * mib);
+  const std::string zeros(mib, '\0');
+  z_stream zs{};
+  REQUIRE(deflateInit(&zs, 9) == Z_OK);
+  auto feed = [&](const std::string& in, int flush) {
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    zs.avail_in = static_cast<uInt>(in.size());
+    std::string out;
+    char buf[1 << 16];
+    do {
+      zs.next_out = reinterpret_cast<Bytef*>(buf);
+      zs.avail_out = sizeof buf;
+      REQUIRE(deflate(&zs, flush) != Z_STREAM_ERROR);
+      out.append(buf, sizeof buf - zs.avail_out);
+    } while (zs.avail_out == 0 || zs.avail_in != 0);
+    return out;
+  };
+  const std::string head = feed(zeros, Z_SYNC_FLUSH);  // zlib header + the first MiB
+  const std::string piece = feed(zeros, Z_SYNC_FLUSH);
+  REQUIRE(feed(zeros, Z_SYNC_FLUSH) == piece);          // the state repeats
+  std::string tail = feed(std::string(), Z_FINISH);     // the final block, then Adler-32 (of 3 MiB)
+  deflateEnd(&zs);
+  REQUIRE(tail.size() > 4);
+  tail.resize(tail.size() - 4);
+  const uLong adler_mib = adler32(adler32(0, nullptr, 0), reinterpret_cast<const Bytef*>(zeros.data()), mib);
+  uLong adler = adler32(0, nullptr, 0);
+  std::string out = head;
+  adler = adler32_combine(adler, adler_mib, mib);
+  for (std::size_t done = mib; done < n; done += mib) {
+    out += piece;
+    adler = adler32_combine(adler, adler_mib, mib);
+  }
+  out += tail;
+  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((adler >> shift) & 0xff);
+  return out;
+}
+
+/// Inflates a whole zlib stream through a small buffer; returns the bytes it produced
+/// (or -1 when it is not a complete, valid stream).
+std::int64_t inflated_size(const std::string& payload) {
+  z_stream zs{};
+  REQUIRE(inflateInit(&zs) == Z_OK);
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(payload.data()));
+  zs.avail_in = static_cast<uInt>(payload.size());
+  std::string buf(1u << 20, '\0');
+  std::int64_t total = 0;
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
+    rc = inflate(&zs, Z_NO_FLUSH);
+    total += static_cast<std::int64_t>(buf.size() - zs.avail_out);
+  }
+  inflateEnd(&zs);
+  return rc == Z_STREAM_END ? total : -1;
 }
 
 /// Encodes with `codec`, decodes with the shared decoder, returns (kind, payload).
@@ -358,6 +425,63 @@ TEST_CASE("a zlib bomb is refused without allocating beyond the declared size", 
     FAIL("decode_chunk accepted a zlib bomb");
   } catch (const error& e) {
     CHECK(e.code() == errc::corrupt);
+  }
+  CHECK(raw.capacity() <= declared + 64);
+}
+
+TEST_CASE("a 1 GiB zlib bomb claiming 4 MiB is refused after inflating at most 4 MiB", "[codec][zlib][hostile]") {
+  const std::size_t declared = 4u << 20;  // the largest chunk a node accepts
+  const std::size_t real = std::size_t{1} << 30;
+  const std::string bomb = zlib_bomb_of_zeros(real);
+  CAPTURE(bomb.size());
+  REQUIRE(bomb.size() < (real >> 9));  // more than 512:1
+
+  // It is real: zlib inflates it, whole, to 1 GiB.
+  REQUIRE(inflated_size(bomb) == static_cast<std::int64_t>(real));
+
+  // The decoder refuses it as a bomb, with a buffer of the declared size and nothing more.
+  std::string out, message;
+  errc code = errc::io;
+  {
+    alloc_probe probe;
+    try {
+      decode_payload(codec_kind::zlib, bytes_of(bomb), declared, out);
+    } catch (const error& e) {
+      code = e.code();
+      message = e.what();
+    }
+    alloc_probe_armed = false;
+    CAPTURE(alloc_probe_largest, alloc_probe_total);
+    if (MESHHUB_TEST_TRACK_ALLOCATIONS) {
+      CHECK(alloc_probe_largest <= declared + 1);
+      CHECK(alloc_probe_total <= declared + 64 * 1024);
+    }
+  }
+  CHECK(code == errc::corrupt);
+  CHECK_THAT(message, Catch::Contains("beyond") && Catch::Contains(std::to_string(declared)));
+  CHECK(out.capacity() <= declared + 64);
+  // Proof that it never reads past the bound: whatever follows the first 4 MiB's worth of
+  // compressed bytes — a truncated stream, garbage, a broken checksum — a full inflate
+  // would meet it, and the refusal still says "beyond" (4 MiB of zeros take ≈ 4 KiB here).
+  const std::size_t enough = 64 * 1024;  // covers far more than 4 MiB of output
+  REQUIRE(bomb.size() > 2 * enough);
+  std::string broken_checksum = bomb;
+  broken_checksum.back() = static_cast<char>(broken_checksum.back() ^ 0xff);
+  for (const std::string& variant : {bomb.substr(0, enough), bomb.substr(0, enough) + random_bytes(1u << 20, 5),
+                                     broken_checksum}) {
+    std::string why;
+    CHECK(decode_error(codec_kind::zlib, variant, declared, &why) == errc::corrupt);
+    CHECK_THAT(why, Catch::Contains("beyond"));
+  }
+
+  // Through decode_chunk, as the node calls it (declared size at the chunk size limit).
+  std::string raw;
+  try {
+    decode_chunk(codec_kind::zlib, bytes_of(bomb), static_cast<std::uint32_t>(declared), digest{}, raw, max_chunk_size);
+    FAIL("decode_chunk accepted a 1 GiB zlib bomb");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::corrupt);
+    CHECK_THAT(e.what(), Catch::Contains("beyond"));
   }
   CHECK(raw.capacity() <= declared + 64);
 }

@@ -1,8 +1,9 @@
 // Paths that cross the wire: the lexical rules (a hostile corpus, each case named, each
 // refusal naming its rule), session names and node ids, and then resolution against a real
 // tree with symlinks, hard links, FIFOs and devices planted in it — judged by a canary tree
-// OUTSIDE the workspace whose every file's SHA-256 must be unchanged after every case —
-// and finally a race that swaps a parent folder for a symlink while writes go through.
+// OUTSIDE the workspace whose every file's SHA-256 must be unchanged after every case.
+// test_hostile_paths.cpp runs the table of hostile operations under both resolvers and the
+// race that swaps a parent folder for a symlink while writes go through.
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,14 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <catch2/catch.hpp>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "meshhub/error.hpp"
@@ -244,7 +242,7 @@ struct tree {
   std::map<std::string, std::string> snapshot() const {
     std::map<std::string, std::string> out;
     for (auto it = fs::recursive_directory_iterator(base); it != fs::recursive_directory_iterator(); ++it) {
-      const auto rel = fs::relative(it->path(), base).string();
+      const auto rel = it->path().lexically_relative(base).string();  // fs::relative would follow links
       if (rel == "ws") {
         it.disable_recursion_pending();
         continue;
@@ -742,111 +740,4 @@ TEST_CASE("a path check_path accepts can be read back after it is written", "[pa
     }
   }
   t.check_canary();
-}
-
-// ======================================================================================
-// The race
-// ======================================================================================
-
-TEST_CASE("race: a parent swapped for a symlink while writes and reads go through", "[path][workspace][race]") {
-  tree t;
-  workspace ws(t.ws_root);
-  ws.write("race/d/secret.txt", "inside");
-  t.link(t.outside, "race/swap");
-  const int race_dir = ::open((t.ws_root / "race").c_str(), O_RDONLY | O_DIRECTORY);
-  REQUIRE(race_dir >= 0);
-  // Check the kernel and file system can swap atomically before racing.
-  if (::renameat2(race_dir, "d", race_dir, "swap", RENAME_EXCHANGE) != 0) {
-    ::close(race_dir);
-    WARN("renameat2(RENAME_EXCHANGE) unsupported here (" << std::strerror(errno) << "): race skipped");
-    return;
-  }
-  REQUIRE(::renameat2(race_dir, "d", race_dir, "swap", RENAME_EXCHANGE) == 0);
-
-  std::atomic<bool> stop{false};
-  std::atomic<long> swaps{0}, swap_failures{0};
-  std::thread swapper([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (::renameat2(race_dir, "d", race_dir, "swap", RENAME_EXCHANGE) == 0)
-        swaps.fetch_add(1, std::memory_order_relaxed);
-      else
-        swap_failures.fetch_add(1, std::memory_order_relaxed);
-    }
-  });
-
-  const auto started = std::chrono::steady_clock::now();
-  std::map<errc, long> write_errors;
-  long writes_ok = 0, reads_ok = 0, reads_refused = 0, walk_ok = 0, walk_refused = 0;
-  std::vector<std::string> leaked_reads;
-  try {
-    // 10,000 attempts; should the swapper's phase have starved every success (never seen:
-    // tens to hundreds succeed), keep going for up to 10 s more so both outcomes are judged.
-    for (long i = 0; i < 10000 || (writes_ok == 0 && std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
-         ++i) {
-      try {
-        ws.write("race/d/f", "inside " + std::to_string(i));
-        ++writes_ok;
-      } catch (const error& e) {
-        ++write_errors[e.code()];
-      }
-    }
-    for (int i = 0; i < 10000; ++i) {
-      try {
-        const auto got = ws.read("race/d/secret.txt");
-        if (got != "inside") leaked_reads.push_back(got.substr(0, 40));
-        ++reads_ok;
-      } catch (const error&) {
-        ++reads_refused;
-      }
-    }
-    // The create-walk path: a new folder each time, made beneath the swapped parent.
-    for (int i = 0; i < 1000; ++i) {
-      try {
-        ws.write("race/d/n" + std::to_string(i) + "/f", "walk");
-        ++walk_ok;
-      } catch (const error&) {
-        ++walk_refused;
-      }
-    }
-  } catch (...) {
-    stop = true;
-    swapper.join();
-    ::close(race_dir);
-    throw;
-  }
-  stop = true;
-  swapper.join();
-  ::close(race_dir);
-  const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-
-  long refused = 0;
-  for (auto& [code, n] : write_errors) refused += n;
-  INFO("swaps " << swaps << " (failed " << swap_failures << "), writes ok " << writes_ok << ", refused " << refused
-                << " (invalid_argument " << write_errors[errc::invalid_argument] << "), reads ok " << reads_ok
-                << ", refused " << reads_refused << ", walk ok " << walk_ok << ", refused " << walk_refused << ", "
-                << seconds << " s");
-  CHECK(swap_failures == 0);
-  CHECK(swaps > 100);
-  // Both outcomes happened: the race was really run, not won by one side.
-  CHECK(writes_ok > 0);
-  CHECK(refused > 0);
-  CHECK(reads_ok > 0);
-  CHECK(reads_refused > 0);
-  // Every refusal is a refusal, not an I/O failure or a "not found" that created something.
-  CHECK(write_errors[errc::invalid_argument] == refused);
-  CHECK(leaked_reads.empty());
-  CHECK(seconds < 30);
-
-  // Nothing escaped: the canary is byte-identical and nothing was created outside.
-  t.check_canary();
-  // The real folder holds what the writes made, under whichever name it has now, and no
-  // temp file was left behind by the refused or interrupted writes.
-  const fs::path real = is_symlink_no_follow(t.ws_root / "race/d") ? t.ws_root / "race/swap" : t.ws_root / "race/d";
-  REQUIRE(fs::is_directory(fs::symlink_status(real)));
-  const auto names = names_in_unchecked(real);
-  CHECK(std::none_of(names.begin(), names.end(), [](auto& n) { return n.starts_with(".meshhub"); }));
-  CHECK(std::count(names.begin(), names.end(), "f") == 1);
-  CHECK(read_file_unchecked(real / "f").starts_with("inside "));
-  CHECK(read_file_unchecked(real / "secret.txt") == "inside");
-  CHECK(static_cast<long>(names.size()) == 2 + walk_ok);
 }

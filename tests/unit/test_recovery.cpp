@@ -359,3 +359,55 @@ TEST_CASE("reconcile: 200 nodes reconnecting at once are reconciled", "[recovery
   CHECK(f.of(event_kind::delivery_failed).empty());  // nothing timed out
   WARN("200 reconnecting nodes reconciled (" << drifted << " repaired) in " << took.count() << " ms");
 }
+
+// ---- the symlink wave ----------------------------------------------------------------------
+
+TEST_CASE("recovery: a promotion whose records a crash lost is recorded at the next start and reaches the node as a link",
+          "[recovery][skills]") {
+  hub_options o;
+  o.skill_manifest.clear();  // promoted on request only, so the test decides when
+  durable_fixture f(o);
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1"});
+  auto& n1 = f.node("n1");
+  n1.connect();
+  f.hub->write("s", "skills/demo/SKILL.md", "# demo\n");
+  f.hub->write("s", "skills/demo/tool.py", "print(1)\n");
+  REQUIRE(eventually([&] { return f.holds(n1, "skills/demo/tool.py", "print(1)\n"); }));
+
+  arm_failpoint("skill_promoted");  // the library moved the folder; the hub "crashes" before its records
+  CHECK_THROWS(f.hub->promote_skill("s", "demo"));
+  CHECK_FALSE(f.hub->store().file("s", "skills/demo"));
+  f.restart();
+
+  // The store now says what the disk says: the link, the copies it replaced tombstoned, the
+  // library's files as versions of the library session.
+  const auto link = f.hub->store().file("s", "skills/demo");
+  REQUIRE(link);
+  CHECK(link->link == "demo");
+  CHECK(link->content == link_digest("demo"));
+  CHECK(f.hub->store().file("s", "skills/demo/tool.py")->deleted);
+  CHECK(f.hub->store().file(std::string(library_session), "demo/tool.py")->content == content_digest_of(std::string("print(1)\n")));
+  CHECK(f.hub->open_mirror("s", "skills/demo/tool.py").get() >= 0);  // read through the library
+
+  // The node comes back with the session's copy: it is replaced by the link, and its
+  // library holds the skill; reconciled again, it is in sync.
+  auto& again = f.node("n1");
+  again.connect();
+  const auto node_link = f.dir / "n1" / "s" / "skills" / "demo";
+  const auto node_library = f.dir / "n1" / ".meshhub" / "skills";
+  REQUIRE(eventually([&] {
+    return std::filesystem::is_symlink(node_link) && std::filesystem::exists(node_library / "demo" / "tool.py") &&
+           f.hub->store().pending_waves().empty();
+  }));
+  CHECK(std::filesystem::read_symlink(node_link) == "../../.meshhub/skills/demo");
+  CHECK(workspace(node_library).read("demo/tool.py") == "print(1)\n");
+  CHECK_FALSE(f.holds(again, "skills/demo/tool.py", "print(1)\n"));  // a workspace never reads through a link
+
+  // Its root digests count the link: the next hello finds the session and the library in sync.
+  f.nodes.clear();
+  f.node("n1").connect();
+  REQUIRE(eventually([&] { return f.of(event_kind::node_reconciled).size() == 4; }));
+  const auto reconciled = f.of(event_kind::node_reconciled);
+  for (auto it = reconciled.end() - 2; it != reconciled.end(); ++it) CHECK(it->detail.starts_with("in sync"));
+}

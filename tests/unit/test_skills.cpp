@@ -32,6 +32,7 @@
 
 #include "meshhub/failpoint.hpp"
 #include "meshhub/skill/aliases.hpp"
+#include "meshhub/skill/link.hpp"
 #include "support/fs.hpp"
 #include "support/child_process.hpp"
 #include "support/store_fixtures.hpp"
@@ -278,6 +279,30 @@ TEMPLATE_LIST_TEST_CASE("skills store: global skills list the sessions linking t
   CHECK(after[1].sessions == std::vector<std::string>{"s2", "s4"});
 }
 
+TEMPLATE_LIST_TEST_CASE("skills store: a link entry keeps its target; removing it ends the session's link", "[skills]",
+                        store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  for (const char* session : {"s1", "s2"}) {
+    s.create_session(session);
+    s.finish_skill_promotion(s.begin_skill_promotion(row(session, "demo", da, "demo")));
+    s.commit_change(change{session, "skills/demo", 0, link_digest("demo"), false, {}, {}, "demo"});
+  }
+  const auto rec = s.file("s1", "skills/demo");
+  REQUIRE(rec);
+  CHECK(rec->link == "demo");
+  CHECK(rec->content == link_digest("demo"));
+  CHECK(s.files("s1").at(0).link == "demo");
+
+  // Removing s1's link: s1 no longer links the skill, s2 still does; the tombstone has no target.
+  s.commit_change(change{"s1", "skills/demo", 0, {}, true, {}, {}, {}});
+  CHECK(s.file("s1", "skills/demo")->link.empty());
+  CHECK(s.global_skills().at(0).sessions == std::vector<std::string>{"s2"});
+  // A file at a path that was never a link leaves the links alone.
+  s.commit_change(change{"s2", "skills/other", 3, da, false, {}, {}, {}});
+  CHECK(s.global_skills().at(0).sessions == std::vector<std::string>{"s2"});
+}
+
 TEST_CASE("skills store: sqlite keeps the journal across a reopen and never reuses an id", "[skills]") {
   testing::temp_dir dir{"skills-store"};
   const auto file = (dir / "meshhub.db").string();
@@ -297,7 +322,7 @@ TEST_CASE("skills store: sqlite keeps the journal across a reopen and never reus
   CHECK(s.integrity_check() == "ok");
 }
 
-TEST_CASE("skills store: sqlite migrates a v2 database to v3 and keeps its rows", "[skills]") {
+TEST_CASE("skills store: sqlite migrates a v2 database to the current schema and keeps its rows", "[skills]") {
   testing::temp_dir dir{"skills-store"};
   const auto file = (dir / "meshhub.db").string();
   {
@@ -310,13 +335,13 @@ TEST_CASE("skills store: sqlite migrates a v2 database to v3 and keeps its rows"
     db.exec("INSERT INTO sessions VALUES ('old', 0)");
   }
   sqlite_store s(file);
-  CHECK(sqlite_store::schema_version == 3);
+  CHECK(sqlite_store::schema_version == 4);
   CHECK(s.session_exists("old"));
   CHECK(s.global_skills().empty());
   s.finish_skill_promotion(s.begin_skill_promotion(row("old", "demo", da, "demo")));
   CHECK(s.global_skills().size() == 1);
   CHECK(s.integrity_check() == "ok");
-  CHECK(sqlite_db(file).user_version() == 3);
+  CHECK(sqlite_db(file).user_version() == sqlite_store::schema_version);
 }
 
 TEST_CASE("skills store: stores opened at once on a fresh file all open and migrate it once", "[skills]") {

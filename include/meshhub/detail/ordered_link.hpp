@@ -3,7 +3,8 @@
 /// send to one link at once; this guard makes "a node never receives version v after
 /// v+1 of a path" hold on the wire itself: a begin or removal names the path's current
 /// version, and a chunk of any other version is dropped — under the same lock as its
-/// enqueue, so no chunk of v can slip in after the begin of v+1.
+/// enqueue, so no chunk of v can slip in after the begin of v+1. (A skill link is a version
+/// of its path like a begin or a removal.)
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,8 @@ class ordered_link final : public node_link {
       return announce(b->file, message);
     } else if (auto* r = std::get_if<file_remove>(&message)) {
       return announce(r->file, message);
+    } else if (auto* l = std::get_if<file_link>(&message)) {
+      return announce(l->file, message);
     }
     return inner_->try_send(std::move(message));
   }

@@ -79,6 +79,7 @@
 #include "meshhub/failpoint.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/store/records.hpp"
 #include "meshhub/workspace.hpp"
 
@@ -145,62 +146,6 @@ inline int rename_noreplace(int from_dir, const std::string& from, int to_dir, c
     return -1;
   }
   return ::renameat(from_dir, from.c_str(), to_dir, to.c_str());
-}
-
-/// Removes the folder `name` in `parent` and everything beneath it, following no symlink
-/// (a symlink inside is unlinked as itself). Absent is fine: recovery repeats removals.
-inline void remove_tree(int parent, const std::string& name) {
-  unique_fd dir(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dir) {
-    if (errno == ENOENT) return;
-    throw_errno("open '" + name + "' to remove it", errno);
-  }
-  std::vector<std::pair<std::string, bool>> entries;  // (name, is a folder)
-  {
-    const int copy = ::dup(dir.get());
-    DIR* d = copy >= 0 ? ::fdopendir(copy) : nullptr;
-    if (!d) {
-      if (copy >= 0) ::close(copy);
-      throw_errno("list '" + name + "' to remove it", errno);
-    }
-    while (auto* e = ::readdir(d)) {
-      const std::string_view n = e->d_name;
-      if (n == "." || n == "..") continue;
-      struct stat st {};
-      if (::fstatat(dir.get(), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      entries.emplace_back(std::string(n), S_ISDIR(st.st_mode));
-    }
-    ::closedir(d);
-  }
-  for (auto& [n, is_dir] : entries) {
-    if (is_dir) {
-      remove_tree(dir.get(), n);
-    } else if (::unlinkat(dir.get(), n.c_str(), 0) != 0 && errno != ENOENT) {
-      throw_errno("remove '" + name + "/" + n + "'", errno);
-    }
-  }
-  if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) throw_errno("remove '" + name + "'", errno);
-}
-
-/// What a name in a folder is, not following a symlink.
-enum class entry_kind { absent, folder, symlink, other };
-
-inline entry_kind entry_at(int dir, const std::string& name) {
-  struct stat st {};
-  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return entry_kind::absent;
-    throw_errno("stat '" + name + "'", errno);
-  }
-  if (S_ISDIR(st.st_mode)) return entry_kind::folder;
-  if (S_ISLNK(st.st_mode)) return entry_kind::symlink;
-  return entry_kind::other;
-}
-
-inline std::optional<std::string> link_text(int dir, const std::string& name) {
-  char buf[4096];
-  const ssize_t n = ::readlinkat(dir, name.c_str(), buf, sizeof buf);
-  if (n < 0 || static_cast<std::size_t>(n) >= sizeof buf) return std::nullopt;
-  return std::string(buf, static_cast<std::size_t>(n));
 }
 
 }  // namespace detail
@@ -387,13 +332,6 @@ class skill_library {
     bool exists = false;  ///< the library holds it already, with the same digest
   };
 
-  /// `<name>` or `<name>@<12 lowercase hex>`: the only folders skill `name` may use.
-  static bool is_global_name_of(std::string_view name, std::string_view global) {
-    if (global == name) return true;
-    return global.size() == name.size() + 13 && global.starts_with(name) && global[name.size()] == '@' &&
-           global.find_first_not_of("0123456789abcdef", name.size() + 1) == std::string_view::npos;
-  }
-
   static std::string skill_rel(const std::string& session, const std::string& name) {
     return "sessions/" + session + "/skills/" + name;
   }
@@ -424,7 +362,7 @@ class skill_library {
     const std::string prefix = link_target("");
     if (!text || !text->starts_with(prefix)) return std::nullopt;
     const std::string global = text->substr(prefix.size());
-    if (!is_global_name_of(name, global)) return std::nullopt;
+    if (!is_global_skill_name(name, global)) return std::nullopt;
     if (detail::entry_at(skills_.get(), global) != detail::entry_kind::folder) return std::nullopt;
     return global;
   }
@@ -569,7 +507,7 @@ class skill_library {
       }
       return recovery_outcome{p, std::move(detail)};
     };
-    if (!name_problem(p.session).empty() || !name_problem(p.name, "skill name").empty() || !is_global_name_of(p.name, p.global_name))
+    if (!name_problem(p.session).empty() || !name_problem(p.name, "skill name").empty() || !is_global_skill_name(p.name, p.global_name))
       return ended(false, "rolled back: not a promotion this library journals (its names are refused)");
 
     auto sk = session_skills(p.session, false);

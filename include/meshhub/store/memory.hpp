@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "meshhub/concepts.hpp"
+#include "meshhub/skill/link.hpp"
 #include "meshhub/store/records.hpp"
 
 namespace meshhub {
@@ -118,7 +119,9 @@ class memory_store {
     std::lock_guard g(mu_);
     auto& s = sessions_[c.session];
     auto& f = s.files[c.path];
-    f = {c.path, f.version + 1, c.size, c.content, c.deleted};
+    if (!f.link.empty() && (c.deleted || c.link.empty()))  // the link is gone: so is the session's use of the skill
+      if (auto name = skill_link_name(c.path)) skill_links_.erase({c.session, *name});
+    f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link};
     change_record r{f.version, ++last_wave_, {}};
     auto pending = s.members;
     pending.erase(c.origin);

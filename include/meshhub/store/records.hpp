@@ -17,6 +17,9 @@ struct file_record {
   std::uint64_t size = 0;
   digest content{};
   bool deleted = false;
+  /// A promoted skill's link (`skills/<name>` → this global skill, meshhub/skill/link.hpp):
+  /// size 0, content `link_digest(link)`. Empty for a file or a removal.
+  std::string link;
 };
 
 /// A session and its members.
@@ -39,6 +42,9 @@ struct change {
   std::string staged;
   /// The node the change came from: it holds the version already, so the wave skips it.
   std::string origin;
+  /// See `file_record::link`. Removing a link entry also ends the session's link to the
+  /// skill (the store forgets it in the same transaction).
+  std::string link;
 };
 
 /// One journaled wave: a change and the members that do not hold it yet.

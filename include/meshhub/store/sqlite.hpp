@@ -26,7 +26,7 @@ class sqlite_store {
   explicit sqlite_store(const std::string& file) : db_(file) { migrate(); }
 
   /// Schema version this code writes (PRAGMA user_version).
-  static constexpr int schema_version = 3;
+  static constexpr int schema_version = 4;
 
   /// The migrations: step v brings a database from version v to v + 1.
   static constexpr const char* schema_steps[] = {
@@ -73,6 +73,10 @@ class sqlite_store {
                                global_name TEXT NOT NULL REFERENCES skills(global_name),
                                linked_ms INTEGER NOT NULL, PRIMARY KEY(session, name));
       CREATE INDEX skill_links_by_global ON skill_links(global_name);
+      )sql",
+      // v4: the symlink wave (meshhub/skill/link.hpp) — a path can be a promoted skill's link.
+      R"sql(
+      ALTER TABLE files ADD COLUMN link TEXT NOT NULL DEFAULT '';
       )sql",
   };
   static_assert(std::size(schema_steps) == static_cast<std::size_t>(schema_version));
@@ -135,7 +139,7 @@ class sqlite_store {
 
   [[nodiscard]] std::optional<file_record> file(std::string_view session, std::string_view path) const {
     guard g(db_);
-    auto& q = stmt("SELECT path, version, size, digest, deleted FROM files WHERE session = ? AND path = ?").bind(session, path);
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? AND path = ?").bind(session, path);
     if (!q.step()) return std::nullopt;
     return read_file(q);
   }
@@ -143,7 +147,7 @@ class sqlite_store {
   [[nodiscard]] std::vector<file_record> files(std::string_view session) const {
     guard g(db_);
     std::vector<file_record> out;
-    auto& q = stmt("SELECT path, version, size, digest, deleted FROM files WHERE session = ? ORDER BY path").bind(session);
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? ORDER BY path").bind(session);
     while (q.step()) out.push_back(read_file(q));
     return out;
   }
@@ -154,13 +158,17 @@ class sqlite_store {
   change_record commit_change(const change& c) {
     return db_.transaction([&] {
       change_record r;
-      auto& cur = stmt("SELECT version FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
-      r.version = cur.step() ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
-      stmt("INSERT INTO files(session, path, version, size, digest, deleted) VALUES (?, ?, ?, ?, ?, ?)"
+      auto& cur = stmt("SELECT version, link FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
+      const bool exists = cur.step();
+      r.version = exists ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
+      const std::string was_link = exists ? cur.text(1) : std::string();
+      stmt("INSERT INTO files(session, path, version, size, digest, deleted, link) VALUES (?, ?, ?, ?, ?, ?, ?)"
            " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
-           " digest = excluded.digest, deleted = excluded.deleted")
-          .bind(c.session, c.path, r.version, c.size, c.content, c.deleted)
+           " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link")
+          .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link)
           .run();
+      if (!was_link.empty() && (c.deleted || c.link.empty()))  // the link is gone: so is the session's use of the skill
+        stmt("DELETE FROM skill_links WHERE session = ? AND 'skills/' || name = ?").bind(c.session, c.path).run();
       stmt("INSERT INTO waves(session, path, version, digest, deleted, created_ms, staged, published)"
            " VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
           .bind(c.session, c.path, r.version, c.content, c.deleted, now_ms(), c.staged)
@@ -346,7 +354,7 @@ class sqlite_store {
 
   static file_record read_file(detail::sqlite_statement& q) {
     return {q.text(0), static_cast<std::uint64_t>(q.integer(1)), static_cast<std::uint64_t>(q.integer(2)), q.blob_digest(3),
-            q.integer(4) != 0};
+            q.integer(4) != 0, q.text(5)};
   }
 
   std::vector<wave_record> waves_where(const std::string& condition) const {

@@ -35,6 +35,13 @@ struct file_remove {
   file_version file;
 };
 
+/// Makes `file.path` (`skills/<name>`) a link to the global skill `target`: the symlink
+/// wave of a promotion (meshhub/skill/link.hpp). Acknowledged like a file.
+struct file_link {
+  file_version file;
+  std::string target;
+};
+
 /// The memberships a node has, sent once it is accepted.
 struct welcome {
   std::vector<std::string> sessions;
@@ -76,7 +83,7 @@ class chunk_message {
 using chunk_ptr = std::shared_ptr<const chunk_message>;
 
 /// Everything the hub sends to a node.
-using outbound_message = std::variant<welcome, file_begin, chunk_ptr, file_remove, node_command>;
+using outbound_message = std::variant<welcome, file_begin, chunk_ptr, file_remove, file_link, node_command>;
 
 /// What a node says (mirrors `meshhub.v1.NodeMessage` after the hello).
 struct chunk_ack {
