@@ -254,11 +254,11 @@ class basic_hub {
     auto lock = session_lock(std::string(session_name));
     std::lock_guard g(*lock);
     auto r = skills_.promote(session_name, name);
-    MESHHUB_FAILPOINT("skill_promoted");  // the library is done, the store's files and the waves not yet
-    publish_skill(std::string(session_name), std::string(name), r.global_name);
     emit(r.kind == promotion_kind::conflict ? event_kind::skill_conflict : event_kind::skill_promoted, session_name, {},
          "skills/" + std::string(name), 0,
          std::string(to_string(r.kind)) + " as global skill '" + r.global_name + "'" + (r.detail.empty() ? "" : ": " + r.detail));
+    MESHHUB_FAILPOINT("skill_promoted");  // the library is done, the store's files and the waves not yet
+    publish_skill(std::string(session_name), std::string(name), r.global_name);
     return r;
   }
 
