@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "common/grpc_config.hpp"
+#include "common/link_security.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 
 namespace {
@@ -239,10 +240,14 @@ void wait_until(fleet& f, const std::string& what, F done) {
 /// Each role gets its own channel *and* its own TCP connection (a local subchannel pool),
 /// as separate CLI invocations would: the push's bytes never queue ahead of an `ls` in
 /// this client's HTTP/2 connection.
-std::shared_ptr<grpc::Channel> dial(const std::string& address) {
+/// Plaintext on loopback with the hub's first client token (read once the hub is up).
+std::shared_ptr<grpc::Channel> dial(const std::string& address, const std::string& token) {
   auto args = meshhub::programs::channel_arguments();
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  meshhub::programs::client_security security;
+  security.insecure_loopback = true;
+  security.token = token;
+  return meshhub::programs::secure_channel(address, security, args);
 }
 
 void set_deadline(grpc::ClientContext& ctx, std::chrono::seconds after) {
@@ -538,7 +543,8 @@ void BM_control_plane_ls(benchmark::State& state) {
 
     // A fresh hub on an ephemeral port, and its nodes.
     std::vector<std::string> hub_args{"--listen", "127.0.0.1:0", "--data-dir", (world.dir() / "hub").string(),
-                                      "--ready-file", (world.dir() / "ready").string(), "--log-level", "warn"};
+                                      "--ready-file", (world.dir() / "ready").string(), "--log-level", "warn",
+                                      "--insecure-loopback"};
     if (opts.io_threads) hub_args.insert(hub_args.end(), {"--io-threads", std::to_string(opts.io_threads)});
     world.spawn("server", opts.bin / "meshhub-server", hub_args);
     std::string address;
@@ -547,13 +553,23 @@ void BM_control_plane_ls(benchmark::State& state) {
       address = read_ready(world.dir() / "ready");
       return address.starts_with("127.0.0.1:") && address.size() > 10;
     });
-    for (std::size_t n = 1; n <= opts.nodes; ++n)
-      world.spawn("node-" + std::to_string(n), opts.bin / "meshhub-node",
-                  {"--hub", address, "--id", "node-" + std::to_string(n), "--workspace",
-                   (world.dir() / ("node-" + std::to_string(n))).string(), "--log-level", "warn"},
+    const std::string token = meshhub::programs::read_token_file((world.dir() / "hub" / "admin.token").string());
+    auto control = v1::Assistant::NewStub(dial(address, token));
+    for (std::size_t n = 1; n <= opts.nodes; ++n) {
+      const std::string id = "node-" + std::to_string(n);
+      grpc::ClientContext ctx;
+      set_deadline(ctx, 30s);
+      v1::IssueTokenRequest req;
+      req.set_kind(v1::IssueTokenRequest::NODE);
+      req.set_name(id);
+      v1::IssueTokenReply reply;
+      require(control->IssueToken(&ctx, req, &reply), "IssueToken");
+      world.spawn(id, opts.bin / "meshhub-node",
+                  {"--hub", address, "--id", id, "--workspace", (world.dir() / id).string(), "--log-level", "warn",
+                   "--insecure-loopback", "--token", reply.token()},
                   opts.node_nice);
+    }
 
-    auto control = v1::Assistant::NewStub(dial(address));
     wait_until(world, std::to_string(opts.nodes) + " connected nodes", [&] {
       grpc::ClientContext ctx;
       set_deadline(ctx, 5s);
@@ -562,7 +578,7 @@ void BM_control_plane_ls(benchmark::State& state) {
       return static_cast<std::size_t>(std::count_if(reply.nodes().begin(), reply.nodes().end(),
                                                     [](auto& n) { return n.connected(); })) >= opts.nodes;
     });
-    event_watch events(dial(address), big_path);
+    event_watch events(dial(address, token), big_path);
     {
       grpc::ClientContext ctx;
       set_deadline(ctx, 30s);
@@ -620,7 +636,7 @@ void BM_control_plane_ls(benchmark::State& state) {
       return true;
     });
 
-    prober idle(dial(address), session), load(dial(address), session);
+    prober idle(dial(address, token), session), load(dial(address, token), session);
     for (int i = 0; i < 20; ++i) idle.one_list();  // warm-up: connection, caches
     idle.list = {};
 
@@ -630,7 +646,7 @@ void BM_control_plane_ls(benchmark::State& state) {
       world.check_alive();
 
       // Phase 2: the same calls while another connection pushes the big file.
-      auto push_channel = dial(address);
+      auto push_channel = dial(address, token);
       auto push_stub = v1::Assistant::NewStub(push_channel);
       grpc::ClientContext push_ctx;
       push_ctx.set_deadline(std::chrono::system_clock::now() + opts.timeout);

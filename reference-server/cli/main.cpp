@@ -6,12 +6,14 @@
 #include "cli/progress.hpp"
 #include "cli/text.hpp"
 #include "common/grpc_config.hpp"
+#include "common/link_security.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 
 #include <grpcpp/grpcpp.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -60,6 +63,9 @@ struct options {
   std::string wait;
   bool json = false;
   bool replay = false;
+  programs::client_security security;  ///< TLS or loopback plaintext, and our token
+  std::string token_file;
+  std::string out_file;  ///< node add / client add: where the new token goes ("" = stdout)
 
   bool wait_all() const { return wait == "all"; }
 };
@@ -333,6 +339,37 @@ int run_session_ls(const invocation& call) {
 // ---------------------------------------------------------------------------------------
 // skill promote | ls: the global skill library
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// node add | client add: tokens
+// ---------------------------------------------------------------------------------------
+
+/// Prints the new token once (or writes it, mode 0600, to --out): the hub keeps only its hash.
+int run_issue_token(const invocation& call, v1::IssueTokenRequest::Kind kind) {
+  v1::IssueTokenRequest request;
+  request.set_kind(kind);
+  request.set_name(call.opts.session);
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  v1::IssueTokenReply reply;
+  const auto status = call.hub.IssueToken(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, true);
+  if (!call.opts.out_file.empty()) {
+    const int fd = ::open(call.opts.out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const std::string line = reply.token() + "\n";
+    const bool ok = fd >= 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    if (fd >= 0) ::close(fd);
+    if (!ok) {
+      std::fprintf(stderr, "meshhub %s: cannot write %s: %s\n", call.command.c_str(), call.opts.out_file.c_str(), std::strerror(errno));
+      return 1;
+    }
+  } else if (call.opts.json) {
+    print_json({{"name", call.opts.session}, {"token", reply.token()}});
+  } else {
+    std::printf("%s\n", reply.token().c_str());
+  }
+  return 0;
+}
 
 int run_skill_promote(const invocation& call) {
   v1::PromoteSkillRequest request;
@@ -771,6 +808,13 @@ void add_global_options(CLI::App& app, options& opts) {
       ->envname("MESHHUB_TIMEOUT")
       ->check(CLI::Range(1, 4'000'000))
       ->capture_default_str();
+  app.add_option("--token", opts.security.token, "this client's token (see `meshhub client add`)")->envname("MESHHUB_TOKEN");
+  app.add_option("--token-file", opts.token_file, "read the token from this file")->envname("MESHHUB_TOKEN_FILE");
+  app.add_option("--tls-ca", opts.security.tls_ca, "PEM CA that signed the hub's certificate (default: the system's roots)")
+      ->envname("MESHHUB_TLS_CA");
+  app.add_flag("--insecure-loopback", opts.security.insecure_loopback,
+               "plaintext to a hub on a loopback address (tests, demos)")
+      ->envname("MESHHUB_INSECURE_LOOPBACK");
 }
 
 void add_wait_option(CLI::App& sub, options& opts) {
@@ -822,6 +866,19 @@ void add_skill_commands(CLI::App& app, options& opts, std::vector<command>& comm
   auto* list = skill->add_subcommand("ls", "list global skills and the sessions linking each");
   add_json_flag(*list, opts);
   commands.push_back({list, "skill ls", run_skill_ls});
+}
+
+void add_token_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
+  for (auto [what, kind, help] : {std::tuple{"node", v1::IssueTokenRequest::NODE, "issue a node's token (meshhub-node --token-file)"},
+                                  std::tuple{"client", v1::IssueTokenRequest::CLIENT, "issue an assistant client's token"}}) {
+    auto* group = app.add_subcommand(what, std::string(what) + " credentials");
+    group->require_subcommand(1);
+    auto* add = group->add_subcommand("add", std::string(help) + ", replacing any earlier one; shown once");
+    add->add_option("NAME", opts.session, std::string(what) + " name")->required();
+    add->add_option("--out", opts.out_file, "write the token to this file (mode 0600) instead of stdout");
+    add_json_flag(*add, opts);
+    commands.push_back({add, std::string(what) + " add", [kind](const invocation& call) { return run_issue_token(call, kind); }});
+  }
 }
 
 void add_change_commands(CLI::App& app, options& opts, std::vector<command>& commands) {
@@ -879,12 +936,14 @@ std::vector<command> define_command_line(CLI::App& app, options& opts) {
   // work after the subcommand too ("meshhub ls s1 --hub h:7420").
   app.fallthrough();
   app.require_subcommand(1);
-  app.footer("Environment: MESHHUB_HUB sets --hub, MESHHUB_TIMEOUT sets --timeout.\n"
+  app.footer("Environment: MESHHUB_HUB sets --hub, MESHHUB_TIMEOUT sets --timeout, MESHHUB_TOKEN(_FILE) the token,\n"
+             "MESHHUB_TLS_CA the hub's CA, MESHHUB_INSECURE_LOOPBACK=1 plaintext to a loopback hub.\n"
              "Exit status: 0 ok, 1 failure, 2 usage error.");
   add_global_options(app, opts);
   std::vector<command> commands;
   add_session_commands(app, opts, commands);
   add_skill_commands(app, opts, commands);
+  add_token_commands(app, opts, commands);
   add_change_commands(app, opts, commands);
   add_read_commands(app, opts, commands);
   return commands;
@@ -911,7 +970,15 @@ int run(int argc, char** argv) {
     std::fputs(app.help().c_str(), stderr);
     return 2;
   }
-  const auto stub = v1::Assistant::NewStub(programs::dial(opts.hub));
+  std::shared_ptr<grpc::Channel> channel;
+  try {
+    if (opts.security.token.empty() && !opts.token_file.empty()) opts.security.token = programs::read_token_file(opts.token_file);
+    channel = programs::secure_channel(opts.hub, opts.security, programs::channel_arguments());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "meshhub %s: %s\n", chosen->name.c_str(), e.what());
+    return 2;
+  }
+  const auto stub = v1::Assistant::NewStub(channel);
   return chosen->run(invocation{opts, *stub, chosen->name});
 }
 

@@ -41,8 +41,5 @@ inline void configure_server(grpc::ServerBuilder& builder) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
 }
 
-inline std::shared_ptr<grpc::Channel> dial(const std::string& target) {
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), channel_arguments());
-}
 
 }  // namespace meshhub::programs

@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "common/grpc_config.hpp"
+#include "common/link_security.hpp"
 #include "meshhub/chunk.hpp"
 #include "meshhub/codec/kind.hpp"
 #include "meshhub/digest.hpp"
@@ -326,7 +327,8 @@ class agent {
   std::shared_ptr<grpc::Channel> dial() const {
     auto args = programs::channel_arguments();
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return grpc::CreateCustomChannel(opts_.hub, grpc::InsecureChannelCredentials(), args);
+    return programs::secure_channel(opts_.hub, {opts_.insecure_loopback, opts_.tls_ca, opts_.tls_cert, opts_.tls_key, opts_.token},
+                                    args);
   }
 
   /// One stream's life: survey every session folder and upload its offline changes, Hello

@@ -23,6 +23,11 @@ struct node_options {
   /// Watch the session folders and upload local changes (true), or be a replica that never
   /// uploads and leaves local differences for the hub to repair as drift (false).
   bool watch = true;
+  // How the link to the hub is secured (docs/security.md).
+  bool insecure_loopback = false;  ///< plaintext, to a loopback hub only
+  std::string tls_ca;              ///< PEM CA of the hub's certificate ("" = the system's roots)
+  std::string tls_cert, tls_key;   ///< this node's certificate (mTLS: its CN is the node id)
+  std::string token;               ///< this node's token (`meshhub node add ID`)
 };
 
 /// Runs the agent until SIGTERM or SIGINT (exit status 0); returns 1 when the workspace

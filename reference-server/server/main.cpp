@@ -27,6 +27,13 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_DISPATCH_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
+  app.add_option("--tls-cert", config.tls_cert, "PEM certificate the hub serves TLS with")->envname("MESHHUB_TLS_CERT");
+  app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_TLS_KEY");
+  app.add_option("--tls-client-ca", config.tls_client_ca,
+                 "PEM CA whose certificates identify nodes (mutual TLS; the certificate's CN is the node id)")
+      ->envname("MESHHUB_TLS_CLIENT_CA");
+  app.add_flag("--insecure-loopback", config.insecure_loopback,
+               "serve plaintext, on a loopback address only (tests, demos); tokens are still required");
   app.add_option("--test-corrupt-chunks", config.test_corrupt_chunks,
                  "TEST AID: corrupt the payload of the first N chunks sent (nodes must refuse them)");
   CLI11_PARSE(app, argc, argv);

@@ -2,7 +2,13 @@
 /// Reactors never block — every call that may touch disk, the store or a lock is posted to
 /// the hub's executor, and a reactor continues (next read, next write, Finish) from there.
 /// This is the only translation unit of meshhub-server that includes gRPC headers.
+#include <grpc/grpc_security_constants.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/auth_metadata_processor.h>
+#include <grpcpp/security/server_credentials.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -14,9 +20,11 @@
 #include <optional>
 
 #include "common/grpc_config.hpp"
+#include "common/link_security.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
 #include "server/convert.hpp"
+#include "server/credentials.hpp"
 #include "server/server.hpp"
 #include "server/server_hub.hpp"
 
@@ -37,6 +45,75 @@ grpc::Status guarded(F&& body) {
     return {grpc::StatusCode::INTERNAL, e.what()};
   }
 }
+
+// ---- who is calling (docs/security.md) -----------------------------------------------------
+
+/// The token of an `authorization: Bearer <token>` value.
+std::optional<std::string_view> bearer_token(std::string_view value) {
+  constexpr std::string_view scheme = "Bearer ";
+  if (!value.starts_with(scheme)) return std::nullopt;
+  return value.substr(scheme.size());
+}
+
+/// Runs before any handler: a call with neither a token the hub issued nor a client
+/// certificate its CA verified (mTLS) is refused UNAUTHENTICATED, and nothing of it reaches
+/// the hub. (Which calls a caller may make is the handlers' business: `caller_of`.)
+class token_checker final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit token_checker(const credential_store& credentials) : credentials_(credentials) {}
+  bool IsBlocking() const override { return false; }  // a map lookup
+
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context, OutputMetadata*, OutputMetadata*) override {
+    if (auto it = metadata.find(std::string(token_metadata_key)); it != metadata.end()) {
+      const auto token = bearer_token(std::string_view(it->second.data(), it->second.size()));
+      if (token && credentials_.find(*token)) return grpc::Status::OK;
+      return {grpc::StatusCode::UNAUTHENTICATED, "the token is not one this hub issued (or it was replaced)"};
+    }
+    if (context && !context->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME).empty()) return grpc::Status::OK;
+    return {grpc::StatusCode::UNAUTHENTICATED, "every call needs a token (--token, --token-file) or a client certificate"};
+  }
+
+ private:
+  const credential_store& credentials_;
+};
+
+/// Who is calling: the owner of its token, or the node its verified certificate names
+/// (common name = node id). Both present and naming different callers → refused.
+std::variant<principal, grpc::Status> caller_of(const grpc::ServerContextBase& ctx, const credential_store& credentials) {
+  std::optional<principal> by_token, by_certificate;
+  const auto& metadata = ctx.client_metadata();
+  if (auto it = metadata.find(std::string(token_metadata_key)); it != metadata.end())
+    if (auto token = bearer_token(std::string_view(it->second.data(), it->second.size()))) by_token = credentials.find(*token);
+  if (auto auth = ctx.auth_context())
+    if (auto cn = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME); !cn.empty())
+      by_certificate = principal{principal::kind::node, std::string(cn.front().data(), cn.front().size())};
+  if (by_token && by_certificate && *by_token != *by_certificate)
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the token belongs to " + std::string(to_string(by_token->what)) +
+                                                                " '" + by_token->name + "', the certificate to node '" +
+                                                                by_certificate->name + "'");
+  if (by_token) return *by_token;
+  if (by_certificate) return *by_certificate;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no token and no client certificate");
+}
+
+/// An assistant client, or the reason this caller is not one.
+grpc::Status require_client(const grpc::ServerContextBase& ctx, const credential_store& credentials) {
+  auto who = caller_of(ctx, credentials);
+  if (auto* status = std::get_if<grpc::Status>(&who)) return *status;
+  const auto& p = std::get<principal>(who);
+  if (p.what != principal::kind::client)
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "node '" + p.name + "' may only send its own changes (Push/Remove with its id as origin); this call is for clients"};
+  return grpc::Status::OK;
+}
+
+/// A streaming call refused before it starts.
+template <class Reactor>
+class refused_call final : public Reactor {
+ public:
+  explicit refused_call(grpc::Status status) { this->Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
 
 // ---- the node link ------------------------------------------------------------------------
 
@@ -154,10 +231,17 @@ class grpc_node_link final : public node_link {
 
 class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Connect<v1::NodeLink::Service> {
  public:
-  explicit node_link_service(server_hub& hub) : hub_(hub) {}
+  node_link_service(server_hub& hub, const credential_store& credentials) : hub_(hub), credentials_(credentials) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(grpc::CallbackServerContext* context) override {
-    return new connection(hub_, context->peer());
+    auto who = caller_of(*context, credentials_);
+    if (auto* status = std::get_if<grpc::Status>(&who))
+      return new refused_call<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(*status);
+    const auto& p = std::get<principal>(who);
+    if (p.what != principal::kind::node)
+      return new refused_call<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(
+          {grpc::StatusCode::PERMISSION_DENIED, "client '" + p.name + "' cannot open a node link: that needs a node's token or certificate"});
+    return new connection(hub_, context->peer(), p.name);
   }
 
  private:
@@ -166,7 +250,8 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
   /// order and lets a flood from one node wait on itself.
   class connection final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
    public:
-    connection(server_hub& hub, std::string peer) : hub_(hub), peer_(std::move(peer)) {
+    connection(server_hub& hub, std::string peer, std::string authenticated)
+        : hub_(hub), peer_(std::move(peer)), authenticated_(std::move(authenticated)) {
       link_ = std::make_shared<grpc_node_link>(this, hub_.options().queue_chunks, [this, &hub] {
         // Called from write_done, while the reactor is alive; the hub copies what it needs.
         hub.post([&hub, node = node_id_] {
@@ -184,6 +269,9 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
       if (node_id_.empty()) {
         if (!message.has_hello()) return finish({grpc::StatusCode::FAILED_PRECONDITION, "the first message must be Hello"});
         auto h = from_proto(message.hello());
+        if (h.node_id != authenticated_)  // a node cannot pose as another
+          return finish({grpc::StatusCode::PERMISSION_DENIED,
+                         "the credentials of node '" + authenticated_ + "' cannot say hello as '" + h.node_id + "'"});
         hub_.post([this, h = std::move(h)] {
           // Named before attach: attach queues the welcome, and the link's drain callback
           // (on a gRPC thread, ordered after that queueing by the link's mutex) reads it.
@@ -227,19 +315,21 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
 
     server_hub& hub_;
     std::string peer_;
+    const std::string authenticated_;  ///< the node its token or certificate names
     std::string node_id_;  ///< set once the hello is accepted; only the reactor's own path writes it
     std::shared_ptr<grpc_node_link> link_;
     grpc::ByteBuffer in_;
   };
 
   server_hub& hub_;
+  const credential_store& credentials_;
 };
 
 // ---- the assistant API ---------------------------------------------------------------------
 
 class assistant_service final : public v1::Assistant::CallbackService {
  public:
-  explicit assistant_service(server_hub& hub) : hub_(hub) {}
+  assistant_service(server_hub& hub, credential_store& credentials) : hub_(hub), credentials_(credentials) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx, const v1::SessionRequest* req,
                                           v1::SessionReply* reply) override {
@@ -270,6 +360,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
   grpc::ServerUnaryReactor* PromoteSkill(grpc::CallbackServerContext* ctx, const v1::PromoteSkillRequest* req,
                                          v1::PromoteSkillReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post([=, this] {  // moves folders and fsyncs: bulk work, not the control lane
       reactor->Finish(guarded([&] {
         const auto r = hub_.promote_skill(req->session(), req->name());
@@ -300,6 +391,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
 
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const v1::ListRequest* req, v1::ListReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post_control([=, this] {
       reply->set_session(req->session());
       if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path())); }));
@@ -315,8 +407,17 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* IssueToken(grpc::CallbackServerContext* ctx, const v1::IssueTokenRequest* req,
+                                       v1::IssueTokenReply* reply) override {
+    return unary(ctx, [=, this] {
+      reply->set_token(credentials_.issue({req->kind() == v1::IssueTokenRequest::NODE ? principal::kind::node : principal::kind::client,
+                                           req->name()}));
+    });
+  }
+
   grpc::ServerUnaryReactor* Remove(grpc::CallbackServerContext* ctx, const v1::RemoveRequest* req, v1::WriteReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
+    if (auto status = may_change(*ctx, req->origin_node()); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post([=, this] {
       std::optional<write_result> result;
       auto status = guarded([&] { result = hub_.remove(req->session(), req->path(), origin_of(*req)); });
@@ -330,11 +431,13 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return new push_reactor(*this, ctx, reply);
   }
 
-  grpc::ServerWriteReactor<v1::CatReply>* Cat(grpc::CallbackServerContext*, const v1::CatRequest* req) override {
+  grpc::ServerWriteReactor<v1::CatReply>* Cat(grpc::CallbackServerContext* ctx, const v1::CatRequest* req) override {
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return new refused_call<grpc::ServerWriteReactor<v1::CatReply>>(status);
     return new cat_reactor(hub_, *req);
   }
 
-  grpc::ServerWriteReactor<v1::Event>* Events(grpc::CallbackServerContext*, const v1::EventsRequest* req) override {
+  grpc::ServerWriteReactor<v1::Event>* Events(grpc::CallbackServerContext* ctx, const v1::EventsRequest* req) override {
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return new refused_call<grpc::ServerWriteReactor<v1::Event>>(status);
     return new events_reactor(hub_, req->replay());
   }
 
@@ -347,11 +450,27 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return change_origin{r.origin_node(), r.base_version()};
   }
 
-  /// Every unary control call: run `body` on the hub's control lane, then finish with its
-  /// status. (Uploads, commits and waves run on the bulk executor and never delay it.)
+  /// A change (Push, Remove) may come from a client, or from a node as its own change:
+  /// `origin_node` must then be the node its credentials name — a node cannot pose as another.
+  grpc::Status may_change(const grpc::ServerContextBase& ctx, const std::string& origin_node) const {
+    auto who = caller_of(ctx, credentials_);
+    if (auto* status = std::get_if<grpc::Status>(&who)) return *status;
+    const auto& p = std::get<principal>(who);
+    if (p.what == principal::kind::client && origin_node.empty()) return grpc::Status::OK;
+    if (p.what == principal::kind::node && origin_node == p.name) return grpc::Status::OK;
+    if (p.what == principal::kind::client)
+      return {grpc::StatusCode::PERMISSION_DENIED, "client '" + p.name + "' cannot send a change as node '" + origin_node + "'"};
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "node '" + p.name + "' may only send its own changes" + (origin_node.empty() ? "" : ", not node '" + origin_node + "''s")};
+  }
+
+  /// Every unary control call, clients only: run `body` on the hub's control lane, then
+  /// finish with its status. (Uploads, commits and waves run on the bulk executor and never
+  /// delay it.)
   template <class F>
   grpc::ServerUnaryReactor* unary(grpc::CallbackServerContext* ctx, F body) {
     auto* reactor = ctx->DefaultReactor();
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post_control([reactor, body = std::move(body)] { reactor->Finish(guarded(body)); });
     return reactor;
   }
@@ -397,6 +516,9 @@ class assistant_service final : public v1::Assistant::CallbackService {
       if (request.has_header()) {
         if (upload_) throw error(errc::invalid_argument, "push: a second header");
         header_ = request.header();
+        if (auto status = service_.may_change(*ctx_, header_.origin_node()); !status.ok())
+          throw error(status.error_code() == grpc::StatusCode::UNAUTHENTICATED ? errc::unauthenticated : errc::permission_denied,
+                      status.error_message());
         upload_.emplace(hub_.begin_upload(header_.session(), header_.path()));
         return;
       }
@@ -588,7 +710,53 @@ class assistant_service final : public v1::Assistant::CallbackService {
   };
 
   server_hub& hub_;
+  credential_store& credentials_;
 };
+
+/// TLS (with client certificates verified against --tls-client-ca when given), or on a
+/// loopback address only, plaintext (gRPC's local credentials: they refuse non-loopback
+/// peers by construction). Every call then passes the token checker.
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const server_config& config, const credential_store& credentials) {
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!config.tls_cert.empty() || !config.tls_key.empty()) {
+    if (config.tls_cert.empty() || config.tls_key.empty()) throw error(errc::invalid_argument, "--tls-cert and --tls-key go together");
+    grpc::SslServerCredentialsOptions o(config.tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                                     : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    o.pem_key_cert_pairs.push_back({read_secret_file(config.tls_key, "private key (--tls-key)"),
+                                    read_secret_file(config.tls_cert, "certificate (--tls-cert)")});
+    if (!config.tls_client_ca.empty()) o.pem_root_certs = read_secret_file(config.tls_client_ca, "client CA (--tls-client-ca)");
+    creds = grpc::SslServerCredentials(o);
+  } else if (config.insecure_loopback) {
+    if (!is_loopback(config.listen))
+      throw error(errc::invalid_argument, "--insecure-loopback serves plaintext on a loopback address only (127.0.0.1, ::1, "
+                                          "localhost), not on '" + config.listen + "': give --tls-cert and --tls-key");
+    creds = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
+  } else {
+    throw error(errc::invalid_argument, "the hub serves TLS (--tls-cert, --tls-key) or, on a loopback address only, "
+                                        "plaintext with --insecure-loopback");
+  }
+  creds->SetAuthMetadataProcessor(std::make_shared<token_checker>(credentials));
+  return creds;
+}
+
+/// The first start of a data dir issues the first client token ("admin") into
+/// `$DATA_DIR/admin.token` (mode 0600): whoever can read the data dir may administer the hub.
+void bootstrap_admin_token(credential_store& credentials, const std::string& data_dir) {
+  if (credentials.any(principal::kind::client)) return;
+  const auto file = std::filesystem::path(data_dir) / "admin.token";
+  const auto temp = file.string() + ".tmp";
+  const std::string token = credentials.issue({principal::kind::client, "admin"});
+  {
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw_errno("create " + temp, errno);
+    const std::string line = token + "\n";
+    const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) throw_errno("write " + temp, errno);
+  }
+  std::filesystem::rename(temp, file);
+  spdlog::info("issued the first client token ('admin') into {}", file.string());
+}
 
 std::string store_file(const server_config& config) {
   const std::string& url = config.store;
@@ -631,11 +799,13 @@ int run_server(const server_config& config) {
       std::fflush(stdout);
     });
 
-    node_link_service nodes(hub);
-    assistant_service assistant(hub);
+    credential_store credentials((std::filesystem::path(config.data_dir) / "credentials.db").string());
+    bootstrap_admin_token(credentials, config.data_dir);
+    node_link_service nodes(hub, credentials);
+    assistant_service assistant(hub, credentials);
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(config.listen, server_credentials(config, credentials), &port);
     configure_server(builder);
     builder.RegisterService(&nodes);
     builder.RegisterService(&assistant);

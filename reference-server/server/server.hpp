@@ -17,6 +17,10 @@ struct server_config {
   std::size_t io_threads = 4;
   std::size_t dispatch_threads = 2;
   std::uint32_t test_corrupt_chunks = 0;
+  // Transport security (docs/security.md): TLS, or plaintext on loopback only.
+  std::string tls_cert, tls_key;  ///< PEM files of the hub's certificate and key
+  std::string tls_client_ca;      ///< PEM CA that signs node certificates (mTLS); "" = tokens only
+  bool insecure_loopback = false;
 };
 
 /// Serves until SIGINT or SIGTERM (which the caller has blocked in every thread, so this

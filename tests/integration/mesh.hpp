@@ -761,10 +761,18 @@ inline cli_result run_program(const std::vector<std::string>& argv, std::string_
   return r;
 }
 
-/// Runs the meshhub CLI with `args` (no --hub added: see mesh::cli).
+/// How CLI calls of the current test reach the hub (plaintext on loopback, the hub's first
+/// client token): set by each `mesh` when its hub starts, added by `run_cli`.
+inline std::vector<std::string>& cli_credentials() {
+  static std::vector<std::string> args;
+  return args;
+}
+
+/// Runs the meshhub CLI with `args` and `cli_credentials()` (no --hub added: see mesh::cli).
 inline cli_result run_cli(const std::vector<std::string>& args, std::string_view stdin_data = {},
                           milliseconds timeout = 90s) {
   std::vector<std::string> argv{bins().cli.string()};
+  argv.insert(argv.end(), cli_credentials().begin(), cli_credentials().end());
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, stdin_data, timeout);
 }
@@ -908,7 +916,9 @@ class mesh {
     const fs::path ready = dir() / ("ready-" + std::to_string(k));
     const fs::path server = opts.server.empty() ? bins().server : opts.server;
     std::vector<std::string> argv{server.string(), "--listen", opts.listen, "--data-dir",
-                                  hub_data().string(), "--ready-file", ready.string()};
+                                  hub_data().string(), "--ready-file", ready.string(), "--insecure-loopback"};
+    // Every CLI call of the test: plaintext on loopback, with the token the hub's first start issues.
+    cli_credentials() = {"--insecure-loopback", "--token-file", (hub_data() / "admin.token").string()};
     if (!opts.store.empty()) argv.insert(argv.end(), {"--store", opts.store});
     if (const char* l = std::getenv("MESHHUB_IT_LOG_LEVEL"); l && *l) argv.insert(argv.end(), {"--log-level", l});
     argv.insert(argv.end(), opts.extra.begin(), opts.extra.end());
@@ -975,12 +985,29 @@ class mesh {
   /// Starts node `id` (workspace D/<id>) against the current hub address. A node that ran
   /// before must have been stopped; it restarts with the same id and workspace.
   process& add_node(const std::string& id, const std::vector<std::string>& extra = {}) {
+    return start_node(id, extra, node_token(id));
+  }
+
+  /// The token file of node `id`: issued by the hub (`meshhub node add`) on first use.
+  fs::path node_token(const std::string& id) {
+    const fs::path file = dir() / "tokens" / (id + ".token");
+    if (!fs::exists(file)) {
+      fs::create_directories(file.parent_path());
+      cli_ok({"node", "add", id, "--out", file.string()});
+    }
+    return file;
+  }
+
+  /// Starts node `id` with the token in `token_file` ("" = none: only `extra` says how it
+  /// authenticates), plaintext on loopback.
+  process& start_node(const std::string& id, const std::vector<std::string>& extra, const fs::path& token_file) {
     if (auto it = nodes_.find(id); it != nodes_.end()) {
       if (it->second.running()) FAIL("add_node(" << id << "): that node is still running");
     }
     const int k = ++node_starts_[id];
-    std::vector<std::string> argv{bins().node.string(), "--hub", hub_addr_, "--id", id,
-                                  "--workspace", workspace(id).string()};
+    std::vector<std::string> argv{bins().node.string(), "--hub", hub_addr_, "--id", id, "--workspace", workspace(id).string()};
+    if (std::find(extra.begin(), extra.end(), "--tls-ca") == extra.end()) argv.emplace_back("--insecure-loopback");
+    if (!token_file.empty()) argv.insert(argv.end(), {"--token-file", token_file.string()});
     if (const char* l = std::getenv("MESHHUB_IT_LOG_LEVEL"); l && *l) argv.insert(argv.end(), {"--log-level", l});
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p = start("node-" + id, k, argv);
@@ -993,6 +1020,7 @@ class mesh {
   /// A long-running CLI command (e.g. `events --json`), stdout/stderr to D/logs.
   process start_cli(const std::string& tag, const std::vector<std::string>& args) {
     std::vector<std::string> argv{bins().cli.string(), "--hub", hub_addr_};
+    argv.insert(argv.end(), cli_credentials().begin(), cli_credentials().end());
     argv.insert(argv.end(), args.begin(), args.end());
     return start("cli-" + tag, ++cli_starts_, argv);
   }
