@@ -203,4 +203,18 @@ inline errc code_of(const std::function<void()>& f, std::string* message = nullp
   return errc::io;
 }
 
+/// `s` repeated `n` times (overlong names and paths).
+inline std::string repeat(std::string_view s, std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+/// `depth` components "a", joined by '/' (paths too deep).
+inline std::string deep(std::size_t depth) {
+  std::string out = "a";
+  for (std::size_t i = 1; i < depth; ++i) out += "/a";
+  return out;
+}
+
 }  // namespace meshhub::testing

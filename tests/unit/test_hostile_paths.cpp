@@ -201,18 +201,6 @@ const std::string dotdot = "'..' component", dot = "'.' component", absolute = "
                   symlink = "symlink", not_folder = "not a folder", not_regular = "not a regular file",
                   is_folder = "is a folder", neither = "neither a file nor a folder", inside = "";
 
-std::string repeat(std::string_view s, std::size_t n) {
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += s;
-  return out;
-}
-
-std::string deep(std::size_t depth) {
-  std::string out = "a";
-  for (std::size_t i = 1; i < depth; ++i) out += "/a";
-  return out;
-}
-
 const std::vector<hostile_case>& corpus() {
   const P link_out{P::symlink, "link", "{canary}"};              // a folder symlink, absolute
   const P file_link_out{P::symlink, "evil", "{canary}/secret.txt"};  // a file symlink, absolute

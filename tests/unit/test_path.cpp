@@ -55,19 +55,6 @@ struct hostile_case {
   const char* rule;
 };
 
-std::string repeat(std::string_view s, std::size_t n) {
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += s;
-  return out;
-}
-
-/// `depth` components "a", joined by '/'.
-std::string deep(std::size_t depth) {
-  std::string out = "a";
-  for (std::size_t i = 1; i < depth; ++i) out += "/a";
-  return out;
-}
-
 const std::vector<hostile_case>& hostile_corpus() {
   static const std::vector<hostile_case> corpus{
       // '..' in every position
