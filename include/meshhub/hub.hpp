@@ -182,7 +182,13 @@ class basic_hub {
 
   session_record join(std::string_view name, const std::vector<std::string>& nodes) {
     require_session(name);
-    for (auto& n : nodes) check_node_id(n);
+    for (auto& n : nodes) {
+      check_node_id(n);
+      const auto of = store_.sessions_of(n);
+      if (of.size() >= options_.max_sessions_per_node && std::find(of.begin(), of.end(), name) == of.end())
+        throw error(errc::too_large, "node '" + n + "' is a member of " + std::to_string(of.size()) +
+                                         " sessions, the limit (max_sessions_per_node); nothing was changed");
+    }
     for (auto& n : nodes) {
       store_.add_member(name, n);
       emit(event_kind::node_joined, name, n, {}, 0, {});
@@ -399,6 +405,7 @@ class basic_hub {
   /// the same id), send its memberships from the store, and bring it up to date.
   void attach(const hello& h, std::shared_ptr<node_link> transport_link) {
     check_node_id(h.node_id);
+    count_hello(h.node_id);
     auto link = std::make_shared<detail::ordered_link>(std::move(transport_link));
     const auto sessions = store_.sessions_of(h.node_id);  // membership comes from the store, never from memory
     std::map<std::string, digest> roots;
@@ -557,6 +564,43 @@ class basic_hub {
     return workspace(options_.data_dir / "sessions" / std::string(session_name));
   }
 
+  /// Refuses a new live path in a full session (`max_files_per_session`). The session's
+  /// live files are counted from the store only near the limit, or once per 1,024 new
+  /// paths: in between, `live + added` over-estimates (removals are not subtracted), so the
+  /// limit is never passed. Caller holds the session's write lock.
+  void reserve_file_slot(const std::string& session_name, const std::string& path) {
+    if (is_library_session(session_name)) return;
+    if (auto rec = store_.file(session_name, path); rec && !rec->deleted) return;  // not a new path
+    file_estimate* estimate;
+    {
+      std::lock_guard g(mu_);  // the map; the entry itself is the session's (its write lock)
+      estimate = &file_estimates_[session_name];
+    }
+    const auto limit = options_.max_files_per_session;
+    if (!estimate->counted || estimate->added >= 1024 || estimate->live + estimate->added + 1024 >= limit) {
+      const auto files = store_.files(session_name);
+      estimate->live = static_cast<std::uint64_t>(std::count_if(files.begin(), files.end(), [](const file_record& f) { return !f.deleted; }));
+      estimate->added = 0;
+      estimate->counted = true;
+    }
+    if (estimate->live + estimate->added >= limit)
+      throw error(errc::too_large, "session '" + session_name + "' holds " + std::to_string(estimate->live + estimate->added) +
+                                       " files, the limit (max_files_per_session): '" + path + "' was not written");
+    ++estimate->added;
+  }
+
+  /// Counts a hello of `node`; refuses one beyond `max_hellos_per_minute`.
+  void count_hello(const std::string& node) {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard g(mu_);
+    auto& times = hellos_[node];
+    while (!times.empty() && now - times.front() > std::chrono::minutes(1)) times.pop_front();
+    if (times.size() >= options_.max_hellos_per_minute)
+      throw error(errc::too_large, "node '" + node + "' said hello " + std::to_string(times.size()) +
+                                       " times within a minute, the limit (max_hellos_per_minute); retry later");
+    times.push_back(now);
+  }
+
   /// The sessions people made (the library session is the hub's own).
   std::vector<session_record> user_sessions() const {
     auto all = store_.sessions();
@@ -650,6 +694,7 @@ class basic_hub {
         c.origin = origin->node;
       }
     }
+    if (!c.deleted) reserve_file_slot(c.session, c.path);
     if (writer) c.staged = writer->temp_name();
     const auto change = store_.commit_change(c);
     if (writer) writer->keep_temp_file();  // journaled: recovery may need it
@@ -1461,6 +1506,15 @@ class basic_hub {
   hub_options options_;
   Store store_;
   skill_library<Lock, Store> skills_;  ///< promotes into $DATA_DIR/skills under a Lock per skill name
+  /// Live files per session as last counted, for `reserve_file_slot` (each entry is used
+  /// under its session's write lock; the map itself under files_mu_).
+  struct file_estimate {
+    std::uint64_t live = 0;   ///< live files at the last count
+    std::uint64_t added = 0;  ///< new paths since
+    bool counted = false;
+  };
+  std::map<std::string, file_estimate> file_estimates_;
+  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> hellos_;  ///< per node, under mu_
   Codec codec_;
   workspace mirror_root_;
 

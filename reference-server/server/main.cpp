@@ -27,6 +27,12 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_DISPATCH_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
+  app.add_option("--max-files-per-session", config.max_files_per_session, "live files one session may hold")
+      ->envname("MESHHUB_MAX_FILES_PER_SESSION")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-sessions-per-node", config.max_sessions_per_node, "sessions one node may be a member of")
+      ->envname("MESHHUB_MAX_SESSIONS_PER_NODE")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-hellos-per-minute", config.max_hellos_per_minute, "hellos one node id may say in a minute")
+      ->envname("MESHHUB_MAX_HELLOS_PER_MINUTE")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--tls-cert", config.tls_cert, "PEM certificate the hub serves TLS with")->envname("MESHHUB_TLS_CERT");
   app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_TLS_KEY");
   app.add_option("--tls-client-ca", config.tls_client_ca,

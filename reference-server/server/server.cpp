@@ -789,6 +789,9 @@ int run_server(const server_config& config) {
     options.queue_chunks = config.queue_chunks;
     options.io_threads = config.io_threads;
     options.test_corrupt_chunks = config.test_corrupt_chunks;
+    options.max_files_per_session = config.max_files_per_session;
+    options.max_sessions_per_node = config.max_sessions_per_node;
+    options.max_hellos_per_minute = config.max_hellos_per_minute;
     server_hub hub(options, sqlite_store(store_file(config)), std::tuple{config.dispatch_threads});
 
     // Events: one JSON line each on stdout, the structured log operators and tests read.

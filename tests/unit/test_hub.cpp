@@ -361,3 +361,51 @@ TEMPLATE_LIST_TEST_CASE("hub: per-node order holds under every policy with jitte
       }
     }
 }
+
+// ---- limits --------------------------------------------------------------------------------
+
+TEMPLATE_LIST_TEST_CASE("hub: limits on files per session, sessions per node and hellos refuse clearly and change nothing",
+                        "[hub][limits]", hub_configs) {
+  hub_options o;
+  o.max_files_per_session = 3;
+  o.max_sessions_per_node = 2;
+  o.max_hellos_per_minute = 2;
+  fixture<TestType> f(o);
+  auto refused = [](auto&& call) -> std::string {
+    try {
+      call();
+    } catch (const error& e) {
+      CHECK(e.code() == errc::too_large);
+      return e.what();
+    }
+    FAIL("not refused");
+    return {};
+  };
+
+  // Files: three live paths; a fourth new one is refused; rewriting one is not; a removal
+  // makes room again.
+  f.hub.create_session("s");
+  for (auto p : {"a", "b", "c"}) f.hub.write("s", p, "x");
+  CHECK_THAT(refused([&] { f.hub.write("s", "d", "x"); }), Catch::Contains("max_files_per_session") && Catch::Contains("'d'"));
+  CHECK_FALSE(f.hub.store().file("s", "d"));
+  CHECK(f.hub.write("s", "a", "rewritten").version == 2);
+  f.hub.remove("s", "b");
+  CHECK(f.hub.write("s", "d", "x").version == 1);
+  CHECK_THAT(refused([&] { f.hub.write("s", "e", "x"); }), Catch::Contains("holds 3 files"));
+
+  // Sessions per node: a third membership is refused, joining again where it is a member is not.
+  f.hub.create_session("t");
+  f.hub.create_session("u");
+  f.hub.join("s", {"n1"});
+  f.hub.join("t", {"n1"});
+  CHECK_THAT(refused([&] { f.hub.join("u", {"n1"}); }), Catch::Contains("max_sessions_per_node"));
+  CHECK(f.hub.store().members("u").empty());
+  f.hub.join("t", {"n1"});
+
+  // Hellos: two a minute; the third is refused (and the node is not attached by it).
+  auto& n = f.add_node("n2");
+  n.disconnect();
+  n.connect();
+  n.disconnect();
+  CHECK_THAT(refused([&] { n.connect(); }), Catch::Contains("max_hellos_per_minute"));
+}

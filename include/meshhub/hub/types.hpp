@@ -45,6 +45,15 @@ struct hub_options {
   /// Skill promotion's trigger: a change that lands `skills/<name>/<skill_manifest>` in a
   /// session promotes `skills/<name>/` into the global library. Empty: only on request.
   std::string skill_manifest = "SKILL.md";
+  // Limits: what one session, one node or one peer may cost (docs/security.md). Each
+  // refusal is `errc::too_large` naming the limit, and changes nothing.
+  /// Live files one session may hold (a write of a new path beyond it is refused).
+  std::uint64_t max_files_per_session = 1'000'000;
+  /// Sessions one node may be a member of (a join beyond it is refused).
+  std::size_t max_sessions_per_node = 10'000;
+  /// Hellos one node id may say within a minute (a reconnect loop, or someone replaying a
+  /// node's credential); beyond it the hello is refused and the node retries later.
+  std::size_t max_hellos_per_minute = 60;
   /// Test aid: corrupt the payload of the first N chunks sent (proves nodes refuse them).
   std::uint32_t test_corrupt_chunks = 0;
 };
