@@ -162,7 +162,7 @@ TEST_CASE("the hub refuses plaintext beyond loopback, and a node refuses to send
   CHECK_THAT(anonymous.err, Catch::Contains("token"));
 }
 
-TEST_CASE("over TLS a node is who its certificate says; a wrong CA or a wrong id is refused", "[auth][tls]") {
+TEST_CASE("over TLS a node is who its certificate says, and a wrong CA or a wrong id is refused", "[auth][tls]") {
   mesh m("auth-tls");
   // The first hub (plaintext) issued the admin token; now it serves TLS with client certificates.
   m.kill_hub();

@@ -126,7 +126,7 @@ TEST_CASE("content_digest_of_fd agrees with content_digest_of", "[digest]") {
   CHECK(got == reference_content_digest(data));
 }
 
-TEST_CASE("digest bytes round trip; a wrong length is refused as corrupt", "[digest]") {
+TEST_CASE("digest bytes round trip, and a wrong length is refused as corrupt", "[digest]") {
   const auto d = sha256_of("abc");
   const auto raw = to_bytes(d);
   CHECK(raw.size() == 32);

@@ -278,7 +278,7 @@ TEST_CASE("examine judges one path: agree, changed, unknown", "[local_index]") {
   CHECK(r.disk.entries()[0].content == reference_content_digest("alpha"));
 }
 
-TEST_CASE("rows are per session; forget drops one session's rows", "[local_index]") {
+TEST_CASE("rows are per session, and forget drops one session's rows", "[local_index]") {
   session_dir d;
   local_index index(":memory:");
   index.put("s1", "a", 1, reference_content_digest("x"), 1, std::nullopt);

@@ -279,7 +279,7 @@ TEMPLATE_LIST_TEST_CASE("skills store: global skills list the sessions linking t
   CHECK(after[1].sessions == std::vector<std::string>{"s2", "s4"});
 }
 
-TEMPLATE_LIST_TEST_CASE("skills store: a link entry keeps its target; removing it ends the session's link", "[skills]",
+TEMPLATE_LIST_TEST_CASE("skills store: a link entry keeps its target, and removing it ends the session's link", "[skills]",
                         store_fixtures) {
   TestType f;
   auto& s = f.store;
