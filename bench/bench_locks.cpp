@@ -47,7 +47,6 @@ namespace fs = std::filesystem;
 using meshhub::named_mutex_lock;
 using meshhub::null_lock;
 using meshhub::thread_lock;
-using clock_type = std::chrono::steady_clock;
 
 constexpr const char* key = "bench-skill";
 constexpr int contenders = 8;
@@ -154,42 +153,20 @@ void BM_processes(benchmark::State& state) {
   rate_workers ws;
   for (std::size_t i = 0; i < contenders; ++i) ws.spawn({"--hammer", std::string(worker_kind<P>), lease_dir().string()});
   const auto lock = make_lock<P>(lease_dir());
-  ws.go();
-
-  const auto t0 = clock_type::now();
-  for (auto _ : state) {
+  measure_against(state, ws, "ops", [&] {
     lock->lock();
     lock->unlock();
-  }
-  const double own = static_cast<double>(state.iterations()) / std::chrono::duration<double>(clock_type::now() - t0).count();
-  state.SetItemsProcessed(state.iterations());
-
-  const double rate = ws.stop();
-  state.counters["workers_ops_s"] = rate;
-  state.counters["all_ops_s"] = own + rate;
+  });
 }
 
-volatile std::sig_atomic_t stop = 0;
-
+/// --hammer KIND DIR: one contending process (rate_workers.hpp), locking and unlocking.
 template <class P>
 int run_hammer(const fs::path& dir) {
   const auto lock = make_lock<P>(dir);
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { stop = 1; };
-  ::sigaction(SIGTERM, &sa, nullptr);
-  std::puts("ready");
-  std::fflush(stdout);
-  char buf[16];
-  while (::read(0, buf, sizeof buf) > 0) {}
-  const auto t0 = clock_type::now();
-  long n = 0;
-  while (!stop) {
+  return run_rate_worker([&](long) {
     lock->lock();
     lock->unlock();
-    ++n;
-  }
-  std::printf("%ld %.6f\n", n, std::chrono::duration<double>(clock_type::now() - t0).count());
-  return 0;
+  });
 }
 
 }  // namespace

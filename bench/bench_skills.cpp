@@ -191,40 +191,15 @@ void BM_processes(benchmark::State& state) {
   const std::string name = same ? "same" : "main";
   d.keys.push_back(name);
   promoter<P> p(d.path);
-  ws.go();
-
-  const auto t0 = clock_type::now();
   std::uint64_t n = 0;
-  for (auto _ : state) benchmark::DoNotOptimize(p.run(d.path, tagged("m", n++), name));
-  const double own = static_cast<double>(state.iterations()) / std::chrono::duration<double>(clock_type::now() - t0).count();
-  state.SetItemsProcessed(state.iterations());
-
-  const double rate = ws.stop();
-  state.counters["workers_promotions_s"] = rate;
-  state.counters["all_promotions_s"] = own + rate;
+  measure_against(state, ws, "promotions", [&] { benchmark::DoNotOptimize(p.run(d.path, tagged("m", n++), name)); });
 }
 
-volatile std::sig_atomic_t stop = 0;
-
-/// --promote DATA NAME TAG: says "ready", starts at EOF on stdin, promotes NAME from fresh
-/// sessions TAG-<k> until SIGTERM, then says "<promotions> <seconds>".
+/// --promote DATA NAME TAG: one contending process (rate_workers.hpp), promoting NAME from
+/// fresh sessions TAG-<k>.
 int run_worker(const fs::path& data, const std::string& name, const std::string& tag) {
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { stop = 1; };
-  ::sigaction(SIGTERM, &sa, nullptr);
   promoter<named_mutex_lock> p(data);
-  std::puts("ready");
-  std::fflush(stdout);
-  char buf[16];
-  while (::read(0, buf, sizeof buf) > 0) {}
-  const auto t0 = clock_type::now();
-  long n = 0;
-  while (!stop) {
-    p.run(data, tagged(tag + "-", static_cast<std::uint64_t>(n)), name);
-    ++n;
-  }
-  std::printf("%ld %.6f\n", n, std::chrono::duration<double>(clock_type::now() - t0).count());
-  return 0;
+  return run_rate_worker([&](long n) { p.run(data, tagged(tag + "-", static_cast<std::uint64_t>(n)), name); });
 }
 
 }  // namespace

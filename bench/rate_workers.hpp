@@ -9,8 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <stdexcept>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -90,3 +95,39 @@ class rate_workers {
 
   std::vector<worker> workers_;
 };
+
+/// The measuring side: starts the workers, runs `op` for the benchmark's iterations,
+/// then reports `workers_<unit>_s` (their summed rate) and `all_<unit>_s` (theirs plus ours).
+template <class Op>
+void measure_against(benchmark::State& state, rate_workers& workers, std::string_view unit, Op op) {
+  workers.go();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) op();
+  const double own =
+      static_cast<double>(state.iterations()) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  state.SetItemsProcessed(state.iterations());
+  const double rate = workers.stop();
+  state.counters["workers_" + std::string(unit) + "_s"] = rate;
+  state.counters["all_" + std::string(unit) + "_s"] = own + rate;
+}
+
+inline volatile std::sig_atomic_t rate_worker_stop = 0;
+
+/// The worker side (in the re-exec'd program): says "ready", starts when stdin closes, runs
+/// `op` until SIGTERM, then says "<count> <seconds>". Returns the exit status.
+template <class Op>
+int run_rate_worker(Op op) {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { rate_worker_stop = 1; };
+  ::sigaction(SIGTERM, &sa, nullptr);
+  std::puts("ready");
+  std::fflush(stdout);
+  char buf[16];
+  while (::read(0, buf, sizeof buf) > 0) {}
+  const auto t0 = std::chrono::steady_clock::now();
+  long n = 0;
+  while (!rate_worker_stop) op(n++);
+  std::printf("%ld %.6f\n", n, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
