@@ -567,10 +567,9 @@ class basic_hub {
   /// Refuses a new live path in a full session (`max_files_per_session`). The session's
   /// live files are counted from the store only near the limit, or once per 1,024 new
   /// paths: in between, `live + added` over-estimates (removals are not subtracted), so the
-  /// limit is never passed. Caller holds the session's write lock.
+  /// limit is never passed. Called for a new path only; caller holds the session's write lock.
   void reserve_file_slot(const std::string& session_name, const std::string& path) {
     if (is_library_session(session_name)) return;
-    if (auto rec = store_.file(session_name, path); rec && !rec->deleted) return;  // not a new path
     file_estimate* estimate;
     {
       std::lock_guard g(mu_);  // the map; the entry itself is the session's (its write lock)
@@ -694,7 +693,8 @@ class basic_hub {
         c.origin = origin->node;
       }
     }
-    if (!c.deleted) reserve_file_slot(c.session, c.path);
+    // A new live path: the target was absent or removed, or the change became a conflict copy.
+    if (!c.deleted && (!current || current->deleted || !conflict_of.empty())) reserve_file_slot(c.session, c.path);
     if (writer) c.staged = writer->temp_name();
     const auto change = store_.commit_change(c);
     if (writer) writer->keep_temp_file();  // journaled: recovery may need it

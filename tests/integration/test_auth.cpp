@@ -16,8 +16,9 @@ cli_result bare_cli(const std::vector<std::string>& args) {
 
 /// What the hub holds, as a client sees it: sessions with their members and files.
 std::string hub_state(const mesh& m) {
-  std::string out = m.cli_json({"session", "ls", "--json"}).dump();
-  for (const auto& s : m.cli_json({"session", "ls", "--json"}).value("sessions", json::array()))
+  const json sessions = m.cli_json({"session", "ls", "--json"});
+  std::string out = sessions.dump();
+  for (const auto& s : sessions.value("sessions", json::array()))
     out += m.ls_json(s.value("name", "")).dump();
   return out;
 }
