@@ -7,6 +7,7 @@
 #include "cli/text.hpp"
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
+#include "common/status_name.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 
 #include <grpcpp/grpcpp.h>
@@ -88,29 +89,6 @@ struct command {
 // Errors
 // ---------------------------------------------------------------------------------------
 
-std::string_view code_name(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
-
 /// Codes with which the hub refuses a change before making it: saying so spares the user
 /// from checking whether half a write landed.
 bool refused_before_change(grpc::StatusCode code) {
@@ -157,7 +135,7 @@ std::string aftermath(const invocation& call, const grpc::Status& status) {
 /// that modify the mesh: their message also says what was left unchanged.
 int report_status(const invocation& call, const grpc::Status& status, bool changes = false) {
   const std::string message = status.error_message().empty() ? "the call failed" : status.error_message();
-  std::string line = message + " (" + std::string(code_name(status.error_code())) + ")";
+  std::string line = message + " (" + std::string(programs::code_name(status.error_code())) + ")";
   if (changes) line += "; " + aftermath(call, status);
   print_error(call, line);
   if (never_reached_hub(status)) {

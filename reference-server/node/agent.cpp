@@ -55,6 +55,7 @@
 
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
+#include "common/status_name.hpp"
 #include "meshhub/chunk.hpp"
 #include "meshhub/codec/kind.hpp"
 #include "meshhub/digest.hpp"
@@ -75,6 +76,7 @@ namespace {
 namespace v1 = meshhub::v1;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
+using programs::describe;
 
 /// A READ answer travels in pieces this large.
 constexpr std::size_t read_piece_bytes = 1u << 20;
@@ -181,16 +183,6 @@ struct upload_outcome {
 };
 
 using path_key = std::pair<std::string, std::string>;  ///< (session, path)
-
-std::string describe(const grpc::Status& s) {
-  static constexpr const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                          "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                          "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                          "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const auto code = static_cast<std::size_t>(s.error_code());
-  std::string out = code < std::size(names) ? names[code] : "code " + std::to_string(code);
-  return s.error_message().empty() ? out : out + ": " + s.error_message();
-}
 
 class agent {
  public:

@@ -283,6 +283,8 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
         });
         return;
       }
+      if (message.has_hello())  // a replay, or a confused node: either way the stream is spent
+        return finish({grpc::StatusCode::INVALID_ARGUMENT, "a second Hello on one stream; reconnect to say hello again"});
       auto inbound = from_proto(message);
       if (!inbound) return finish({grpc::StatusCode::INVALID_ARGUMENT, "unexpected message after Hello"});
       hub_.post([this, m = std::move(*inbound)]() mutable {

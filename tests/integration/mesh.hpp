@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <sqlite3.h>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -372,6 +373,8 @@ struct binaries {
   fs::path server, node, cli;
   /// The hub with failpoints compiled in (include/meshhub/failpoint.hpp); empty when not built.
   fs::path server_failpoints;
+  /// meshhub-hostile-client (hostile_client.cpp): what the real programs never send.
+  fs::path hostile_client;
 };
 
 /// Binary paths: compiled in by CMake ($<TARGET_FILE:...>), or taken from the folder
@@ -391,6 +394,9 @@ inline const binaries& bins() {
 #ifdef MESHHUB_SERVER_FAILPOINTS_BIN
     r.server_failpoints = MESHHUB_SERVER_FAILPOINTS_BIN;
 #endif
+#ifdef MESHHUB_HOSTILE_CLIENT_BIN
+    r.hostile_client = MESHHUB_HOSTILE_CLIENT_BIN;
+#endif
     if (const char* d = std::getenv("MESHHUB_IT_BIN_DIR"); d && *d) {
       r.server = fs::path(d) / "meshhub-server";
       r.node = fs::path(d) / "meshhub-node";
@@ -398,6 +404,7 @@ inline const binaries& bins() {
       r.server_failpoints.clear();
       if (const auto fp = fs::path(d) / "meshhub-server-failpoints"; ::access(fp.c_str(), X_OK) == 0)
         r.server_failpoints = fp;
+      r.hostile_client = fs::path(d) / "meshhub-hostile-client";
     }
     return r;
   }();
@@ -818,6 +825,43 @@ inline std::uint64_t u64(const json& j, const char* key) {
   return j[key].get<std::uint64_t>();
 }
 
+/// The rows `sql` returns from a SQLite file opened read-only (the hub may be running: WAL
+/// lets a reader in beside it), each row's columns joined by '|'. Throws with SQLite's
+/// reason; the store is read by SQL, not through the library under test.
+inline std::vector<std::string> query_store(const fs::path& db, const std::string& sql) {
+  std::error_code ec;
+  if (!fs::exists(db, ec)) throw std::runtime_error("no store file at " + db.string());
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> h(raw, &sqlite3_close);
+  if (rc != SQLITE_OK) throw std::runtime_error("cannot open " + db.string() + ": " + (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  sqlite3_busy_timeout(h.get(), 10000);
+  sqlite3_stmt* raw_st = nullptr;
+  if (sqlite3_prepare_v2(h.get(), sql.c_str(), -1, &raw_st, nullptr) != SQLITE_OK)
+    throw std::runtime_error(sql + ": " + sqlite3_errmsg(h.get()));
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(raw_st, &sqlite3_finalize);
+  std::vector<std::string> rows;
+  int step;
+  while ((step = sqlite3_step(st.get())) == SQLITE_ROW) {
+    std::string row;
+    for (int c = 0; c < sqlite3_column_count(st.get()); ++c) {
+      const auto* text = sqlite3_column_text(st.get(), c);
+      row += (c ? "|" : "") + std::string(text ? reinterpret_cast<const char*>(text) : "NULL");
+    }
+    rows.push_back(std::move(row));
+  }
+  if (step != SQLITE_DONE) throw std::runtime_error(sql + ": " + sqlite3_errmsg(h.get()));
+  return rows;
+}
+
+/// "table: rows" for every table of a store file: a refused call must leave each the same.
+inline std::vector<std::string> store_row_counts(const fs::path& db) {
+  std::vector<std::string> out;
+  for (const auto& table : query_store(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"))
+    out.push_back(table + ": " + query_store(db, "SELECT count(*) FROM \"" + table + "\"").at(0));
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // temp_dir: the test's folder; removed when the test passed, kept (path printed) when not.
 
@@ -868,6 +912,14 @@ struct hub_options {
   fs::path server{};
   /// More environment for the hub, "NAME=VALUE" each (e.g. MESHHUB_FAILPOINT=published).
   std::vector<std::string> env{};
+
+  /// The hub on its default SQLite store under the data dir, the one users run
+  /// (`mesh::hub_state` counts its rows).
+  static hub_options on_sqlite() {
+    hub_options o;
+    o.store.clear();
+    return o;
+  }
 };
 
 class mesh {
@@ -905,6 +957,22 @@ class mesh {
     return hub_data() / "sessions" / session / path;
   }
   const std::string& hub_addr() const { return hub_addr_; }
+  fs::path store_file() const { return hub_data() / "meshhub.db"; }
+
+  /// Everything a refused call must leave as it was: the sessions with their members and
+  /// files (as clients see them), the row count of every store table, and the SHA-256 of
+  /// every file in the mirror. Compare two with ==; the text says what differs. Needs the
+  /// SQLite store (`hub_options{.store = ""}`): the in-memory one has no rows to count.
+  std::string hub_state() const {
+    const json sessions = cli_json({"session", "ls", "--json"});
+    std::string out = sessions.dump() + "\n";
+    for (const auto& s : sessions.value("sessions", json::array())) out += ls_json(s.value("name", "")).dump() + "\n";
+    for (const auto& line : store_row_counts(store_file())) out += line + "\n";
+    const fs::path mirror = hub_data() / "sessions";
+    for (const auto& file : list_tree(mirror))
+      if (fs::is_regular_file(mirror / file)) out += file + " " + sha256_file(mirror / file) + "\n";
+    return out;
+  }
   process& hub() { return *hub_; }
   process& node(const std::string& id) { return nodes_.at(id); }
 
@@ -1023,6 +1091,22 @@ class mesh {
     argv.insert(argv.end(), cli_credentials().begin(), cli_credentials().end());
     argv.insert(argv.end(), args.begin(), args.end());
     return start("cli-" + tag, ++cli_starts_, argv);
+  }
+
+  /// What the hub answered one misbehaviour of meshhub-hostile-client (hostile_client.cpp),
+  /// sent with the token in `token_file` ("" = none): {"code", "message", "welcomed"}.
+  json hostile(const fs::path& token_file, const std::vector<std::string>& args) const {
+    INFO("meshhub-hostile-client (build it, or set MESHHUB_IT_BIN_DIR)");
+    REQUIRE(::access(bins().hostile_client.c_str(), X_OK) == 0);
+    std::vector<std::string> argv{bins().hostile_client.string(), "--hub", hub_addr_};
+    if (!token_file.empty()) argv.insert(argv.end(), {"--token-file", token_file.string()});
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto r = run_program(argv, {}, 120s);
+    INFO(r.describe());
+    REQUIRE(r.exit_code == 0);
+    json answer = parse_json(r.out, r.command);
+    UNSCOPED_INFO(r.command << " -> " << answer.dump());  // shown with the next check
+    return answer;
   }
 
   /// Runs the CLI against this hub (`meshhub --hub ADDR args...`).

@@ -14,15 +14,6 @@ cli_result bare_cli(const std::vector<std::string>& args) {
   return run_program(argv, {}, 30s);
 }
 
-/// What the hub holds, as a client sees it: sessions with their members and files.
-std::string hub_state(const mesh& m) {
-  const json sessions = m.cli_json({"session", "ls", "--json"});
-  std::string out = sessions.dump();
-  for (const auto& s : sessions.value("sessions", json::array()))
-    out += m.ls_json(s.value("name", "")).dump();
-  return out;
-}
-
 /// `program` found on $PATH (run_program execs a path).
 fs::path on_path(const std::string& program) {
   const char* path = std::getenv("PATH");
@@ -70,14 +61,14 @@ struct test_ca {
 }  // namespace
 
 TEST_CASE("clients and nodes without valid credentials are refused and change nothing", "[auth]") {
-  mesh m("auth");
+  mesh m("auth", hub_options::on_sqlite());
   m.add_node("n1");
   m.wait_connected({"n1"});
   m.cli_ok({"session", "create", "s"});
   m.cli_ok({"session", "join", "s", "n1"});
   m.cli_ok({"write", "s", "a.txt", "--wait", "all"}, "a\n");
   m.cli_ok({"session", "create", "secret"});  // n1 is not a member
-  const std::string before = hub_state(m);
+  const std::string before = m.hub_state();
 
   // No token, an unknown token, a node's token for a client's call.
   const std::string unknown = "mhc_" + std::string(64, 'a');
@@ -128,16 +119,18 @@ TEST_CASE("clients and nodes without valid credentials are refused and change no
   CHECK(mesh::find_node(st, "n2") == nullptr);
   CHECK(mesh::find_node(st, "n3") == nullptr);
 
-  // n1 writes into a session it is not a member of: refused, the mirror never has it.
+  // Nothing the refused callers tried changed the hub: sessions, members, files, every
+  // store table's row count, every mirror file's digest.
+  CHECK(m.hub_state() == before);
+  CHECK(read_file(m.mirror_file("s", "a.txt")) == "a\n");
+
+  // n1 writes into a session it is not a member of: refused, neither mirror nor store has it.
   write_file(m.workspace("n1") / "secret" / "planted.txt", "not yours\n");
   write_file(m.workspace("n1") / "s" / "mine.txt", "mine\n");  // a legitimate change, to know the refusal was judged
   m.wait_in_sync("s", "mine.txt", {"n1"}, 30s);
   CHECK_FALSE(fs::exists(m.mirror_file("secret", "planted.txt")));
-
-  // Nothing the refused callers tried changed the hub (mine.txt aside, the one accepted change).
-  m.cli_ok({"rm", "s", "mine.txt", "--wait", "all"});
-  CHECK(hub_state(m) == before);
-  CHECK(read_file(m.mirror_file("s", "a.txt")) == "a\n");
+  CHECK(query_store(m.store_file(), "SELECT path FROM files WHERE session = 'secret'").empty());
+  CHECK(m.ls_json("secret").value("files", json::array()).empty());
   m.check_alive();
 }
 
@@ -200,6 +193,11 @@ TEST_CASE("over TLS a node is who its certificate says, and a wrong CA or a wron
   }
   CHECK_FALSE(fs::exists(m.node_file("n2", "s", "t.txt")));
   CHECK_FALSE(fs::exists(m.node_file("n3", "s", "t.txt")));
+  // Over TLS with neither a certificate nor a token (the CLI and node refuse to try): the hub
+  // refuses the call itself.
+  const json anonymous = m.hostile({}, {"--tls-ca", ca.pem("ca"), "node-link", "--id", "n1"});
+  CHECK(anonymous.value("code", "") == "UNAUTHENTICATED");
+  CHECK_FALSE(anonymous.value("welcomed", true));
   // A plaintext client is not served by a TLS hub.
   const auto plain = bare_cli({"--hub", m.hub_addr(), "--insecure-loopback", "--token-file", (m.hub_data() / "admin.token").string(),
                                "session", "ls"});

@@ -17,7 +17,6 @@
 /// Reproduce: the seed ($MESHHUB_SEED) and the kill count ($MESHHUB_SOAK) are printed at the
 /// start; they fix the contents, the operations and the kill delays (not the exact
 /// interleaving, which is the experiment).
-#include <sqlite3.h>
 
 #include <cmath>
 #include <condition_variable>
@@ -38,9 +37,6 @@ constexpr std::uint64_t default_kills = 40;
 constexpr std::string_view temp_prefix = ".meshhub-tmp-";
 /// The model's name for "no file at this path" (a content digest is 64 hex digits).
 const std::string absent = "(absent)";
-
-/// The default store: no --store flag, so sqlite://<data-dir>/meshhub.db.
-hub_options sqlite_default() { return hub_options{"", {}}; }
 
 std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
   const char* e = std::getenv(name);
@@ -691,26 +687,12 @@ std::string tree_diff(const tree& want, const tree& have, const std::string& who
 
 /// `PRAGMA integrity_check` on the store file, opened read-only: "ok" when it is sound.
 std::string integrity_check(const fs::path& db) {
-  std::error_code ec;
-  if (!fs::exists(db, ec)) return "no store file at " + db.string();
-  sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
-  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> h(raw, &sqlite3_close);
-  if (rc != SQLITE_OK) return "cannot open " + db.string() + ": " + (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc));
-  sqlite3_busy_timeout(h.get(), 10000);
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(h.get(), "PRAGMA integrity_check", -1, &st, nullptr) != SQLITE_OK)
-    return std::string("PRAGMA integrity_check: ") + sqlite3_errmsg(h.get());
-  std::string out;
-  int step;
-  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-    const auto* text = sqlite3_column_text(st, 0);
-    if (!out.empty()) out += "; ";
-    out += text ? reinterpret_cast<const char*>(text) : "(null)";
+  try {
+    const auto rows = query_store(db, "PRAGMA integrity_check");
+    return join(std::set<std::string>(rows.begin(), rows.end()), "; ");
+  } catch (const std::exception& e) {
+    return e.what();
   }
-  if (step != SQLITE_DONE) out += std::string(" (step failed: ") + sqlite3_errmsg(h.get()) + ")";
-  sqlite3_finalize(st);
-  return out;
 }
 
 fs::path mirror_root(mesh& m) { return m.hub_data() / "sessions" / session; }
@@ -719,8 +701,8 @@ fs::path mirror_root(mesh& m) { return m.hub_data() / "sessions" / session; }
 /// already holds every acknowledged change (the reply went out after the rename).
 std::vector<std::string> check_at_crash(mesh& m, sweep_state& st, digest_cache& cache, const std::string& where) {
   std::vector<std::string> v;
-  if (const auto ic = integrity_check(m.hub_data() / "meshhub.db"); ic != "ok")
-    v.push_back(where + ": PRAGMA integrity_check on " + (m.hub_data() / "meshhub.db").string() + " says: " + ic);
+  if (const auto ic = integrity_check(m.store_file()); ic != "ok")
+    v.push_back(where + ": PRAGMA integrity_check on " + m.store_file().string() + " says: " + ic);
   const tree t = scan(mirror_root(m));
   for (auto& s : st.check(digests(mirror_root(m), t, cache), where + " (mirror on disk, before recovery)"))
     v.push_back(std::move(s));
@@ -857,7 +839,7 @@ TEST_CASE("kill sweep: after random hub crashes no acknowledged change is lost a
   std::cout << "[kill-sweep] " << context << std::endl;
   const auto t0 = steady::now();
 
-  mesh m("kill", sqlite_default());
+  mesh m("kill", hub_options::on_sqlite());
   set_up_session(m);
   sweep_state st(context);
   digest_cache cache;
@@ -883,7 +865,7 @@ TEST_CASE("kill sweep: after random hub crashes no acknowledged change is lost a
     for (auto& s : check_at_crash(m, st, cache, where)) violations.push_back(std::move(s));
     if (!report(m, st, violations, crashed)) break;
 
-    m.restart_hub(sqlite_default());
+    m.restart_hub(hub_options::on_sqlite());
     // Mostly check convergence after every crash; now and then crash again while the nodes
     // are still catching up (never after the last one).
     if (k == kills || rng() % 4 != 0) {
@@ -900,7 +882,7 @@ TEST_CASE("kill sweep: after random hub crashes no acknowledged change is lost a
   m.finish();
   {
     INFO(context << ": the store after a clean stop");
-    CHECK(integrity_check(m.hub_data() / "meshhub.db") == "ok");
+    CHECK(integrity_check(m.store_file()) == "ok");
   }
 
   const auto secs = std::chrono::duration_cast<std::chrono::duration<double>>(steady::now() - t0).count();
@@ -930,7 +912,7 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
   const std::string context = "kill sweep (failpoints): MESHHUB_SEED=" + std::to_string(seed);
   std::cout << "[kill-sweep] " << context << std::endl;
 
-  mesh m("failpoint", sqlite_default());
+  mesh m("failpoint", hub_options::on_sqlite());
   set_up_session(m);
   sweep_state st(context);
   digest_cache cache;
@@ -952,7 +934,7 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
     const std::string where = "failpoint " + spec + " (round " + std::to_string(round) + ")";
     // A clean stop, then the failpoint build on the same port: the nodes reconnect to it.
     m.hub().terminate();
-    hub_options opts = sqlite_default();
+    hub_options opts = hub_options::on_sqlite();
     opts.server = failpoint_server;
     opts.env = {"MESHHUB_FAILPOINT=" + spec};
     m.restart_hub(opts);
@@ -1002,7 +984,7 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
     }
     rounds.push_back(note);
 
-    m.restart_hub(sqlite_default());
+    m.restart_hub(hub_options::on_sqlite());
     if (!report(m, st, check_converged(m, st, cache, where + ", after the restart"), armed)) break;
   }
   report(m, st, st.take_violations(), 0);
@@ -1010,7 +992,7 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
   m.finish();
   {
     INFO(context << ": the store after a clean stop");
-    CHECK(integrity_check(m.hub_data() / "meshhub.db") == "ok");
+    CHECK(integrity_check(m.store_file()) == "ok");
   }
   std::string per_round;
   for (const auto& r : rounds) per_round += "\n  " + r;

@@ -9,8 +9,6 @@ using namespace meshhub::it;
 
 namespace {
 
-/// The default store: a SQLite file in the data dir.
-hub_options sqlite_default() { return hub_options{"", {}}; }
 
 /// Waits until every node holds exactly `files` (path → bytes) in session "s".
 void wait_converged(mesh& m, const std::vector<std::string>& nodes, const std::map<std::string, std::string>& files) {
@@ -42,7 +40,7 @@ void wait_converged(mesh& m, const std::vector<std::string>& nodes, const std::m
 }  // namespace
 
 TEST_CASE("a file written on a node reaches the hub and every other member", "[node-changes]") {
-  mesh m("node-write", sqlite_default());
+  mesh m("node-write", hub_options::on_sqlite());
   const std::vector<std::string> ids{"n1", "n2", "n3"};
   for (auto& id : ids) m.add_node(id);
   m.wait_connected(ids);
@@ -67,7 +65,7 @@ TEST_CASE("a file written on a node reaches the hub and every other member", "[n
 
 TEST_CASE("a node offline while the hub and the node changed files comes back to the union, nothing lost",
           "[node-changes]") {
-  mesh m("node-offline", sqlite_default());
+  mesh m("node-offline", hub_options::on_sqlite());
   const std::vector<std::string> ids{"n1", "n2"};
   for (auto& id : ids) m.add_node(id);
   m.wait_connected(ids);
@@ -102,7 +100,7 @@ TEST_CASE("a node offline while the hub and the node changed files comes back to
 }
 
 TEST_CASE("a replica's files edited or deleted behind its back are found at reconcile and repaired", "[node-changes]") {
-  mesh m("node-drift", sqlite_default());
+  mesh m("node-drift", hub_options::on_sqlite());
   m.add_node("r1", {"--no-watch"});
   m.wait_connected({"r1"});
   m.cli_ok({"session", "create", "s"});

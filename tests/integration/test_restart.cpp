@@ -7,8 +7,6 @@ using namespace meshhub::it;
 
 namespace {
 
-/// The default store: no --store flag, so sqlite://<data-dir>/meshhub.db.
-hub_options sqlite_default() { return hub_options{"", {}}; }
 
 /// Node ids named in an `ls --json` file entry's members.
 std::set<std::string> member_ids(const json& file) {
@@ -21,7 +19,7 @@ std::set<std::string> member_ids(const json& file) {
 }  // namespace
 
 TEST_CASE("after a hub crash the store still knows the files, versions and members", "[restart]") {
-  mesh m("restart", sqlite_default());
+  mesh m("restart", hub_options::on_sqlite());
   const std::vector<std::string> ids{"n1", "n2"};
   for (const auto& id : ids) m.add_node(id);
   m.wait_connected(ids);
@@ -41,7 +39,7 @@ TEST_CASE("after a hub crash the store still knows the files, versions and membe
   m.kill_hub();
   for (const auto& id : ids) m.stop_node(id);
 
-  m.start_hub(sqlite_default());
+  m.start_hub(hub_options::on_sqlite());
   INFO("hub was " << old_addr << ", now " << m.hub_addr());
 
   // Before any node is back: the file at its version, and the session's members, from the store.
@@ -99,7 +97,7 @@ TEST_CASE("after a hub crash the store still knows the files, versions and membe
 }
 
 TEST_CASE("a wave interrupted by a hub crash reaches every member after the restart", "[restart]") {
-  mesh m("midwave", sqlite_default());
+  mesh m("midwave", hub_options::on_sqlite());
   m.add_node("n1", {"--delay-ms-per-chunk", "150"});  // slow: still receiving at the crash
   m.add_node("n2");
   m.wait_connected({"n1", "n2"});
@@ -133,7 +131,7 @@ TEST_CASE("a wave interrupted by a hub crash reaches every member after the rest
   m.stop_node("n1");
   m.stop_node("n2");
 
-  m.start_hub(sqlite_default());
+  m.start_hub(hub_options::on_sqlite());
   m.add_node("n1");  // full speed now
   m.add_node("n2");
   m.wait_in_sync("s", "wave.bin", {"n1", "n2"}, 60s);
