@@ -73,8 +73,7 @@ class basic_hub {
   class upload {
    public:
     void append(std::string_view bytes) {
-      if (writer_.size() + bytes.size() > max_size_)
-        throw error(errc::too_large, "upload of '" + path_ + "' exceeds the file size limit");
+      if (writer_.size() + bytes.size() > max_size_) throw too_large(path_, max_size_);
       writer_.append(bytes);
       // The content digest is defined over 4 MiB blocks: hash as the blocks fill.
       while (!bytes.empty()) {
@@ -89,6 +88,10 @@ class basic_hub {
 
    private:
     friend class basic_hub;
+    static error too_large(std::string_view path, std::uint64_t limit) {
+      return error(errc::too_large, "'" + std::string(path) + "' is larger than " + std::to_string(limit) +
+                                        " bytes, the limit (max_file_bytes); nothing was written");
+    }
     upload(std::string session, std::string path, durable_writer writer, std::uint64_t max_size)
         : session_(std::move(session)), path_(std::move(path)), writer_(std::move(writer)), max_size_(max_size) {}
     void close_block() {
@@ -107,9 +110,6 @@ class basic_hub {
     content_hasher content_;
     std::size_t in_block_ = 0;
   };
-
-  /// Largest file the hub accepts.
-  static constexpr std::uint64_t max_file_size = std::uint64_t{64} << 30;
 
   /// A hub with default-constructed dispatch and codec policies.
   basic_hub(hub_options options, Store store) : basic_hub(std::move(options), std::move(store), std::tuple<>{}) {}
@@ -210,15 +210,18 @@ class basic_hub {
 
   // ---- writes -------------------------------------------------------------------------
 
-  /// Starts an upload of `path` into `session`; checks both before any byte is taken.
-  [[nodiscard]] upload begin_upload(std::string_view session_name, std::string_view path) {
+  /// Starts an upload of `path` into `session`; checks both before any byte is taken, and
+  /// the size the sender declares, when it declares one (`max_file_bytes`).
+  [[nodiscard]] upload begin_upload(std::string_view session_name, std::string_view path,
+                                    std::optional<std::uint64_t> declared_size = std::nullopt) {
     require_session(session_name);
     check_path(path);
+    if (declared_size && *declared_size > options_.max_file_bytes) throw upload::too_large(path, options_.max_file_bytes);
     refuse_beneath_promoted_skill(session_name, path);
     if (auto rec = store_.file(session_name, path); rec && !rec->deleted && !rec->link.empty())
       throw error(errc::permission_denied, "'" + std::string(path) + "' is the link to the promoted skill '" + rec->link +
                                                "': remove the link first to write a folder there again");
-    return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), max_file_size);
+    return upload(std::string(session_name), std::string(path), mirror(session_name).writer(path), options_.max_file_bytes);
   }
 
   /// Publishes an upload as the path's next version and starts its wave. With an

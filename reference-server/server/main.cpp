@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_DISPATCH_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
+  app.add_option("--max-file-bytes", config.max_file_bytes, "bytes one file may hold")
+      ->envname("MESHHUB_MAX_FILE_BYTES")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-files-per-session", config.max_files_per_session, "live files one session may hold")
       ->envname("MESHHUB_MAX_FILES_PER_SESSION")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-sessions-per-node", config.max_sessions_per_node, "sessions one node may be a member of")

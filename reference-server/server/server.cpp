@@ -521,7 +521,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (auto status = service_.may_change(*ctx_, header_.origin_node()); !status.ok())
           throw error(status.error_code() == grpc::StatusCode::UNAUTHENTICATED ? errc::unauthenticated : errc::permission_denied,
                       status.error_message());
-        upload_.emplace(hub_.begin_upload(header_.session(), header_.path()));
+        const auto declared = header_.size() >= 0 ? std::optional(static_cast<std::uint64_t>(header_.size())) : std::nullopt;
+        upload_.emplace(hub_.begin_upload(header_.session(), header_.path(), declared));
         return;
       }
       if (!upload_) throw error(errc::invalid_argument, "push: the first message must be the header");
@@ -791,6 +792,7 @@ int run_server(const server_config& config) {
     options.queue_chunks = config.queue_chunks;
     options.io_threads = config.io_threads;
     options.test_corrupt_chunks = config.test_corrupt_chunks;
+    options.max_file_bytes = config.max_file_bytes;
     options.max_files_per_session = config.max_files_per_session;
     options.max_sessions_per_node = config.max_sessions_per_node;
     options.max_hellos_per_minute = config.max_hellos_per_minute;

@@ -17,7 +17,8 @@ struct server_config {
   std::size_t io_threads = 4;
   std::size_t dispatch_threads = 2;
   std::uint32_t test_corrupt_chunks = 0;
-  std::uint64_t max_files_per_session = 1'000'000;  ///< see hub_options
+  std::uint64_t max_file_bytes = std::uint64_t{64} << 30;  ///< these four: see hub_options
+  std::uint64_t max_files_per_session = 1'000'000;
   std::size_t max_sessions_per_node = 10'000;
   std::size_t max_hellos_per_minute = 60;
   // Transport security (docs/security.md): TLS, or plaintext on loopback only.

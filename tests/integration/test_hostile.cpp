@@ -1,6 +1,6 @@
 /// Messages the real CLI and node agent never send, from meshhub-hostile-client: an
-/// oversized message on either service, a change sent under another node's name, a
-/// replayed hello, a push shorter than it declared. Each is refused with its own code,
+/// oversized message on either service, a file over the hub's size limit, a change sent
+/// under another node's name, a replayed hello, a push shorter than it declared. Each is refused with its own code,
 /// changes nothing (docs/security.md), and the hub and the real nodes carry on.
 #include "mesh.hpp"
 
@@ -10,13 +10,17 @@ namespace {
 
 /// gRPC's limit on one message, both ways (reference-server/common/grpc_config.hpp).
 constexpr std::uint64_t max_message_bytes = 16 * mib;
+/// The hub under test takes files up to this size (--max-file-bytes; 64 GiB by default).
+constexpr std::uint64_t max_file_bytes = 20 * mib;
 
 std::string code_of(const json& answer) { return answer.value("code", ""); }
 
 }  // namespace
 
 TEST_CASE("messages the real programs never send are refused, change nothing, and the mesh carries on", "[auth][limits]") {
-  mesh m("hostile", hub_options::on_sqlite());
+  hub_options options = hub_options::on_sqlite();
+  options.extra = {"--max-file-bytes", std::to_string(max_file_bytes)};
+  mesh m("hostile", options);
   m.add_node("n1");
   m.add_node("n2");
   m.wait_connected({"n1", "n2"});
@@ -50,6 +54,17 @@ TEST_CASE("messages the real programs never send are refused, change nothing, an
     const json pieces = m.hostile(admin, {"push", "s", "big.bin", "--bytes", big, "--piece", std::to_string(4 * mib)});
     CHECK(code_of(pieces) == "OK");
     m.wait_in_sync("s", "big.bin", {"n1", "n2"}, 60s);
+  }
+
+  SECTION("a file over --max-file-bytes is refused, whether its header says so or only its bytes") {
+    const auto over = std::to_string(max_file_bytes + 1), piece = std::to_string(4 * mib);
+    const json declared = m.hostile(admin, {"push", "s", "huge.bin", "--bytes", over, "--piece", piece});
+    CHECK(code_of(declared) == "RESOURCE_EXHAUSTED");
+    CHECK_THAT(declared.value("message", ""), Catch::Contains("max_file_bytes"));
+    const json undeclared = m.hostile(admin, {"push", "s", "huge.bin", "--bytes", over, "--declare", "-1", "--piece", piece});
+    CHECK(code_of(undeclared) == "RESOURCE_EXHAUSTED");
+    CHECK_THAT(undeclared.value("message", ""), Catch::Contains("max_file_bytes"));
+    CHECK(m.hub_state() == before);  // no temp file left either
   }
 
   SECTION("a node cannot send a change under another node's name, nor a client under a node's") {

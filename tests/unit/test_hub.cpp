@@ -15,6 +15,7 @@
 #include "meshhub/store/memory.hpp"
 #include "meshhub/store/sqlite.hpp"
 #include "support/eventually.hpp"
+#include "support/fs.hpp"
 #include "support/in_process_node.hpp"
 #include "support/temp_dir.hpp"
 
@@ -408,4 +409,47 @@ TEMPLATE_LIST_TEST_CASE("hub: limits on files per session, sessions per node and
   n.connect();
   n.disconnect();
   CHECK_THAT(refused([&] { n.connect(); }), Catch::Contains("max_hellos_per_minute"));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a file over max_file_bytes is refused, declared or sent, and leaves nothing behind",
+                        "[hub][limits]", hub_configs) {
+  hub_options o;
+  o.max_file_bytes = 1000;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  const std::filesystem::path mirror = f.dir / "hub" / "sessions" / "s";
+  auto files_in_mirror = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(mirror)) out.push_back(e.path().filename().string());
+    return out;
+  };
+  const auto too_large = [](auto&& call) {
+    try {
+      call();
+    } catch (const error& e) {
+      CHECK(e.code() == errc::too_large);
+      return std::string(e.what());
+    }
+    FAIL("not refused");
+    return std::string{};
+  };
+
+  // Exactly the limit is a file; one byte more is not.
+  CHECK(f.hub.write("s", "full.bin", std::string(1000, 'a')).version == 1);
+  CHECK_THAT(too_large([&] { f.hub.write("s", "over.bin", std::string(1001, 'b')); }),
+             Catch::Contains("'over.bin' is larger than 1000 bytes") && Catch::Contains("max_file_bytes"));
+  // Declared too large: refused before a byte is taken.
+  CHECK_THAT(too_large([&] { (void)f.hub.begin_upload("s", "declared.bin", 1001); }), Catch::Contains("max_file_bytes"));
+  // Sent in pieces: refused by the piece that crosses the limit; an overwrite is no exception.
+  {
+    auto up = f.hub.begin_upload("s", "full.bin", 900);  // the sender may lie about the size
+    up.append(std::string(900, 'c'));
+    too_large([&] { up.append(std::string(101, 'c')); });
+  }  // the abandoned upload removes its temp file
+
+  CHECK(files_in_mirror() == std::vector<std::string>{"full.bin"});
+  CHECK(f.hub.store().file("s", "full.bin")->version == 1);
+  CHECK_FALSE(f.hub.store().file("s", "over.bin"));
+  CHECK_FALSE(f.hub.store().file("s", "declared.bin"));
+  CHECK(testing::read_file(mirror / "full.bin") == std::string(1000, 'a'));
 }

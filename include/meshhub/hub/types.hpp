@@ -47,6 +47,9 @@ struct hub_options {
   std::string skill_manifest = "SKILL.md";
   // Limits: what one session, one node or one peer may cost (docs/security.md). Each
   // refusal is `errc::too_large` naming the limit, and changes nothing.
+  /// Bytes one file may hold: an upload is refused when it crosses this, or at once when
+  /// its sender declares more; the temp file goes, nothing is published.
+  std::uint64_t max_file_bytes = std::uint64_t{64} << 30;
   /// Live files one session may hold (a write of a new path beyond it is refused).
   std::uint64_t max_files_per_session = 1'000'000;
   /// Sessions one node may be a member of (a join beyond it is refused).
