@@ -13,27 +13,27 @@ int main(int argc, char** argv) {
   CLI::App app{"meshhub-server: the hub that keeps session workspaces identical across nodes"};
   app.add_option("--listen", config.listen, "HOST:PORT to serve on (port 0: any free port)")
       ->envname("MESHHUB_LISTEN")->capture_default_str();
-  app.add_option("--data-dir", config.data_dir, "mirror, store and skills live here")
+  app.add_option("--data-dir", config.hub.data_dir, "mirror, store and skills live here")
       ->envname("MESHHUB_DATA_DIR")->capture_default_str();
   app.add_option("--store", config.store, "sqlite://FILE or memory:// (default sqlite://<data-dir>/meshhub.db)")
       ->envname("MESHHUB_STORE");
   app.add_option("--ready-file", config.ready_file, "written with the bound HOST:PORT once serving")
       ->envname("MESHHUB_READY_FILE");
-  app.add_option("--queue-chunks", config.queue_chunks, "per-node outbound queue bound, in chunks")
+  app.add_option("--queue-chunks", config.hub.queue_chunks, "per-node outbound queue bound, in chunks")
       ->envname("MESHHUB_QUEUE_CHUNKS")->check(CLI::Range(2, 1024))->capture_default_str();
-  app.add_option("--io-threads", config.io_threads, "threads for disk, chunking and compression")
+  app.add_option("--io-threads", config.hub.io_threads, "threads for disk, chunking and compression")
       ->envname("MESHHUB_IO_THREADS")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--dispatch-threads", config.dispatch_threads, "threads handing chunks to node links (pooled dispatch)")
       ->envname("MESHHUB_DISPATCH_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->envname("MESHHUB_LOG_LEVEL")->capture_default_str();
-  app.add_option("--max-file-bytes", config.max_file_bytes, "bytes one file may hold")
+  app.add_option("--max-file-bytes", config.hub.max_file_bytes, "bytes one file may hold")
       ->envname("MESHHUB_MAX_FILE_BYTES")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--max-files-per-session", config.max_files_per_session, "live files one session may hold")
+  app.add_option("--max-files-per-session", config.hub.max_files_per_session, "live files one session may hold")
       ->envname("MESHHUB_MAX_FILES_PER_SESSION")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--max-sessions-per-node", config.max_sessions_per_node, "sessions one node may be a member of")
+  app.add_option("--max-sessions-per-node", config.hub.max_sessions_per_node, "sessions one node may be a member of")
       ->envname("MESHHUB_MAX_SESSIONS_PER_NODE")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--max-hellos-per-minute", config.max_hellos_per_minute, "hellos one node id may say in a minute")
+  app.add_option("--max-hellos-per-minute", config.hub.max_hellos_per_minute, "hellos one node id may say in a minute")
       ->envname("MESHHUB_MAX_HELLOS_PER_MINUTE")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--tls-cert", config.tls_cert, "PEM certificate the hub serves TLS with")->envname("MESHHUB_TLS_CERT");
   app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_TLS_KEY");
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_TLS_CLIENT_CA");
   app.add_flag("--insecure-loopback", config.insecure_loopback,
                "serve plaintext, on a loopback address only (tests, demos); tokens are still required");
-  app.add_option("--test-corrupt-chunks", config.test_corrupt_chunks,
+  app.add_option("--test-corrupt-chunks", config.hub.test_corrupt_chunks,
                  "TEST AID: corrupt the payload of the first N chunks sent (nodes must refuse them)");
   CLI11_PARSE(app, argc, argv);
 

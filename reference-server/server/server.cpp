@@ -744,9 +744,9 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const server_config&
 
 /// The first start of a data dir issues the first client token ("admin") into
 /// `$DATA_DIR/admin.token` (mode 0600): whoever can read the data dir may administer the hub.
-void bootstrap_admin_token(credential_store& credentials, const std::string& data_dir) {
+void bootstrap_admin_token(credential_store& credentials, const std::filesystem::path& data_dir) {
   if (credentials.any(principal::kind::client)) return;
-  const auto file = std::filesystem::path(data_dir) / "admin.token";
+  const auto file = data_dir / "admin.token";
   const auto temp = file.string() + ".tmp";
   const std::string token = credentials.issue({principal::kind::client, "admin"});
   {
@@ -763,7 +763,7 @@ void bootstrap_admin_token(credential_store& credentials, const std::string& dat
 
 std::string store_file(const server_config& config) {
   const std::string& url = config.store;
-  if (url.empty()) return (std::filesystem::path(config.data_dir) / "meshhub.db").string();
+  if (url.empty()) return (config.hub.data_dir / "meshhub.db").string();
   if (url == "memory://" || url == "memory:") return ":memory:";
   if (url.starts_with("sqlite://")) return url.substr(9);
   throw error(errc::invalid_argument, "--store: expected sqlite://FILE or memory://, got '" + url + "'");
@@ -786,17 +786,9 @@ std::string event_json(const event& e) {
 
 int run_server(const server_config& config) {
   try {
-    std::filesystem::create_directories(config.data_dir);
-    hub_options options;
-    options.data_dir = config.data_dir;
-    options.queue_chunks = config.queue_chunks;
-    options.io_threads = config.io_threads;
-    options.test_corrupt_chunks = config.test_corrupt_chunks;
-    options.max_file_bytes = config.max_file_bytes;
-    options.max_files_per_session = config.max_files_per_session;
-    options.max_sessions_per_node = config.max_sessions_per_node;
-    options.max_hellos_per_minute = config.max_hellos_per_minute;
-    server_hub hub(options, sqlite_store(store_file(config)), std::tuple{config.dispatch_threads});
+    const std::filesystem::path& data_dir = config.hub.data_dir;
+    std::filesystem::create_directories(data_dir);
+    server_hub hub(config.hub, sqlite_store(store_file(config)), std::tuple{config.dispatch_threads});
 
     // Events: one JSON line each on stdout, the structured log operators and tests read.
     std::mutex stdout_mu;
@@ -806,8 +798,8 @@ int run_server(const server_config& config) {
       std::fflush(stdout);
     });
 
-    credential_store credentials((std::filesystem::path(config.data_dir) / "credentials.db").string());
-    bootstrap_admin_token(credentials, config.data_dir);
+    credential_store credentials((data_dir / "credentials.db").string());
+    bootstrap_admin_token(credentials, data_dir);
     node_link_service nodes(hub, credentials);
     assistant_service assistant(hub, credentials);
     grpc::ServerBuilder builder;
@@ -822,7 +814,7 @@ int run_server(const server_config& config) {
       return 1;
     }
     const std::string address = config.listen.substr(0, config.listen.rfind(':')) + ":" + std::to_string(port);
-    spdlog::info("meshhub-server serving on {} (data dir {}, store {})", address, config.data_dir, store_file(config));
+    spdlog::info("meshhub-server serving on {} (data dir {}, store {})", address, data_dir.string(), store_file(config));
     if (!config.ready_file.empty()) write_ready_file(config.ready_file, address);
 
     sigset_t stop;
