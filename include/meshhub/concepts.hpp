@@ -74,6 +74,9 @@ concept store_policy = requires(S& s, const S& cs, std::string_view name, std::s
   /// current versions, tombstones included
   { cs.file(name, path) } -> std::same_as<std::optional<file_record>>;
   { cs.files(name) } -> std::same_as<std::vector<file_record>>;
+  /// how many of them are live (not tombstones), without reading them: limits and checks
+  /// that run per write or per hello
+  { cs.live_files(name) } -> std::same_as<std::uint64_t>;
   /// bump the path's version and journal its wave (unpublished, pending for every member
   /// but the origin; the origin holds it), atomically
   { s.commit_change(c) } -> std::same_as<change_record>;

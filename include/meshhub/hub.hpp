@@ -416,7 +416,7 @@ class basic_hub {
     // The library is reconciled too, unless neither side holds any of it.
     auto reconciled = sessions;
     const auto library_root = roots.find(std::string(library_session));
-    if ((library_root != roots.end() && library_root->second != manifest{}.root()) || library_holds_files())
+    if ((library_root != roots.end() && library_root->second != manifest{}.root()) || store_.live_files(library_session) > 0)
       reconciled.emplace_back(library_session);
     std::shared_ptr<node_link> replaced;
     {
@@ -580,8 +580,7 @@ class basic_hub {
     }
     const auto limit = options_.max_files_per_session;
     if (!estimate->counted || estimate->added >= 1024 || estimate->live + estimate->added + 1024 >= limit) {
-      const auto files = store_.files(session_name);
-      estimate->live = static_cast<std::uint64_t>(std::count_if(files.begin(), files.end(), [](const file_record& f) { return !f.deleted; }));
+      estimate->live = store_.live_files(session_name);
       estimate->added = 0;
       estimate->counted = true;
     }
@@ -608,11 +607,6 @@ class basic_hub {
     auto all = store_.sessions();
     std::erase_if(all, [](const session_record& r) { return is_library_session(r.name); });
     return all;
-  }
-
-  bool library_holds_files() const {
-    const auto files = store_.files(library_session);
-    return std::any_of(files.begin(), files.end(), [](const file_record& f) { return !f.deleted; });
   }
 
   /// A node's sessions as the hub delivers them: its memberships and the library.

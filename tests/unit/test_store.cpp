@@ -93,7 +93,12 @@ TEMPLATE_LIST_TEST_CASE("store: removals are tombstones and leaving drops pendin
   REQUIRE(file);
   CHECK(file->deleted);
   CHECK(s.sessions()[0].files == 0);
-  CHECK(s.pending_waves().size() == 2);
+  CHECK(s.live_files("a") == 0);
+  s.commit_change(edit("a", "kept.txt", 4, d1));
+  CHECK(s.live_files("a") == 1);
+  CHECK(s.live_files("nowhere") == 0);
+  s.commit_change(edit("a", "kept.txt", 0, digest{}, true));
+  CHECK(s.pending_waves().size() == 4);
   s.remove_member("a", "n1");
   CHECK(s.pending_waves().empty());  // nobody left to wait for
 

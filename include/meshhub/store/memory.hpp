@@ -113,6 +113,13 @@ class memory_store {
     return out;
   }
 
+  [[nodiscard]] std::uint64_t live_files(std::string_view session) const {
+    std::lock_guard g(mu_);
+    const auto it = sessions_.find(std::string(session));
+    if (it == sessions_.end()) return 0;
+    return static_cast<std::uint64_t>(std::ranges::count_if(it->second.files, [](const auto& e) { return !e.second.deleted; }));
+  }
+
   /// Bumps the path's version and journals its (unpublished) wave, pending for every
   /// member but the origin, which is recorded as holding it.
   change_record commit_change(const change& c) {

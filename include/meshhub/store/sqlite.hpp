@@ -152,6 +152,13 @@ class sqlite_store {
     return out;
   }
 
+  [[nodiscard]] std::uint64_t live_files(std::string_view session) const {
+    guard g(db_);
+    auto& q = stmt("SELECT count(*) FROM files WHERE session = ? AND NOT deleted").bind(session);
+    q.step();
+    return static_cast<std::uint64_t>(q.integer(0));
+  }
+
   /// Bumps the path's version and journals its wave — unpublished, pending for every
   /// member but the origin (recorded as holding it) — in one transaction: after a crash
   /// either all of it exists or none of it does.
