@@ -1504,7 +1504,7 @@ class basic_hub {
   Store store_;
   skill_library<Lock, Store> skills_;  ///< promotes into $DATA_DIR/skills under a Lock per skill name
   /// Live files per session as last counted, for `reserve_file_slot` (each entry is used
-  /// under its session's write lock; the map itself under files_mu_).
+  /// under its session's write lock; the map itself under mu_).
   struct file_estimate {
     std::uint64_t live = 0;   ///< live files at the last count
     std::uint64_t added = 0;  ///< new paths since
