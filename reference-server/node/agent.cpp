@@ -319,8 +319,7 @@ class agent {
   std::shared_ptr<grpc::Channel> dial() const {
     auto args = programs::channel_arguments();
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return programs::secure_channel(opts_.hub, {opts_.insecure_loopback, opts_.tls_ca, opts_.tls_cert, opts_.tls_key, opts_.token},
-                                    args);
+    return programs::secure_channel(opts_.hub, opts_.security, args);
   }
 
   /// One stream's life: survey every session folder and upload its offline changes, Hello

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/client_security.hpp"
+
 namespace meshhub::node {
 
 /// What the agent reports itself as in Hello.
@@ -23,11 +25,9 @@ struct node_options {
   /// Watch the session folders and upload local changes (true), or be a replica that never
   /// uploads and leaves local differences for the hub to repair as drift (false).
   bool watch = true;
-  // How the link to the hub is secured (docs/security.md).
-  bool insecure_loopback = false;  ///< plaintext, to a loopback hub only
-  std::string tls_ca;              ///< PEM CA of the hub's certificate ("" = the system's roots)
-  std::string tls_cert, tls_key;   ///< this node's certificate (mTLS: its CN is the node id)
-  std::string token;               ///< this node's token (`meshhub node add ID`)
+  /// How the link to the hub is secured (docs/security.md): as the CLI's, with this node's
+  /// token (`meshhub node add ID`) or certificate (mTLS: its CN is the node id).
+  programs::client_security security;
 };
 
 /// Runs the agent until SIGTERM or SIGINT (exit status 0); returns 1 when the workspace

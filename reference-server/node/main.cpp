@@ -58,23 +58,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   std::string token_file;
-  app.add_option("--token", opts.token, "this node's token (meshhub node add ID)")->envname("MESHHUB_NODE_TOKEN");
+  app.add_option("--token", opts.security.token, "this node's token (meshhub node add ID)")->envname("MESHHUB_NODE_TOKEN");
   app.add_option("--token-file", token_file, "read the token from this file")->envname("MESHHUB_NODE_TOKEN_FILE");
-  app.add_option("--tls-ca", opts.tls_ca, "PEM CA that signed the hub's certificate (default: the system's roots)")
+  app.add_option("--tls-ca", opts.security.tls_ca, "PEM CA that signed the hub's certificate (default: the system's roots)")
       ->envname("MESHHUB_TLS_CA");
-  app.add_option("--tls-cert", opts.tls_cert, "PEM certificate naming this node (CN = --id) for mutual TLS")
+  app.add_option("--tls-cert", opts.security.tls_cert, "PEM certificate naming this node (CN = --id) for mutual TLS")
       ->envname("MESHHUB_NODE_TLS_CERT");
-  app.add_option("--tls-key", opts.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_NODE_TLS_KEY");
-  app.add_flag("--insecure-loopback", opts.insecure_loopback, "plaintext to a hub on a loopback address (tests, demos)")
+  app.add_option("--tls-key", opts.security.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_NODE_TLS_KEY");
+  app.add_flag("--insecure-loopback", opts.security.insecure_loopback, "plaintext to a hub on a loopback address (tests, demos)")
       ->envname("MESHHUB_INSECURE_LOOPBACK");
 
   try {
     app.parse(argc, argv);
     opts.watch = !no_watch;
-    if (opts.token.empty() && !token_file.empty()) opts.token = meshhub::programs::read_token_file(token_file);
-    if (opts.token.empty() && opts.tls_cert.empty())
+    if (opts.security.token.empty() && !token_file.empty()) opts.security.token = meshhub::programs::read_token_file(token_file);
+    if (opts.security.token.empty() && opts.security.tls_cert.empty())
       throw CLI::ValidationError("--token", "a node needs its token (--token, --token-file) or a certificate (--tls-cert, --tls-key)");
-    if (opts.insecure_loopback && !meshhub::programs::is_loopback(opts.hub))
+    if (opts.security.insecure_loopback && !meshhub::programs::is_loopback(opts.hub))
       throw CLI::ValidationError("--insecure-loopback", "plaintext goes to a loopback hub only, not '" + opts.hub +
                                                             "': use TLS (--tls-ca) to reach another machine");
     if (opts.hub.empty()) throw CLI::ValidationError("--hub", "the hub address is empty");
