@@ -56,29 +56,49 @@ concept dispatch_policy = requires(D& d, std::span<const std::shared_ptr<node_li
   d.broadcast(links, chunk, done);
 };
 
-/// Store: the durable record of sessions, membership, versions and the wave journal.
-/// Every mutating call is one transaction, durable when it returns. Thread-safe.
+/// Store: the durable record of sessions, membership, versions, the wave journal and the
+/// skill journal — four facets, each a concept of its own, so a component states the one
+/// it uses (the commit pipeline needs versions and the journal, the waiters only versions
+/// and members). Every mutating call is one transaction, durable when it returns; every
+/// call is thread-safe. The store keeps rows, never rules: what a change means (a link
+/// replaced, a conflict, a promotion) is decided above it and handed down explicitly.
+
+/// Sessions and their members.
 template <class S>
-concept store_policy = requires(S& s, const S& cs, std::string_view name, std::string_view node,
-                                std::string_view path, std::uint64_t n, const change& c,
-                                std::span<const node_version> held) {
+concept session_store = requires(S& s, const S& cs, std::string_view name, std::string_view node) {
   /// false when the session already exists
   { s.create_session(name) } -> std::same_as<bool>;
   { cs.session_exists(name) } -> std::same_as<bool>;
   { cs.sessions() } -> std::same_as<std::vector<session_record>>;
-  /// membership; adding twice or removing an absent member changes nothing
+  /// membership; adding twice or removing an absent member changes nothing (removing one
+  /// drops its pending deliveries in that session from the wave journal)
   s.add_member(name, node);
   s.remove_member(name, node);
   { cs.members(name) } -> std::same_as<std::vector<std::string>>;
   { cs.sessions_of(node) } -> std::same_as<std::vector<std::string>>;
+};
+
+/// The current version of every path, and what each node holds of it.
+template <class S>
+concept version_store = requires(const S& cs, std::string_view name, std::string_view node, std::string_view path) {
   /// current versions, tombstones included
   { cs.file(name, path) } -> std::same_as<std::optional<file_record>>;
   { cs.files(name) } -> std::same_as<std::vector<file_record>>;
   /// how many of them are live (not tombstones), without reading them: limits and checks
   /// that run per write or per hello
   { cs.live_files(name) } -> std::same_as<std::uint64_t>;
+  /// the versions a node acknowledged, per path of the session
+  { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
+};
+
+/// The wave journal: every accepted change with the members that do not hold it yet.
+template <class S>
+concept wave_journal = requires(S& s, const S& cs, std::string_view name, std::string_view node,
+                                std::string_view path, std::uint64_t n, const change& c,
+                                std::span<const node_version> held) {
   /// bump the path's version and journal its wave (unpublished, pending for every member
-  /// but the origin; the origin holds it), atomically
+  /// but the origin; the origin holds it), atomically — and, when `c.ends_skill_link`
+  /// names a skill, forget the session's link to it in the same transaction
   { s.commit_change(c) } -> std::same_as<change_record>;
   /// the mirror holds the wave's change now (need not be durable: recovery is idempotent)
   s.mark_published(n);
@@ -87,10 +107,14 @@ concept store_policy = requires(S& s, const S& cs, std::string_view name, std::s
   { s.record_delivery(node, name, path, n) } -> std::same_as<std::vector<wave_record>>;
   /// after a reconcile: what the node holds of the session is exactly `held`
   { s.replace_node_versions(node, name, held) } -> std::same_as<std::vector<wave_record>>;
-  { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
   { cs.pending_waves() } -> std::same_as<std::vector<wave_record>>;
-  /// skill promotion journal (meshhub/skill/library.hpp): a row in state `begun`, written
-  /// before anything on disk moves; returns its id, never reused (it names the staging folder)
+};
+
+/// The skill promotion journal and the global library's records (meshhub/skill/library.hpp).
+template <class S>
+concept skill_journal = requires(S& s, const S& cs, std::string_view name, std::uint64_t n) {
+  /// a row in state `begun`, written before anything on disk moves; returns its id, never
+  /// reused (it names the staging folder)
   { s.begin_skill_promotion(skill_promotion_record{}) } -> std::same_as<std::uint64_t>;
   /// recovery chose another global name or found other content for a begun row: the
   /// journal says so before the disk changes
@@ -107,5 +131,9 @@ concept store_policy = requires(S& s, const S& cs, std::string_view name, std::s
   /// the global library as recorded, by global name, each with the sessions linking it
   { cs.global_skills() } -> std::same_as<std::vector<global_skill_record>>;
 };
+
+/// A whole store: what `basic_hub` takes.
+template <class S>
+concept store_policy = session_store<S> && version_store<S> && wave_journal<S> && skill_journal<S>;
 
 }  // namespace meshhub

@@ -411,3 +411,24 @@ TEST_CASE("recovery: a promotion whose records a crash lost is recorded at the n
   const auto reconciled = f.of(event_kind::node_reconciled);
   for (auto it = reconciled.end() - 2; it != reconciled.end(); ++it) CHECK(it->detail.starts_with("in sync"));
 }
+
+TEST_CASE("recovery: removing a promoted skill's link ends the session's use of the skill, across a restart",
+          "[recovery][skills]") {
+  hub_options o;
+  o.skill_manifest.clear();
+  durable_fixture f(o);
+  for (const char* s : {"s", "t"}) {
+    f.hub->create_session(s);
+    f.hub->write(s, "skills/demo/SKILL.md", "# demo\n");
+    f.hub->promote_skill(s, "demo");
+  }
+  REQUIRE(f.hub->skills().size() == 1);
+  CHECK(f.hub->skills()[0].sessions == std::vector<std::string>{"s", "t"});
+
+  f.hub->remove("s", "skills/demo");
+  CHECK(f.hub->store().file("s", "skills/demo")->deleted);
+  CHECK(f.hub->skills()[0].sessions == std::vector<std::string>{"t"});
+  f.restart();  // recovery republishes recorded links only: the removed one stays removed
+  CHECK(f.hub->store().file("s", "skills/demo")->deleted);
+  CHECK(f.hub->skills()[0].sessions == std::vector<std::string>{"t"});
+}

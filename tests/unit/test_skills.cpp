@@ -281,12 +281,14 @@ TEMPLATE_LIST_TEST_CASE("skills store: global skills list the sessions linking t
 
 TEMPLATE_LIST_TEST_CASE("skills store: a link entry keeps its target, and removing it ends the session's link", "[skills]",
                         store_fixtures) {
+  // The store keeps rows: the commit pipeline, which knows the path was a link, names the
+  // link a change ends (`ends_skill_link`), and the store forgets it in the same transaction.
   TestType f;
   auto& s = f.store;
   for (const char* session : {"s1", "s2"}) {
     s.create_session(session);
     s.finish_skill_promotion(s.begin_skill_promotion(row(session, "demo", da, "demo")));
-    s.commit_change(change{session, "skills/demo", 0, link_digest("demo"), false, {}, {}, "demo"});
+    s.commit_change(change{session, "skills/demo", 0, link_digest("demo"), false, {}, {}, "demo", {}});
   }
   const auto rec = s.file("s1", "skills/demo");
   REQUIRE(rec);
@@ -295,11 +297,11 @@ TEMPLATE_LIST_TEST_CASE("skills store: a link entry keeps its target, and removi
   CHECK(s.files("s1").at(0).link == "demo");
 
   // Removing s1's link: s1 no longer links the skill, s2 still does; the tombstone has no target.
-  s.commit_change(change{"s1", "skills/demo", 0, {}, true, {}, {}, {}});
+  s.commit_change(change{"s1", "skills/demo", 0, {}, true, {}, {}, {}, "demo"});
   CHECK(s.file("s1", "skills/demo")->link.empty());
   CHECK(s.global_skills().at(0).sessions == std::vector<std::string>{"s2"});
   // A file at a path that was never a link leaves the links alone.
-  s.commit_change(change{"s2", "skills/other", 3, da, false, {}, {}, {}});
+  s.commit_change(change{"s2", "skills/other", 3, da, false, {}, {}, {}, {}});
   CHECK(s.global_skills().at(0).sessions == std::vector<std::string>{"s2"});
 }
 

@@ -19,7 +19,7 @@ const digest d2 = sha256_of("two");
 
 /// A change from the assistant (no origin), as the hub journals it before publishing.
 change edit(std::string session, std::string path, std::uint64_t size, const digest& content, bool deleted = false) {
-  return {std::move(session), std::move(path), size, content, deleted, deleted ? "" : ".meshhub-tmp-0123456789abcdef", {}, {}};
+  return {std::move(session), std::move(path), size, content, deleted, deleted ? "" : ".meshhub-tmp-0123456789abcdef", {}, {}, {}};
 }
 
 }  // namespace

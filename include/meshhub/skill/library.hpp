@@ -154,7 +154,7 @@ inline int rename_noreplace(int from_dir, const std::string& from, int to_dir, c
 /// `$DATA_DIR/skills/`, under one `Lock` per skill name, journaling in `Store`.
 /// Thread-safe for every policy that excludes threads (not `null_lock`); several processes
 /// may share the data dir and the store when `Lock` excludes processes (`named_mutex_lock`).
-template <lock_policy Lock, store_policy Store>
+template <lock_policy Lock, skill_journal Store>
 class skill_library {
  public:
   using lock_type = Lock;

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "meshhub/concepts.hpp"
-#include "meshhub/skill/link.hpp"
 #include "meshhub/store/records.hpp"
 
 namespace meshhub {
@@ -126,8 +125,7 @@ class memory_store {
     std::lock_guard g(mu_);
     auto& s = sessions_[c.session];
     auto& f = s.files[c.path];
-    if (!f.link.empty() && (c.deleted || c.link.empty()))  // the link is gone: so is the session's use of the skill
-      if (auto name = skill_link_name(c.path)) skill_links_.erase({c.session, *name});
+    if (!c.ends_skill_link.empty()) skill_links_.erase({c.session, c.ends_skill_link});
     f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link};
     change_record r{f.version, ++last_wave_, {}};
     auto pending = s.members;

@@ -42,9 +42,12 @@ struct change {
   std::string staged;
   /// The node the change came from: it holds the version already, so the wave skips it.
   std::string origin;
-  /// See `file_record::link`. Removing a link entry also ends the session's link to the
-  /// skill (the store forgets it in the same transaction).
+  /// See `file_record::link`.
   std::string link;
+  /// The skill name whose link this change removes or replaces (`skills/<name>` was a
+  /// link): the store forgets the session's link to it in the same transaction. Set by
+  /// the commit pipeline, which knows what the path held.
+  std::string ends_skill_link;
 };
 
 /// One journaled wave: a change and the members that do not hold it yet.

@@ -165,17 +165,16 @@ class sqlite_store {
   change_record commit_change(const change& c) {
     return db_.transaction([&] {
       change_record r;
-      auto& cur = stmt("SELECT version, link FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
+      auto& cur = stmt("SELECT version FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
       const bool exists = cur.step();
       r.version = exists ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
-      const std::string was_link = exists ? cur.text(1) : std::string();
       stmt("INSERT INTO files(session, path, version, size, digest, deleted, link) VALUES (?, ?, ?, ?, ?, ?, ?)"
            " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
            " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link")
           .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link)
           .run();
-      if (!was_link.empty() && (c.deleted || c.link.empty()))  // the link is gone: so is the session's use of the skill
-        stmt("DELETE FROM skill_links WHERE session = ? AND 'skills/' || name = ?").bind(c.session, c.path).run();
+      if (!c.ends_skill_link.empty())
+        stmt("DELETE FROM skill_links WHERE session = ? AND name = ?").bind(c.session, c.ends_skill_link).run();
       stmt("INSERT INTO waves(session, path, version, digest, deleted, created_ms, staged, published)"
            " VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
           .bind(c.session, c.path, r.version, c.content, c.deleted, now_ms(), c.staged)

@@ -1,0 +1,348 @@
+#pragma once
+/// Catch-up: whatever a node should hold and does not — after a reconnect, a join, a
+/// lag, a refused delivery — it gets from the durable mirror, one window of repair waves
+/// at a time. The store says what each node holds; catch-up compares that with the
+/// current versions and starts a repair wave per difference.
+///
+/// Reconcile comes first on every connection: the node's hello reports a root digest per
+/// session folder. Equal to the mirror's: the node holds every current version, and the
+/// store is told so. Different: the node's manifest is fetched (a LIST command) and
+/// compared path by path; what differs is repaired, and where the store believed the node
+/// held the current version a `drift_detected` event names the paths. Until every session
+/// of the connection is reconciled, no catch-up round runs (the store's record of the
+/// node is not trusted yet).
+///
+/// Lock order: session write lock → `mu_` → node_registry's lock. `mu_` guards only the
+/// per-node progress below; the store, the wave engine and the event bus are called
+/// outside it.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "meshhub/concepts.hpp"
+#include "meshhub/executor.hpp"
+#include "meshhub/failpoint.hpp"
+#include "meshhub/hub/event_bus.hpp"
+#include "meshhub/hub/mirror.hpp"
+#include "meshhub/hub/node_registry.hpp"
+#include "meshhub/hub/session_locks.hpp"
+#include "meshhub/hub/types.hpp"
+#include "meshhub/hub/waiters.hpp"
+#include "meshhub/manifest.hpp"
+#include "meshhub/skill/link.hpp"
+#include "meshhub/transport/link.hpp"
+
+namespace meshhub {
+
+/// Brings nodes up to date from the mirror.
+template <class Store, class Engine>
+  requires session_store<Store> && version_store<Store> && wave_journal<Store>
+class catch_up {
+ public:
+  catch_up(const hub_options& options, Store& store, const mirror<Store>& mirror, node_registry& nodes, Engine& waves,
+           waiters<Store>& waiting, event_bus& events, session_locks& locks, thread_pool& pool)
+      : options_(options),
+        store_(store),
+        mirror_(mirror),
+        nodes_(nodes),
+        waves_(waves),
+        waiting_(waiting),
+        events_(events),
+        locks_(locks),
+        pool_(pool) {}
+
+  // ---- a new connection ----------------------------------------------------------------
+
+  /// A node is connecting on `link` and will reconcile `sessions` (none: its hello
+  /// reported no roots, so the store's record is trusted). No round runs for it until the
+  /// last of them is reconciled. Forgets the previous connection's retries.
+  void connected(const std::string& node, const std::shared_ptr<node_link>& link, std::size_t sessions) {
+    std::lock_guard g(mu_);
+    auto& p = progress_[node];
+    p.connection = link;
+    p.reconciling = sessions;
+    p.retries.clear();
+  }
+
+  /// Compares one session of a node that said hello with the mirror and records exactly
+  /// what it holds, so that catching up sends only what differs. Equal root digests settle
+  /// it at once; otherwise the node's manifest is fetched and compared path by path.
+  void reconcile(const std::string& node, const std::shared_ptr<node_link>& link, const std::string& session,
+                 const digest& node_root) {
+    try {
+      const auto files = store_.files(session);
+      std::vector<manifest_entry> live;
+      for (auto& f : files)
+        if (!f.deleted) live.push_back({f.path, f.size, f.version, f.content});
+      if (manifest(std::move(live)).root() == node_root) {
+        std::vector<node_version> held;
+        for (auto& f : files) held.push_back({f.path, f.version});
+        record_holdings(node, session, held);
+        events_.emit(event_kind::node_reconciled, session, node, {}, 0, "in sync (" + std::to_string(files.size()) + " path(s))");
+        return reconciled(node, link);
+      }
+      auto entries = std::make_shared<std::vector<node_entry>>();
+      nodes_.send_command(node, node_command::kind::list, session, {}, [this, node, link, session, entries](command_result r) {
+        if (!r.error.empty()) {
+          // A failed read is never taken for an empty workspace: keep what the store recorded.
+          events_.emit(event_kind::delivery_failed, session, node, {}, 0, "reconcile: the node could not list its files: " + r.error);
+          return reconciled(node, link);
+        }
+        entries->insert(entries->end(), std::make_move_iterator(r.entries.begin()), std::make_move_iterator(r.entries.end()));
+        if (r.last) pool_.post([this, node, link, session, entries] { compare(node, link, session, *entries); });
+      });
+    } catch (const std::exception& e) {
+      events_.emit(event_kind::delivery_failed, session, node, {}, 0, std::string("reconcile: ") + e.what());
+      reconciled(node, link);
+    }
+  }
+
+  // ---- catching up -------------------------------------------------------------------
+
+  /// Queues one catch-up round for the node (coalesced: at most one queued at a time).
+  void request(const std::string& node) {
+    if (!nodes_.link_of(node)) return;
+    {
+      std::lock_guard g(mu_);
+      auto& p = progress_[node];
+      if (p.round_pending || p.reconciling > 0) return;
+      p.round_pending = true;
+    }
+    pool_.post([this, node] { round(node); });
+  }
+
+  /// `request` after `delay`.
+  void request_after(const std::string& node, std::chrono::milliseconds delay) {
+    if (delay.count() <= 0) return request(node);
+    pool_.post_after(delay, [this, node] { request(node); });
+  }
+
+  // ---- what nodes acknowledge ------------------------------------------------------------
+
+  /// A node stored (or refused) a version.
+  void on_file_ack(const std::string& node, const file_ack& ack) {
+    if (!nodes_.note_file_ack(node, ack)) return;  // a node this hub never saw
+    const path_key key{ack.file.session, ack.file.path};
+    bool catching_up = false;
+    std::size_t attempts = 0;  // of this path, when the node refused it
+    {
+      std::lock_guard g(mu_);
+      auto& p = progress_[node];
+      catching_up = p.catching_up;
+      if (ack.ok) {
+        p.retries.erase(key);
+      } else {
+        auto& r = p.retries[key];
+        attempts = ++r.first;
+        r.second = std::chrono::steady_clock::now() + Engine::retry_backoff(attempts);
+      }
+    }
+    if (!ack.ok) {
+      const bool corrupt = ack.error.find("corrupt") != std::string::npos;
+      events_.emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
+                   ack.file.version, ack.error);
+      if (attempts <= options_.max_delivery_retries) request_after(node, Engine::retry_backoff(attempts));
+      return;
+    }
+    // Only a member's copy counts; a node that left meanwhile changes nothing.
+    if (!is_member(node, ack.file.session)) return;
+    MESHHUB_FAILPOINT("before_ack_record");
+    note_delivery(node, ack.file);
+    events_.emit(event_kind::file_delivered, ack.file.session, node, ack.file.path, ack.file.version, {});
+    if (catching_up) request(node);
+  }
+
+  /// The node holds this version: record it, report the waves that completed, wake waiters.
+  void note_delivery(const std::string& node, const file_version& f) {
+    for (auto& done : store_.record_delivery(node, f.session, f.path, f.version))
+      events_.emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    waiting_.recheck(f.session, f.path);
+  }
+
+  /// Whether the node's copy of the session counts (every node holds the library).
+  [[nodiscard]] bool is_member(const std::string& node, const std::string& session) const {
+    if (is_library_session(session)) return true;
+    auto members = store_.members(session);
+    return std::find(members.begin(), members.end(), node) != members.end();
+  }
+
+ private:
+  /// One node's progress on its current connection.
+  struct progress {
+    std::shared_ptr<node_link> connection;  ///< the connection `reconciling` counts for
+    std::size_t reconciling = 0;            ///< sessions of this connection not reconciled yet
+    bool round_pending = false;             ///< a catch-up round is queued
+    bool catching_up = false;               ///< the last round started deliveries
+    /// Refused deliveries per path: attempts, and when the next may start.
+    std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
+  };
+
+  /// Path by path: what the node holds as the mirror has it is recorded as held; what
+  /// differs is not (a removed path it still has is recorded as an older version, so the
+  /// removal is sent). Where the store believed the node held the current version, the
+  /// node drifted: a `drift_detected` event names those paths. Files the mirror never had
+  /// are left alone (they may be a node's unsent work) and named too.
+  void compare(const std::string& node, const std::shared_ptr<node_link>& link, const std::string& session,
+               const std::vector<node_entry>& entries) {
+    try {
+      std::map<std::string, const node_entry*> theirs;
+      for (auto& e : entries) theirs[e.path] = &e;
+      std::map<std::string, std::uint64_t> recorded;
+      for (auto& nv : store_.node_versions(node, session)) recorded[nv.path] = nv.version;
+      std::vector<node_version> held;
+      std::vector<std::string> drifted, repairs;
+      for (auto& f : store_.files(session)) {
+        const auto it = theirs.find(f.path);
+        const node_entry* e = it == theirs.end() ? nullptr : it->second;
+        if (e) theirs.erase(it);
+        const bool same = f.deleted ? e == nullptr : (e && e->size == f.size && e->content == f.content);
+        if (same) {
+          held.push_back({f.path, f.version});
+          continue;
+        }
+        if (f.deleted) held.push_back({f.path, f.version - 1});  // holds a removed path: send the removal
+        repairs.push_back(f.path);
+        if (auto r = recorded.find(f.path); r != recorded.end() && r->second >= f.version)
+          drifted.push_back(f.path + (f.deleted ? " (removed on the hub, present on the node)"
+                                      : e      ? " (changed on the node)"
+                                               : " (missing on the node)"));
+      }
+      for (auto& [path, e] : theirs) drifted.push_back(path + " (not in the mirror; left in place)");
+      record_holdings(node, session, held);
+      if (!drifted.empty()) events_.emit(event_kind::drift_detected, session, node, {}, 0, join_paths(drifted));
+      events_.emit(event_kind::node_reconciled, session, node, {}, 0,
+                   std::to_string(held.size()) + " path(s) in sync, " + std::to_string(repairs.size()) + " to repair");
+    } catch (const std::exception& e) {
+      events_.emit(event_kind::delivery_failed, session, node, {}, 0, std::string("reconcile: ") + e.what());
+    }
+    reconciled(node, link);
+  }
+
+  void record_holdings(const std::string& node, const std::string& session, const std::vector<node_version>& held) {
+    for (auto& done : store_.replace_node_versions(node, session, held))
+      events_.emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+    waiting_.recheck(session);
+  }
+
+  /// One session of the node's connection is reconciled; after the last, it catches up.
+  void reconciled(const std::string& node, const std::shared_ptr<node_link>& link) {
+    {
+      std::lock_guard g(mu_);
+      auto it = progress_.find(node);
+      if (it == progress_.end() || it->second.connection != link || it->second.reconciling == 0) return;
+      if (--it->second.reconciling > 0) return;
+    }
+    request(node);
+  }
+
+  static std::string join_paths(const std::vector<std::string>& paths) {
+    constexpr std::size_t shown = 20;
+    std::string out;
+    for (std::size_t i = 0; i < paths.size() && i < shown; ++i) out += (i ? "; " : "") + paths[i];
+    if (paths.size() > shown) out += "; and " + std::to_string(paths.size() - shown) + " more";
+    return out;
+  }
+
+  /// A node's sessions as the hub delivers them: its memberships and the library.
+  std::vector<std::string> delivered_sessions(const std::string& node) const {
+    auto sessions = store_.sessions_of(node);
+    sessions.emplace_back(library_session);
+    return sessions;
+  }
+
+  /// Compares what the store says the node holds with the current versions of every
+  /// session it belongs to, and starts repair waves for what differs (a window at a time).
+  void round(const std::string& node) {
+    {
+      std::lock_guard g(mu_);
+      progress_[node].round_pending = false;
+    }
+    if (!nodes_.link_of(node)) return;
+    struct need {
+      std::string session;
+      file_record file;
+    };
+    std::vector<need> needed;
+    for (auto& s : delivered_sessions(node)) {
+      std::map<std::string, std::uint64_t> held;
+      for (auto& nv : store_.node_versions(node, s)) held[nv.path] = nv.version;
+      for (auto& f : store_.files(s)) {
+        const auto it = held.find(f.path);
+        const std::uint64_t have = it == held.end() ? 0 : it->second;
+        if (have >= f.version) continue;
+        if (f.deleted && it == held.end()) {
+          // The node never had the path: nothing to remove; record that it is current.
+          store_.record_delivery(node, s, f.path, f.version);
+          continue;
+        }
+        needed.push_back({s, f});
+      }
+    }
+    // Refused paths wait for their backoff (and, past the retry limit, for a reconnect).
+    std::vector<std::pair<path_key, std::uint64_t>> wanted;
+    std::vector<std::size_t> wanted_need;  // index into `needed`
+    bool waiting_retry = false;
+    {
+      std::lock_guard g(mu_);
+      auto& p = progress_[node];
+      const auto now = std::chrono::steady_clock::now();
+      for (std::size_t i = 0; i < needed.size(); ++i) {
+        const path_key key{needed[i].session, needed[i].file.path};
+        if (auto r = p.retries.find(key); r != p.retries.end()) {
+          if (r->second.first >= options_.max_delivery_retries) continue;  // until the node reconnects
+          if (r->second.second > now) {
+            waiting_retry = true;
+            continue;
+          }
+        }
+        wanted.emplace_back(key, needed[i].file.version);
+        wanted_need.push_back(i);
+      }
+    }
+    const auto admitted = nodes_.reserve(node, wanted, options_.catch_up_window);
+    const bool catching_up = !admitted.chosen.empty() || admitted.busy || waiting_retry;
+    {
+      std::lock_guard g(mu_);
+      progress_[node].catching_up = catching_up;
+    }
+    if (!catching_up && nodes_.clear_lagging(node)) events_.emit(event_kind::node_caught_up, {}, node, {}, 0, {});
+    for (auto chosen : admitted.chosen) {
+      const auto& x = needed[wanted_need[chosen]];
+      // Deliver the version that is current *now*, read under the session's write lock so
+      // the bytes and the version agree even if a write is racing us.
+      auto lock = locks_.of(x.session);
+      std::lock_guard g(*lock);
+      auto current = store_.file(x.session, x.file.path);
+      nodes_.release(node, {x.session, x.file.path});
+      if (!current) continue;
+      try {
+        unique_fd fd;
+        if (Engine::carries_bytes(*current)) fd = mirror_.open_version(x.session, current->path);
+        waves_.start(x.session, *current, std::move(fd), {{node, 0}}, /*repair=*/true);
+      } catch (const error& e) {
+        events_.emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
+      }
+    }
+  }
+
+  const hub_options& options_;
+  Store& store_;
+  const mirror<Store>& mirror_;
+  node_registry& nodes_;
+  Engine& waves_;
+  waiters<Store>& waiting_;
+  event_bus& events_;
+  session_locks& locks_;
+  thread_pool& pool_;
+
+  std::mutex mu_;  ///< guards `progress_`
+  std::map<std::string, progress> progress_;
+};
+
+}  // namespace meshhub

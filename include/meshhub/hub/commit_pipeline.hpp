@@ -1,0 +1,331 @@
+#pragma once
+/// The commit pipeline: how a change becomes a version. Every change — an assistant's
+/// write, a node's upload, a removal, a promoted skill's records — takes one order, under
+/// the session's write lock:
+///   1. the bytes are durable in a temp file beside the target (an `upload`),
+///   2. the store journals the new version and its wave, unpublished (one transaction),
+///   3. the mirror publishes it: rename over the target (or unlink), fsync the folder,
+///   4. the wave starts; the change is acknowledged to whoever made it.
+/// A crash before 2 leaves a temp file nobody acknowledged: swept at start. A crash after
+/// 2 leaves a journaled wave whose temp file `recover` renames at start (or whose rename
+/// had happened). So the mirror never holds a version the store does not know, and once
+/// `recover` ran the mirror holds every version the store names.
+///
+/// A node's change (`origin`) carries the version it was based on. Based on the current
+/// version: accepted, and the origin is recorded as holding it. Otherwise it met a newer
+/// change and both survive: an upload becomes `<name>.conflict-<node>-<version><ext>`, a
+/// removal is not applied; the origin then catches up with the hub's version.
+///
+/// Lock order: session write lock → `estimates_mu_` (a leaf). The store, the wave engine
+/// and the event bus are called under the session's lock, never under `estimates_mu_`.
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/concepts.hpp"
+#include "meshhub/digest.hpp"
+#include "meshhub/error.hpp"
+#include "meshhub/failpoint.hpp"
+#include "meshhub/hub/catch_up.hpp"
+#include "meshhub/hub/event_bus.hpp"
+#include "meshhub/hub/mirror.hpp"
+#include "meshhub/hub/node_registry.hpp"
+#include "meshhub/hub/session_locks.hpp"
+#include "meshhub/hub/types.hpp"
+#include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
+#include "meshhub/workspace.hpp"
+
+namespace meshhub {
+
+template <class Store, class Engine>
+  requires session_store<Store> && version_store<Store> && wave_journal<Store>
+class commit_pipeline;
+
+/// A file being uploaded: bytes go to a temp file in the mirror; the pipeline's
+/// `finish_upload` publishes them as a new version, and an upload dropped unfinished
+/// removes its temp file.
+class upload {
+ public:
+  void append(std::string_view bytes) {
+    if (writer_.size() + bytes.size() > max_size_) throw too_large(path_, max_size_);
+    writer_.append(bytes);
+    // The content digest is defined over 4 MiB blocks: hash as the blocks fill.
+    while (!bytes.empty()) {
+      const auto take = std::min(bytes.size(), digest_block_size - in_block_);
+      block_.update(bytes.substr(0, take));
+      in_block_ += take;
+      bytes.remove_prefix(take);
+      if (in_block_ == digest_block_size) close_block();
+    }
+  }
+  [[nodiscard]] std::uint64_t size() const noexcept { return writer_.size(); }
+
+ private:
+  template <class Store, class Engine>
+    requires session_store<Store> && version_store<Store> && wave_journal<Store>
+  friend class commit_pipeline;
+
+  static error too_large(std::string_view path, std::uint64_t limit) {
+    return error(errc::too_large, "'" + std::string(path) + "' is larger than " + std::to_string(limit) +
+                                      " bytes, the limit (max_file_bytes); nothing was written");
+  }
+  upload(std::string session, std::string path, durable_writer writer, std::uint64_t max_size)
+      : session_(std::move(session)), path_(std::move(path)), writer_(std::move(writer)), max_size_(max_size) {}
+  void close_block() {
+    content_.add_block_digest(block_.finish());
+    block_ = sha256{};
+    in_block_ = 0;
+  }
+  digest finish_digest() {
+    if (in_block_ > 0) close_block();
+    return content_.finish();
+  }
+
+  std::string session_, path_;
+  durable_writer writer_;
+  std::uint64_t max_size_;
+  sha256 block_;
+  content_hasher content_;
+  std::size_t in_block_ = 0;
+};
+
+/// Turns changes into journaled, published versions and starts their waves.
+template <class Store, class Engine>
+  requires session_store<Store> && version_store<Store> && wave_journal<Store>
+class commit_pipeline {
+ public:
+  /// Told of every change the pipeline published (under the session's write lock; it must
+  /// not block — post what takes time).
+  using committed_hook = std::function<void(const change&)>;
+
+  commit_pipeline(const hub_options& options, Store& store, const mirror<Store>& mirror, node_registry& nodes, Engine& waves,
+                  catch_up<Store, Engine>& catching_up, event_bus& events, session_locks& locks, committed_hook on_committed)
+      : options_(options),
+        store_(store),
+        mirror_(mirror),
+        nodes_(nodes),
+        waves_(waves),
+        catch_up_(catching_up),
+        events_(events),
+        locks_(locks),
+        on_committed_(std::move(on_committed)) {}
+
+  /// Starts an upload of `path` into `session` (both checked by the caller); refuses a
+  /// declared size over `max_file_bytes`, a path beneath a promoted skill and a path that
+  /// is a skill's link.
+  [[nodiscard]] upload begin_upload(std::string_view session, std::string_view path,
+                                    std::optional<std::uint64_t> declared_size) {
+    if (declared_size && *declared_size > options_.max_file_bytes) throw upload::too_large(path, options_.max_file_bytes);
+    mirror_.refuse_beneath_promoted_skill(session, path);
+    if (auto rec = store_.file(session, path); rec && !rec->deleted && !rec->link.empty())
+      throw error(errc::permission_denied, "'" + std::string(path) + "' is the link to the promoted skill '" + rec->link +
+                                               "': remove the link first to write a folder there again");
+    return upload(std::string(session), std::string(path), mirror_.of(session).writer(path), options_.max_file_bytes);
+  }
+
+  /// Publishes an upload as the path's next version and starts its wave.
+  write_result finish_upload(upload&& up, const std::optional<change_origin>& origin) {
+    change c{up.session_, up.path_, up.size(), up.finish_digest(), false, {}, {}, {}, {}};
+    up.writer_.sync();
+    MESHHUB_FAILPOINT("mirror_written");
+    return commit(std::move(c), &up.writer_, origin);
+  }
+
+  /// Removes a path (checked by the caller) from the mirror and every member. Removing
+  /// what is already gone is an error for the assistant, and changes nothing for a node.
+  write_result remove(std::string_view session, std::string_view path, const std::optional<change_origin>& origin) {
+    mirror_.refuse_beneath_promoted_skill(session, path);
+    auto rec = store_.file(session, path);
+    if (!origin && (!rec || rec->deleted))
+      throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session) + "'");
+    return commit(change{std::string(session), std::string(path), 0, digest{}, true, {}, {}, {}, {}}, nullptr, origin);
+  }
+
+  /// Records and waves a change the disk holds already — the library's files, a skill's
+  /// link, the tombstones of the files the link replaced — unless the store says so
+  /// already. The caller holds the session's write lock.
+  void record_in_place(change c) {
+    const auto current = store_.file(c.session, c.path);
+    if (current && current->deleted == c.deleted &&
+        (c.deleted || (current->size == c.size && current->content == c.content && current->link == c.link)))
+      return;
+    if (!current && c.deleted) return;
+    c.ends_skill_link = ended_link(c, current);
+    announce(c, store_.commit_change(c));
+  }
+
+  /// At start: publishes every change the journal accepted and a crash kept from the
+  /// mirror. Only a path's latest version is published; an older unpublished wave was
+  /// superseded (its bytes never need to reach the mirror).
+  void recover() {
+    for (auto& w : store_.unpublished_waves()) {
+      const auto current = store_.file(w.session, w.path);
+      if (current && current->version == w.version && mirror_.publish_staged(w))
+        events_.emit(event_kind::change_recovered, w.session, {}, w.path, w.version,
+                     w.deleted ? "removal finished after a restart" : "published from its journaled temp file after a restart");
+      store_.mark_published(w.id);
+    }
+  }
+
+ private:
+  /// The skill whose link a change to `current` removes or replaces, if any.
+  static std::string ended_link(const change& c, const std::optional<file_record>& current) {
+    if (!current || current->link.empty() || (!c.deleted && !c.link.empty())) return {};
+    auto name = skill_link_name(c.path);
+    return name ? *name : std::string();
+  }
+
+  write_result commit(change c, durable_writer* writer, const std::optional<change_origin>& origin) {
+    auto lock = locks_.of(c.session);
+    std::lock_guard g(*lock);
+    const auto current = store_.file(c.session, c.path);
+    const std::uint64_t current_version = current ? current->version : 0;
+    std::string conflict_of;
+    if (origin) {
+      if (!catch_up_.is_member(origin->node, c.session))
+        throw error(errc::permission_denied, "node '" + origin->node + "' is not a member of session '" + c.session + "'");
+      const bool gone = !current || current->deleted;
+      if (c.deleted ? gone : (!gone && current->content == c.content && current->size == c.size)) {
+        // The hub holds this already (e.g. a node re-sends a change whose answer a crash lost).
+        if (current) catch_up_.note_delivery(origin->node, {c.session, c.path, current_version});
+        return {c.session, c.path, current_version, c.size, c.content, c.deleted, {}, {}, {}, true};
+      }
+      if (origin->base_version != current_version) {
+        conflict_of = c.path;
+        if (c.deleted) {
+          events_.emit(event_kind::conflict_preserved, c.session, origin->node, c.path, current_version,
+                       "removal based on v" + std::to_string(origin->base_version) + " met v" + std::to_string(current_version) +
+                           ": v" + std::to_string(current_version) + " kept");
+          catch_up_.request(origin->node);
+          return {c.session, c.path, current_version, current->size, current->content, false, {}, {}, conflict_of, false};
+        }
+        c.path = conflict_copy_name(c.session, c.path, origin->node, current_version);
+      } else {
+        c.origin = origin->node;
+      }
+    }
+    // A new live path: the target was absent or removed, or the change became a conflict copy.
+    if (!c.deleted && (!current || current->deleted || !conflict_of.empty())) reserve_file_slot(c.session, c.path);
+    if (conflict_of.empty()) c.ends_skill_link = ended_link(c, current);
+    if (writer) c.staged = writer->temp_name();
+    const auto change = store_.commit_change(c);
+    if (writer) writer->keep_temp_file();  // journaled: recovery may need it
+    MESHHUB_FAILPOINT("journal_committed");
+    try {
+      if (writer) writer->publish(detail::split_parent(c.path).second);
+      else mirror_.of(c.session).remove(c.path);
+    } catch (const std::exception&) {
+      // The journal says this version exists: retry the way a restart would, and if the
+      // mirror still refuses, leave the wave unpublished for the next start.
+      if (!mirror_.publish_staged({change.wave_id, c.session, c.path, change.version, c.content, c.deleted, {}, c.staged, false}))
+        throw;
+    }
+    MESHHUB_FAILPOINT("published");
+    announce(c, change);
+    write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, conflict_of, false};
+    if (on_committed_) on_committed_(c);
+    if (!conflict_of.empty()) {
+      events_.emit(event_kind::conflict_preserved, c.session, origin->node, c.path, change.version,
+                   "change of '" + conflict_of + "' based on v" + std::to_string(origin->base_version) + " met v" +
+                       std::to_string(current_version) + ": kept as '" + c.path + "'");
+      catch_up_.request(origin->node);
+    }
+    return r;
+  }
+
+  /// A journaled change is in the mirror: mark it published and start its wave — to the
+  /// members, or for the library to every connected node. The caller holds the session's
+  /// write lock.
+  void announce(const change& c, const change_record& rec) {
+    store_.mark_published(rec.wave_id);
+    std::vector<std::pair<std::string, std::uint32_t>> targets;
+    if (is_library_session(c.session)) {
+      for (auto& node : nodes_.connected()) targets.emplace_back(node, 0);
+    } else {
+      for (auto& m : rec.members) targets.emplace_back(m, 0);
+    }
+    events_.emit(event_kind::wave_started, c.session, {}, c.path, rec.version,
+                 std::to_string(targets.size()) + (is_library_session(c.session) ? " node(s)" : " member(s)") +
+                     (c.deleted ? ", removal" : "") + (c.link.empty() ? "" : ", link to skill '" + c.link + "'") +
+                     (c.origin.empty() ? "" : ", from node " + c.origin));
+    const bool none = targets.empty();
+    const file_record version{c.path, rec.version, c.size, c.content, c.deleted, c.link};
+    unique_fd fd;
+    if (Engine::carries_bytes(version)) fd = mirror_.open_version(c.session, c.path);
+    waves_.start(c.session, version, std::move(fd), targets);
+    if (none) events_.emit(event_kind::wave_completed, c.session, {}, c.path, rec.version, "no members");
+  }
+
+  /// `<stem>.conflict-<node>-<version><ext>` beside `path`, numbered on when taken.
+  std::string conflict_copy_name(const std::string& session, const std::string& path, const std::string& node,
+                                 std::uint64_t version) const {
+    const auto slash = path.rfind('/');
+    const auto leaf_at = slash == std::string::npos ? 0 : slash + 1;
+    auto dot = path.rfind('.');
+    if (dot == std::string::npos || dot <= leaf_at) dot = path.size();  // no extension (or a dot file)
+    const std::string stem = path.substr(0, dot), ext = path.substr(dot);
+    const std::string base = stem + ".conflict-" + node + "-" + std::to_string(version);
+    for (int n = 1;; ++n) {
+      std::string name = base + (n == 1 ? "" : "-" + std::to_string(n)) + ext;
+      auto taken = store_.file(session, name);
+      if (!taken || taken->deleted) {
+        check_path(name);  // e.g. too long: refuse rather than lose the change silently
+        return name;
+      }
+    }
+  }
+
+  /// Refuses a new live path in a full session (`max_files_per_session`). The session's
+  /// live files are counted from the store only near the limit, or once per 1,024 new
+  /// paths: in between, `live + added` over-estimates (removals are not subtracted), so the
+  /// limit is never passed. Called for a new path only; the caller holds the session's
+  /// write lock, which guards the session's entry (`estimates_mu_` guards the map).
+  void reserve_file_slot(const std::string& session, const std::string& path) {
+    if (is_library_session(session)) return;
+    file_estimate* estimate;
+    {
+      std::lock_guard g(estimates_mu_);
+      estimate = &estimates_[session];
+    }
+    const auto limit = options_.max_files_per_session;
+    if (!estimate->counted || estimate->added >= 1024 || estimate->live + estimate->added + 1024 >= limit) {
+      estimate->live = store_.live_files(session);
+      estimate->added = 0;
+      estimate->counted = true;
+    }
+    if (estimate->live + estimate->added >= limit)
+      throw error(errc::too_large, "session '" + session + "' holds " + std::to_string(estimate->live + estimate->added) +
+                                       " files, the limit (max_files_per_session): '" + path + "' was not written");
+    ++estimate->added;
+  }
+
+  /// Live files per session as last counted, for `reserve_file_slot`.
+  struct file_estimate {
+    std::uint64_t live = 0;   ///< live files at the last count
+    std::uint64_t added = 0;  ///< new paths since
+    bool counted = false;
+  };
+
+  const hub_options& options_;
+  Store& store_;
+  const mirror<Store>& mirror_;
+  node_registry& nodes_;
+  Engine& waves_;
+  catch_up<Store, Engine>& catch_up_;
+  event_bus& events_;
+  session_locks& locks_;
+  committed_hook on_committed_;
+  std::mutex estimates_mu_;  ///< guards the map (not its entries: see reserve_file_slot)
+  std::map<std::string, file_estimate> estimates_;
+};
+
+}  // namespace meshhub

@@ -1,0 +1,330 @@
+#pragma once
+/// The wave engine: delivers one file version to many members at once. It reads each
+/// chunk once, encodes it once (`Codec`), and offers the one shared buffer to every
+/// member's bounded queue through the `Dispatch` policy.
+///
+/// Slow nodes: every member has its own cursor into the wave, and chunks a member has not
+/// taken yet wait in the wave's backlog — shared buffers, at most backlog_chunks of them. A
+/// new chunk is produced only when the fastest member wants it and its queue is at most
+/// half full, so the wave runs at the fastest member's pace and jitter between equal
+/// members costs nothing. A member that falls out of the backlog window is *lagging*: it
+/// leaves the wave and, once its queue drains, catches up from the durable mirror (the
+/// catch-up component, told through `on_catch_up`). Hub memory for one wave stays below
+/// backlog_chunks × chunk_size plus each member's queue bound, whatever the nodes do.
+///
+/// Lock order: `mu_` (the waves and their cursors) → node_registry's lock → event_bus.
+/// Chunks are read, encoded and handed to the dispatch policy outside `mu_`.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/concepts.hpp"
+#include "meshhub/executor.hpp"
+#include "meshhub/failpoint.hpp"
+#include "meshhub/hub/event_bus.hpp"
+#include "meshhub/hub/node_registry.hpp"
+#include "meshhub/hub/types.hpp"
+#include "meshhub/store/records.hpp"
+#include "meshhub/transport/link.hpp"
+
+namespace meshhub {
+
+/// Waves in flight, over `Dispatch` and `Codec`.
+template <dispatch_policy Dispatch, codec_policy Codec>
+class wave_engine {
+ public:
+  /// Asks for a catch-up round of `node` after `delay` (0: now): a member that fell behind,
+  /// or one a failed wave left without the version.
+  using catch_up_hook = std::function<void(const std::string& node, std::chrono::milliseconds delay)>;
+
+  template <class... DispatchArgs, class... CodecArgs>
+  wave_engine(const hub_options& options, node_registry& nodes, event_bus& events, thread_pool& pool,
+              catch_up_hook on_catch_up, std::tuple<DispatchArgs...> dispatch_args, std::tuple<CodecArgs...> codec_args)
+      : options_(options),
+        nodes_(nodes),
+        events_(events),
+        pool_(pool),
+        on_catch_up_(std::move(on_catch_up)),
+        codec_(std::make_from_tuple<Codec>(std::move(codec_args))),
+        dispatch_(std::make_from_tuple<Dispatch>(std::move(dispatch_args))) {}
+
+  [[nodiscard]] Dispatch& dispatcher() noexcept { return dispatch_; }
+  [[nodiscard]] std::uint64_t chunks_encoded() const noexcept { return chunks_encoded_.load(); }
+
+  /// Whether a wave of `version` carries bytes (and so needs the version's fd).
+  [[nodiscard]] static bool carries_bytes(const file_record& version) noexcept {
+    return !version.deleted && version.link.empty() && version.size > 0;
+  }
+
+  /// Starts delivering one version to `targets` (node, first chunk): a broadcast wave to
+  /// the connected, non-lagging members, or a `repair` wave that brings one node (lagging
+  /// or not) up to date. `fd` holds the version's bytes when it `carries_bytes`, even
+  /// after a newer version replaces the file. The caller holds the session's write lock,
+  /// which keeps two begins of one path from crossing.
+  void start(const std::string& session, const file_record& version, unique_fd fd,
+             const std::vector<std::pair<std::string, std::uint32_t>>& targets, bool repair = false) {
+    const file_version file{session, version.path, version.version};
+    auto w = std::make_shared<wave>();
+    w->repair = repair;
+    w->file = file;
+    w->size = version.size;
+    w->chunk_count = carries_bytes(version) ? chunk_count(version.size, options_.chunk_size) : 0;
+    w->fd = std::move(fd);
+    struct starting {
+      std::string node;
+      node_registry::admitted at;
+    };
+    std::vector<starting> begin;
+    for (auto& [node, first] : targets)
+      if (auto a = nodes_.begin_delivery(node, file, version.content, first, w->chunk_count, repair)) begin.push_back({node, *a});
+    // Sent outside every lock: a link's try_send may take time (a blocking transport), and
+    // only this node should wait for it.
+    std::vector<std::tuple<std::string, std::uint32_t>> resumed;
+    for (auto& b : begin) {
+      const bool queued = version.deleted         ? b.at.link->try_send(file_remove{file})
+                          : !version.link.empty() ? b.at.link->try_send(file_link{file, version.link})
+                                                  : b.at.link->try_send(file_begin{file, version.size,
+                                                                                   static_cast<std::uint32_t>(options_.chunk_size),
+                                                                                   w->chunk_count, version.content, b.at.first});
+      if (!queued) {
+        nodes_.end_delivery(b.node, file);
+        continue;
+      }
+      w->targets.push_back({b.node, b.at.link, b.at.first, false, false});
+      if (b.at.resumed) resumed.emplace_back(b.node, b.at.first);
+    }
+    if (!w->targets.empty()) MESHHUB_FAILPOINT("first_send");
+    const bool runs = w->chunk_count > 0 && !w->targets.empty();
+    {
+      std::lock_guard g(mu_);
+      // Resuming members start past what they hold; nothing before the earliest is produced.
+      if (!w->targets.empty())
+        w->produced = w->backlog_first =
+            std::min_element(w->targets.begin(), w->targets.end(), [](auto& a, auto& b) { return a.next < b.next; })->next;
+      if (runs) waves_.insert(w);
+    }
+    for (auto& [node, first] : resumed)
+      events_.emit(event_kind::transfer_resumed, file.session, node, file.path, file.version,
+                   "resuming at chunk " + std::to_string(first) + " of " + std::to_string(w->chunk_count));
+    if (runs) pool_.post([this, w] { pump(w); });
+  }
+
+  /// The node's queue has room again: resume the waves parked on it.
+  void on_drained(const std::string& node) {
+    std::vector<std::shared_ptr<wave>> resume;
+    {
+      std::lock_guard g(mu_);
+      for (auto& w : waves_)
+        if (w->parked && w->waits_for(node)) {
+          w->parked = false;
+          resume.push_back(w);
+        }
+    }
+    for (auto& w : resume) pool_.post([this, w] { pump(w); });
+  }
+
+  /// How long to wait before retrying a failed delivery for the `attempt`th time.
+  static std::chrono::milliseconds retry_backoff(std::size_t attempt) {
+    return std::chrono::milliseconds(std::min<std::size_t>(100u << std::min<std::size_t>(attempt, 6), 5000));
+  }
+
+ private:
+  struct wave {
+    file_version file;
+    std::uint64_t size = 0;
+    std::uint32_t chunk_count = 0;
+    unique_fd fd;
+    struct target {
+      std::string node;
+      std::shared_ptr<node_link> link;
+      std::uint32_t next = 0;  ///< the next chunk this member takes (its resume point at first)
+      bool dropped = false;
+      bool in_flight = false;  ///< an offer to it awaits the dispatch policy's answer
+    };
+    std::vector<target> targets;
+    std::deque<chunk_ptr> backlog;    ///< produced chunks some member has not taken yet
+    std::uint32_t backlog_first = 0;  ///< index of backlog.front()
+    std::uint32_t produced = 0;       ///< chunks read and encoded so far
+    bool repair = false;              ///< brings one node up to date (lagging or not)
+    bool parked = false;
+    bool waits_for(const std::string& node) const {
+      return std::any_of(targets.begin(), targets.end(), [&](auto& t) { return !t.dropped && t.node == node; });
+    }
+  };
+
+  /// Produces a wave's chunks while some member has room, offering each to every member.
+  void pump(const std::shared_ptr<wave>& w) {
+    try {
+      pump_chunks(w);
+    } catch (const std::exception& e) {
+      // The wave cannot go on (e.g. the mirror could not be read): drop it; its members
+      // catch up later from whatever the mirror then holds.
+      std::vector<std::string> targets;
+      {
+        std::lock_guard g(mu_);
+        waves_.erase(w);
+        for (auto& t : w->targets) targets.push_back(t.node);
+      }
+      for (auto& t : targets) nodes_.end_delivery(t, w->file);
+      events_.emit(event_kind::delivery_failed, w->file.session, {}, w->file.path, w->file.version, e.what());
+      for (auto& t : targets) on_catch_up_(t, retry_backoff(1));
+    }
+  }
+
+  /// One step at a time, under `mu_`: decide what can move, then move it unlocked. Each
+  /// member has its own cursor into the wave; chunks it has not taken yet wait in the
+  /// wave's backlog (shared buffers, at most backlog_chunks of them). A new chunk is
+  /// produced only when the fastest member wants it and has room, so the wave runs at the
+  /// fastest member's pace; a member whose cursor falls out of the backlog is lagging.
+  void pump_chunks(const std::shared_ptr<wave>& w) {
+    std::string scratch;
+    const std::size_t bound = options_.queue_chunks;
+    constexpr std::uint32_t read_ahead = 2;
+    for (;;) {
+      struct offer {
+        std::size_t target;
+        std::shared_ptr<node_link> link;
+      };
+      std::map<std::uint32_t, std::vector<offer>> offers;  // chunk index → who takes it now
+      std::vector<std::pair<std::string, std::shared_ptr<node_link>>> fell_behind;
+      bool produce = false;
+      {
+        std::lock_guard g(mu_);
+        bool anyone = false, all_done = true, room = false;
+        std::uint32_t lead = 0;  // the furthest any member's cursor has got (counting offers in flight)
+        for (std::size_t i = 0; i < w->targets.size(); ++i) {
+          auto& t = w->targets[i];
+          if (t.dropped) continue;
+          if (!nodes_.delivering(t.node, t.link, w->file, w->repair)) {
+            t.dropped = true;
+            continue;
+          }
+          if (t.next < w->backlog_first) {  // out of the window: it catches up from the mirror
+            t.dropped = true;
+            fell_behind.emplace_back(t.node, t.link);
+            continue;
+          }
+          anyone = true;
+          if (t.next >= w->chunk_count) continue;
+          all_done = false;
+          lead = std::max(lead, t.next + (t.in_flight ? 1u : 0u));
+          const std::size_t queued = t.link->queued_chunks();
+          // Hysteresis: produce for members at most half full, so equal members stay together.
+          if (queued <= bound / 2) room = true;
+          if (t.in_flight) continue;  // its answer wakes us
+          if (t.next < w->produced && queued < bound) offers[t.next].push_back({i, t.link});
+        }
+        // Read ahead of the fastest member by a little, so reading and encoding the next
+        // chunk overlaps sending this one.
+        produce = room && w->produced < w->chunk_count && w->produced < lead + read_ahead;
+        if (!anyone || all_done) {
+          waves_.erase(w);
+          produce = false;
+        } else if (offers.empty() && !produce && fell_behind.empty()) {
+          w->parked = true;  // on_drained wakes it (same lock: no lost wake-up)
+          return;
+        }
+      }
+      for (auto& [node, link] : fell_behind) mark_lagging(node, link);
+      if (offers.empty() && !produce) {
+        std::lock_guard g(mu_);
+        if (!waves_.count(w)) return;
+        continue;
+      }
+      for (auto& [index, takers] : offers) deliver(w, index, takers);
+      if (produce) {
+        const auto span = *chunk_spans(w->size, options_.chunk_size, w->produced).begin();
+        chunk c = read_chunk(w->fd.get(), span, codec_, scratch);
+        if (options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks && !c.payload.empty())
+          c.payload[c.payload.size() / 2] ^= 0x5a;
+        chunks_encoded_.fetch_add(1);
+        std::lock_guard g(mu_);
+        w->backlog.push_back(std::make_shared<const chunk_message>(w->file, std::move(c)));
+        ++w->produced;
+        // Keep what someone still needs, and never more than the window.
+        std::uint32_t oldest_needed = w->produced;
+        for (auto& t : w->targets)
+          if (!t.dropped) oldest_needed = std::min(oldest_needed, t.next);
+        while (!w->backlog.empty() && (w->backlog_first < oldest_needed || w->backlog.size() > options_.backlog_chunks)) {
+          w->backlog.pop_front();
+          ++w->backlog_first;
+        }
+      }
+    }
+  }
+
+  /// Hands chunk `index` to the members whose cursor is there, through the dispatch
+  /// policy. A member has one offer in flight at a time; the policy reports each outcome
+  /// (perhaps later, on another thread) and an accepted chunk moves the member's cursor.
+  template <class Offers>
+  void deliver(const std::shared_ptr<wave>& w, std::uint32_t index, const Offers& takers) {
+    chunk_ptr message;
+    std::vector<std::shared_ptr<node_link>> links;
+    std::vector<std::size_t> targets;
+    {
+      std::lock_guard g(mu_);
+      if (index < w->backlog_first) return;
+      message = w->backlog[index - w->backlog_first];
+      for (auto& o : takers) {
+        w->targets[o.target].in_flight = true;
+        links.push_back(o.link);
+        targets.push_back(o.target);
+      }
+    }
+    const auto payload = message->body.payload.size();
+    dispatch_.broadcast(links, message, [this, w, index, payload, targets](std::size_t i, bool accepted) {
+      bool wake = false;
+      std::string node;
+      {
+        std::lock_guard g(mu_);
+        auto& t = w->targets[targets[i]];
+        t.in_flight = false;
+        if (accepted) {  // refused: its queue filled meanwhile; offered again on the next step
+          ++t.next;
+          node = t.node;
+        }
+        wake = std::exchange(w->parked, false);
+      }
+      if (!node.empty()) nodes_.count_sent(node, w->file, index, payload);
+      if (wake) pool_.post([this, w] { pump(w); });
+    });
+  }
+
+  void mark_lagging(const std::string& node, const std::shared_ptr<node_link>& link) {
+    if (!nodes_.mark_lagging(node, link)) return;
+    events_.emit(event_kind::node_lagging, {}, node, {}, 0,
+                 "outbound queue full (" + std::to_string(options_.queue_chunks) + " chunks); will catch up from the mirror");
+    // If the queue already drained while we were marking, nobody else will wake us.
+    if (link->queued_chunks() <= options_.queue_chunks / 2) on_catch_up_(node, std::chrono::milliseconds{0});
+  }
+
+  const hub_options& options_;
+  node_registry& nodes_;
+  event_bus& events_;
+  thread_pool& pool_;
+  catch_up_hook on_catch_up_;
+  Codec codec_;
+  std::atomic<std::uint64_t> chunks_encoded_{0};
+  std::atomic<std::uint32_t> corrupted_{0};
+
+  std::mutex mu_;  ///< guards the waves and everything in them
+  std::set<std::shared_ptr<wave>> waves_;
+
+  // Destroyed first (reverse order): the dispatch policy's threads may still report into
+  // the state above.
+  Dispatch dispatch_;
+};
+
+}  // namespace meshhub
