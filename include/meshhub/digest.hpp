@@ -90,8 +90,8 @@ class content_hasher {
   return content_digest_of(std::as_bytes(std::span(bytes)));
 }
 
-/// Appends the two lowercase hex digits of `byte`. The one hex encoder: every other form
-/// below, and every name or message that shows bytes as hex, goes through it.
+/// Appends the two lowercase hex digits of `byte`: the encoder behind every `to_hex`
+/// below, and the one to use wherever a name or a message shows bytes as hex.
 inline void append_hex(std::string& out, std::uint8_t byte) {
   static constexpr char digits[] = "0123456789abcdef";
   out.push_back(digits[byte >> 4]);
