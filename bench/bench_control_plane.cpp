@@ -60,7 +60,7 @@ using namespace std::chrono_literals;
 /// What the command line (after Google Benchmark's own flags) may change.
 struct options {
   fs::path bin;                          ///< folder holding meshhub-server and meshhub-node
-  std::uint64_t push_mib = 1024;         ///< size of the pushed file; 1 GiB is the issue's figure
+  std::uint64_t push_mib = 1024;         ///< size of the pushed file; 1 GiB is the figure the target is set for
   std::size_t idle_samples = 500;        ///< List calls timed with the mesh idle
   std::size_t min_load_samples = 200;    ///< fewer under load and the run says so
   std::size_t files = 100;               ///< small files in the listed session

@@ -1,4 +1,4 @@
-/// Dispatch policies against a slow node (issue 3): one 256 MiB wave to 8 in-process nodes,
+/// Dispatch policies against a slow node: one 256 MiB wave to 8 in-process nodes,
 /// (a) all links at the same bandwidth, (b) one link at a tenth of it, both inside one
 /// benchmark iteration so the ratio fast(b)/fast(a) is measured in the same run.
 ///
@@ -9,7 +9,7 @@
 /// deflate (56–200 MB/s a core) does not become the bottleneck instead of the wire, and
 /// the nodes are `memory_sink`s that acknowledge without a disk. By default they do not
 /// re-hash the chunks: 8 verifying receivers on the hub's 2 cores would make the run
-/// CPU-bound (BUILD-NOTES: verification dominates), measuring the machine instead of the
+/// CPU-bound (SHA-256 costs a receiver more than the transfer itself), measuring the machine instead of the
 /// policy. `MESHHUB_BENCH_VERIFY=1` turns verification on.
 ///
 /// Figures per policy (counters, seconds from the wave's start event):
@@ -21,7 +21,8 @@
 ///   queued_mib  Σ links' peak queued chunks × chunk size + backlog_chunks × chunk size (b):
 ///             the bound-style accounting (counts a buffer shared by n queues n times)
 ///   rss_mib   VmRSS after the wave minus before, (b);  hwm_mib VmHWM growth during (b)
-///   limit_mib queue bound × chunk size × nodes + 64 MiB (the issue's memory target)
+///   limit_mib queue bound × chunk size × nodes + 64 MiB (the memory target: bounded
+///             by the queues, not by the file or a slow node)
 ///   lagging_b 1 when the slow node was marked lagging in (b); resent_b its resent chunks
 #include <benchmark/benchmark.h>
 #include <malloc.h>
@@ -290,7 +291,7 @@ BENCHMARK_TEMPLATE(BM_dispatch, async)->Iterations(1)->Repetitions(3)->UseManual
 /// `members` non-blocking in-process nodes. The sinks trust the digests, so nearly all
 /// the CPU is the hub's: reading, hashing, compressing and handing out. The counter
 /// `cpu_ratio_8_to_1` compares 8 members with 1, both measured in this one call.
-/// Target (issue 3): ≤ 2.
+/// Target: ≤ 2 (8 members cost at most twice one: the chunk is compressed once).
 double wave_cpu_seconds(std::size_t members) {
   namespace fs = std::filesystem;
   std::string tmpl = (fs::temp_directory_path() / "meshhub-bench-cpu.XXXXXX").string();

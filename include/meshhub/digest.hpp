@@ -2,10 +2,12 @@
 /// SHA-256 digests (OpenSSL) and meshhub's *content digest*: SHA-256 over the SHA-256s
 /// of a file's 4 MiB blocks. Defining the file digest over block digests lets a node
 /// verify a whole file from the per-chunk digests it has already checked — hashing every
-/// received byte once instead of twice (BUILD-NOTES: verification dominates on nodes).
+/// received byte once instead of twice (verification is what a node spends most CPU on).
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -88,15 +90,35 @@ class content_hasher {
   return content_digest_of(std::as_bytes(std::span(bytes)));
 }
 
+/// Appends the two lowercase hex digits of `byte`: the encoder behind every `to_hex`
+/// below, and the one to use wherever a name or a message shows bytes as hex.
+inline void append_hex(std::string& out, std::uint8_t byte) {
+  static constexpr char digits[] = "0123456789abcdef";
+  out.push_back(digits[byte >> 4]);
+  out.push_back(digits[byte & 0xf]);
+}
+
 /// Lowercase hex, as every program prints digests.
 [[nodiscard]] inline std::string to_hex(std::span<const std::uint8_t> bytes) {
-  static constexpr char hex[] = "0123456789abcdef";
   std::string out;
   out.reserve(bytes.size() * 2);
-  for (auto b : bytes) {
-    out.push_back(hex[b >> 4]);
-    out.push_back(hex[b & 0xf]);
-  }
+  for (const auto b : bytes) append_hex(out, b);
+  return out;
+}
+
+/// Lowercase hex of raw bytes held in a string: digests as the protocol carries them.
+[[nodiscard]] inline std::string to_hex(std::string_view bytes) {
+  return to_hex(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+}
+
+/// The 16 lowercase hex digits of a 64-bit value, most significant first (names made from
+/// a hash or a random number). Only a `std::uint64_t` matches: a char or an int passed by
+/// mistake is not silently widened into 16 digits.
+template <std::same_as<std::uint64_t> T>
+[[nodiscard]] std::string to_hex(T value) {
+  std::string out;
+  out.reserve(2 * sizeof value);
+  for (int shift = 56; shift >= 0; shift -= 8) append_hex(out, static_cast<std::uint8_t>(value >> shift));
   return out;
 }
 

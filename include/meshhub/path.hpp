@@ -6,9 +6,11 @@
 /// (U+2024, U+FF0E, U+FF0F, U+2215, overlong UTF-8...) are ordinary bytes to the kernel, so
 /// they are accepted as plain names: they name a file or folder inside, never a parent.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
 
 namespace meshhub {
@@ -29,10 +31,8 @@ inline std::string quoted(std::string_view s) {
   std::string out = "'";
   for (char c : s) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      static constexpr char hex[] = "0123456789abcdef";
       out += "\\x";
-      out += hex[static_cast<unsigned char>(c) >> 4];
-      out += hex[static_cast<unsigned char>(c) & 0xf];
+      append_hex(out, static_cast<std::uint8_t>(c));
     } else {
       out += c;
     }

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "meshhub/detail/unique_fd.hpp"
+#include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
 #include "meshhub/path.hpp"
 
@@ -198,10 +199,7 @@ inline void check_leaf(std::string_view name, std::string_view what) {
 
 inline std::string temp_name() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string name = std::string(reserved_prefix) + "-tmp-";
-  for (auto v = rng(), i = decltype(v){0}; i < 16; ++i, v >>= 4) name += hex[v & 0xf];
-  return name;
+  return std::string(reserved_prefix) + "-tmp-" + to_hex(std::uint64_t{rng()});
 }
 
 }  // namespace detail

@@ -31,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -163,6 +164,31 @@ std::uint32_t timeout_ms(const options& opts) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Unary calls
+// ---------------------------------------------------------------------------------------
+
+/// A unary RPC of the Assistant stub, e.g. `&v1::Assistant::Stub::CreateSession`.
+template <typename Request, typename Reply>
+using unary_rpc = grpc::Status (v1::Assistant::Stub::*)(grpc::ClientContext*, const Request&, Reply*);
+
+/// Whether a failed call's message says what was left unchanged (see `report_status`).
+enum class call_effect { reads, changes };
+
+/// Every unary command the same way: a context with a deadline (30 s unless the command
+/// waits on the mesh), the call, and either the failure reported on stderr (exit 1) or
+/// `on_reply(reply)`, whose return is the exit status.
+template <typename Request, typename Reply, typename OnReply>
+int unary_call(const invocation& call, unary_rpc<Request, Reply> rpc, const Request& request, call_effect effect,
+               OnReply&& on_reply, std::chrono::seconds deadline = programs::unary_deadline) {
+  grpc::ClientContext context;
+  set_deadline(context, deadline);
+  Reply reply;
+  const auto status = (call.hub.*rpc)(&context, request, &reply);
+  if (!status.ok()) return report_status(call, status, effect == call_effect::changes);
+  return std::forward<OnReply>(on_reply)(reply);
+}
+
+// ---------------------------------------------------------------------------------------
 // Protocol messages as JSON and as table cells
 // ---------------------------------------------------------------------------------------
 
@@ -272,38 +298,27 @@ void print_membership(const v1::SessionInfo& info, std::string_view what) {
 int run_session_create(const invocation& call) {
   v1::SessionRequest request;
   request.set_session(call.opts.session);
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::SessionReply reply;
-  const auto status = call.hub.CreateSession(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status, true);
-  print_membership(reply.session(), "created");
-  return 0;
+  return unary_call(call, &v1::Assistant::Stub::CreateSession, request, call_effect::changes,
+                    [](const v1::SessionReply& reply) {
+                      print_membership(reply.session(), "created");
+                      return 0;
+                    });
 }
 
 /// join and leave differ only in the RPC they call.
-using membership_rpc = grpc::Status (v1::Assistant::Stub::*)(grpc::ClientContext*,
-                                                             const v1::MembershipRequest&, v1::SessionReply*);
+using membership_rpc = unary_rpc<v1::MembershipRequest, v1::SessionReply>;
 
 int run_membership(const invocation& call, membership_rpc rpc, std::string_view what) {
   v1::MembershipRequest request;
   request.set_session(call.opts.session);
   for (const auto& node : call.opts.nodes) request.add_nodes(node);
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::SessionReply reply;
-  const auto status = (call.hub.*rpc)(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status, true);
-  print_membership(reply.session(), what);
-  return 0;
+  return unary_call(call, rpc, request, call_effect::changes, [what](const v1::SessionReply& reply) {
+    print_membership(reply.session(), what);
+    return 0;
+  });
 }
 
-int run_session_ls(const invocation& call) {
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::ListSessionsReply reply;
-  const auto status = call.hub.ListSessions(&context, v1::ListSessionsRequest{}, &reply);
-  if (!status.ok()) return report_status(call, status);
+int print_sessions(const invocation& call, const v1::ListSessionsReply& reply) {
   if (call.opts.json) {
     json sessions = json::array();
     for (const auto& info : reply.sessions()) sessions.push_back(session_json(info));
@@ -314,20 +329,17 @@ int run_session_ls(const invocation& call) {
   return 0;
 }
 
+int run_session_ls(const invocation& call) {
+  return unary_call(call, &v1::Assistant::Stub::ListSessions, v1::ListSessionsRequest{}, call_effect::reads,
+                    [&call](const v1::ListSessionsReply& reply) { return print_sessions(call, reply); });
+}
+
 // ---------------------------------------------------------------------------------------
 // node add | client add: tokens
 // ---------------------------------------------------------------------------------------
 
-/// Prints the new token once (or writes it, mode 0600, to --out): the hub keeps only its hash.
-int run_issue_token(const invocation& call, v1::IssueTokenRequest::Kind kind) {
-  v1::IssueTokenRequest request;
-  request.set_kind(kind);
-  request.set_name(call.opts.session);
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::IssueTokenReply reply;
-  const auto status = call.hub.IssueToken(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status, true);
+/// Prints the new token once (or writes it, mode 0600, to --out).
+int print_token(const invocation& call, const v1::IssueTokenReply& reply) {
   if (!call.opts.out_file.empty()) {
     const int fd = ::open(call.opts.out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     const std::string line = reply.token() + "\n";
@@ -345,19 +357,20 @@ int run_issue_token(const invocation& call, v1::IssueTokenRequest::Kind kind) {
   return 0;
 }
 
+/// Issues a token; the hub keeps only its hash, so this answer is the only time it is seen.
+int run_issue_token(const invocation& call, v1::IssueTokenRequest::Kind kind) {
+  v1::IssueTokenRequest request;
+  request.set_kind(kind);
+  request.set_name(call.opts.session);
+  return unary_call(call, &v1::Assistant::Stub::IssueToken, request, call_effect::changes,
+                    [&call](const v1::IssueTokenReply& reply) { return print_token(call, reply); });
+}
+
 // ---------------------------------------------------------------------------------------
 // skill promote | ls: the global skill library
 // ---------------------------------------------------------------------------------------
 
-int run_skill_promote(const invocation& call) {
-  v1::PromoteSkillRequest request;
-  request.set_session(call.opts.session);
-  request.set_name(call.opts.path);
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::PromoteSkillReply reply;
-  const auto status = call.hub.PromoteSkill(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status, true);
+int print_promotion(const invocation& call, const v1::PromoteSkillReply& reply) {
   if (call.opts.json) {
     print_json({{"session", call.opts.session}, {"name", call.opts.path}, {"kind", reply.kind()},
                 {"global_name", reply.global_name()}, {"digest", to_hex(reply.digest())}, {"detail", reply.detail()}});
@@ -369,12 +382,15 @@ int run_skill_promote(const invocation& call) {
   return 0;
 }
 
-int run_skill_ls(const invocation& call) {
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::ListSkillsReply reply;
-  const auto status = call.hub.ListSkills(&context, v1::ListSkillsRequest{}, &reply);
-  if (!status.ok()) return report_status(call, status);
+int run_skill_promote(const invocation& call) {
+  v1::PromoteSkillRequest request;
+  request.set_session(call.opts.session);
+  request.set_name(call.opts.path);
+  return unary_call(call, &v1::Assistant::Stub::PromoteSkill, request, call_effect::changes,
+                    [&call](const v1::PromoteSkillReply& reply) { return print_promotion(call, reply); });
+}
+
+int print_skills(const invocation& call, const v1::ListSkillsReply& reply) {
   if (call.opts.json) {
     json skills = json::array();
     for (const auto& s : reply.skills())
@@ -389,6 +405,11 @@ int run_skill_ls(const invocation& call) {
     table.print(stdout);
   }
   return 0;
+}
+
+int run_skill_ls(const invocation& call) {
+  return unary_call(call, &v1::Assistant::Stub::ListSkills, v1::ListSkillsRequest{}, call_effect::reads,
+                    [&call](const v1::ListSkillsReply& reply) { return print_skills(call, reply); });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -598,15 +619,15 @@ int run_rm(const invocation& call) {
   request.set_path(call.opts.path);
   request.set_wait_all(call.opts.wait_all());
   request.set_timeout_ms(timeout_ms(call.opts));
-  grpc::ClientContext context;
-  set_deadline(context, call.opts.wait_all() ? wait_deadline(call.opts) : programs::unary_deadline);
-  v1::WriteReply reply;
-  const auto status = call.hub.Remove(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status, true);
-  const std::string line = "removed " + reply.session() + ':' + reply.path() + " v" +
-                           std::to_string(reply.version()) + " from " +
-                           count_of(static_cast<std::uint64_t>(reply.members_size()), "member");
-  return report_write(call, reply, line);
+  return unary_call(
+      call, &v1::Assistant::Stub::Remove, request, call_effect::changes,
+      [&call](const v1::WriteReply& reply) {
+        const std::string line = "removed " + reply.session() + ':' + reply.path() + " v" +
+                                 std::to_string(reply.version()) + " from " +
+                                 count_of(static_cast<std::uint64_t>(reply.members_size()), "member");
+        return report_write(call, reply, line);
+      },
+      call.opts.wait_all() ? wait_deadline(call.opts) : programs::unary_deadline);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -649,17 +670,14 @@ int run_ls(const invocation& call) {
   request.set_session(call.opts.session);
   request.set_path(call.opts.path);
   request.set_node(call.opts.node);
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::ListReply reply;
-  const auto status = call.hub.List(&context, request, &reply);
-  if (!status.ok()) return report_status(call, status);
-  if (call.opts.node.empty()) {
-    print_mirror_listing(call, reply);
-  } else {
-    print_node_listing(call, reply);
-  }
-  return 0;
+  return unary_call(call, &v1::Assistant::Stub::List, request, call_effect::reads, [&call](const v1::ListReply& reply) {
+    if (call.opts.node.empty()) {
+      print_mirror_listing(call, reply);
+    } else {
+      print_node_listing(call, reply);
+    }
+    return 0;
+  });
 }
 
 int run_cat(const invocation& call) {
@@ -728,17 +746,15 @@ void print_status(const v1::StatusReply& reply) {
 }
 
 int run_status(const invocation& call) {
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  v1::StatusReply reply;
-  const auto status = call.hub.Status(&context, v1::StatusRequest{}, &reply);
-  if (!status.ok()) return report_status(call, status);
-  if (call.opts.json) {
-    print_json(status_json(reply));
-  } else {
-    print_status(reply);
-  }
-  return 0;
+  return unary_call(call, &v1::Assistant::Stub::Status, v1::StatusRequest{}, call_effect::reads,
+                    [&call](const v1::StatusReply& reply) {
+                      if (call.opts.json) {
+                        print_json(status_json(reply));
+                      } else {
+                        print_status(reply);
+                      }
+                      return 0;
+                    });
 }
 
 /// "2024-05-01 12:00:00.123 #42 wave_started session=s1 path=big.bin v3 node=n1 detail"

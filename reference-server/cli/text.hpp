@@ -11,19 +11,9 @@
 #include <string_view>
 #include <vector>
 
-namespace meshhub::cli {
+#include "meshhub/digest.hpp"  // to_hex: digests travel as raw bytes in the protocol
 
-/// Lowercase hex of raw bytes (digests travel as bytes in the protocol).
-inline std::string to_hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (const unsigned char byte : bytes) {
-    out += digits[byte >> 4];
-    out += digits[byte & 0x0f];
-  }
-  return out;
-}
+namespace meshhub::cli {
 
 /// The first `length` hex digits of a digest: enough to tell versions apart in a table.
 inline std::string short_hex(std::string_view bytes, std::size_t length = 12) {

@@ -12,8 +12,7 @@ namespace meshhub::programs {
 /// Pooled dispatch: a gRPC link's `try_send` never blocks, but the first link to meet a
 /// chunk serializes it (once, for all); on the pool that work overlaps the wave's reading
 /// and compressing of the next chunk instead of delaying it. docs/benchmarks.md has the
-/// comparison. The interprocess lock policy for skill promotion comes with issue 5.
-/// Skill promotion locks are interprocess (one named mutex per skill, robust to a dead
+/// comparison. Skill promotion locks are interprocess (one named mutex per skill, robust to a dead
 /// holder): several hub processes may share one data dir.
 using server_hub = basic_hub<pooled_dispatch, sqlite_store, named_mutex_lock, zlib_codec>;
 

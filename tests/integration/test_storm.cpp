@@ -1,7 +1,8 @@
 /// A reconnect storm against real processes: many nodes in sync, the hub SIGKILLed and
 /// restarted on the same port; every node dials back within its backoff and is reconciled
 /// by root digest — without a timeout, and without a byte re-sent. The default run uses
-/// 24 nodes (CI has two cores); MESHHUB_STORM_NODES=200 is the storm.
+/// 24 nodes (CI has two cores); MESHHUB_STORM_NODES=200 is the storm the hub is
+/// meant to ride out.
 #include <cstdlib>
 
 #include "mesh.hpp"

@@ -1,4 +1,4 @@
-// The workspace cannot be escaped (issue 6, item 3), judged from outside.
+// The workspace cannot be escaped, judged from outside.
 //
 // A table of hostile cases — each one operation (write through a durable_writer, read,
 // remove, mkdir, list, adopt) on one path, with something planted in the workspace first —

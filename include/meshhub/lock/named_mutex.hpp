@@ -40,6 +40,7 @@
 
 #include "meshhub/concepts.hpp"
 #include "meshhub/detail/unique_fd.hpp"
+#include "meshhub/digest.hpp"
 
 namespace meshhub {
 
@@ -86,7 +87,7 @@ class named_mutex_lock {
   /// 225 chars without '/', so two data dirs never share a mutex (POSIX allows 251).
   static std::string mutex_name(std::string_view key, const std::filesystem::path& lease_dir) {
     const auto dir = std::filesystem::weakly_canonical(std::filesystem::absolute(lease_dir)).native();
-    return "meshhub-" + hex(fnv1a(dir)) + "-" + safe_key(key);
+    return "meshhub-" + to_hex(fnv1a(dir)) + "-" + safe_key(key);
   }
   /// Removes the named mutex (tests, uninstall). Safe for exclusion even while in use: the
   /// lease excludes; processes keep their old semaphore until they reopen. Leases stay.
@@ -100,10 +101,14 @@ class named_mutex_lock {
     std::string out;
     for (unsigned char c : key) {
       const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-      if (keep || c == '.' || c == '_' || c == '-') out += static_cast<char>(c);
-      else out += {'%', digits[c >> 4], digits[c & 15]};
+      if (keep || c == '.' || c == '_' || c == '-') {
+        out += static_cast<char>(c);
+      } else {
+        out += '%';
+        append_hex(out, c);
+      }
     }
-    if (out.size() > 200) out = out.substr(0, 183) + "~" + hex(fnv1a(key));
+    if (out.size() > 200) out = out.substr(0, 183) + "~" + to_hex(fnv1a(key));
     return out;
   }
 
@@ -114,12 +119,6 @@ class named_mutex_lock {
     for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
     return h;
   }
-  static std::string hex(std::uint64_t v) {
-    std::string s(16, '0');
-    for (auto i = s.rbegin(); i != s.rend(); ++i, v >>= 4) *i = digits[v & 15];
-    return s;
-  }
-  static constexpr char digits[] = "0123456789abcdef";
   static std::filesystem::path prepare(const std::filesystem::path& dir) {
     std::filesystem::create_directories(dir);
     return std::filesystem::canonical(dir);

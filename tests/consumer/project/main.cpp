@@ -1,7 +1,8 @@
 // A program outside meshhub that uses only what a user gets from meshhub::meshhub: it
 // brings a codec policy of its own, chunks a buffer with it and with meshhub::zlib_codec,
 // decodes every chunk back through the library's shared decoder and checks bytes and
-// digests. Exit status 0 when everything round-trips, 1 otherwise.
+// digests. Built with the backends too (MESHHUB_CONSUMER_BACKENDS), it also runs
+// backends.cpp. Exit status 0 when everything round-trips, 1 otherwise.
 #include <zlib.h>
 
 #include <cstddef>
@@ -147,6 +148,10 @@ std::vector<meshhub::chunk> round_trip(const char* name, const Codec& codec, con
 
 }  // namespace
 
+#ifdef MESHHUB_CONSUMER_BACKENDS
+int check_backends();  // backends.cpp
+#endif
+
 int main() {
   try {
     const std::string input = make_input();
@@ -163,6 +168,14 @@ int main() {
     std::fprintf(stderr, "FAIL: unexpected exception: %s\n", e.what());
     return 1;
   }
+#ifdef MESHHUB_CONSUMER_BACKENDS
+  try {
+    failures += check_backends();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAIL: unexpected exception from a backend: %s\n", e.what());
+    return 1;
+  }
+#endif
   if (failures != 0) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
