@@ -95,16 +95,21 @@ concept version_store = requires(const S& cs, std::string_view name, std::string
 template <class S>
 concept wave_journal = requires(S& s, const S& cs, std::string_view name, std::string_view node,
                                 std::string_view path, std::uint64_t n, const change& c,
-                                std::span<const node_version> held) {
+                                std::span<const node_version> held, std::span<const change> set) {
   /// bump the path's version and journal its wave (unpublished, pending for every member
   /// but the origin; the origin holds it), atomically — and, when `c.ends_skill_link`
   /// names a skill, forget the session's link to it in the same transaction
   { s.commit_change(c) } -> std::same_as<change_record>;
+  /// `commit_change` for every change of a set (a pushed tree) in one transaction; a set
+  /// naming a path twice is refused (`errc::invalid_argument`) before anything is written
+  { s.commit_changes(set) } -> std::same_as<std::vector<change_record>>;
   /// the mirror holds the wave's change now (need not be durable: recovery is idempotent)
   s.mark_published(n);
   { cs.unpublished_waves() } -> std::same_as<std::vector<wave_record>>;
   /// a node holds (session, path, version): returns the waves this completed
   { s.record_delivery(node, name, path, n) } -> std::same_as<std::vector<wave_record>>;
+  /// the node holds each of `held` (a batch it stored at once), in one transaction
+  { s.record_deliveries(node, name, held) } -> std::same_as<std::vector<wave_record>>;
   /// after a reconcile: what the node holds of the session is exactly `held`
   { s.replace_node_versions(node, name, held) } -> std::same_as<std::vector<wave_record>>;
   { cs.pending_waves() } -> std::same_as<std::vector<wave_record>>;

@@ -208,6 +208,17 @@ class basic_hub {
     return finish_upload(std::move(up));
   }
 
+  /// Publishes uploads (each begun with `begin_upload` in this session, bytes appended)
+  /// and removals as one change set: one flush, one store transaction, every path's wave
+  /// (commit_pipeline.hpp). Results in the order of `files`, then `removals`; removing a
+  /// path the session does not hold is reported `unchanged`.
+  std::vector<write_result> commit_set(std::string_view session_name, std::vector<upload> files,
+                                       const std::vector<std::string>& removals = {}) {
+    require_session(session_name);
+    for (auto& p : removals) check_path(p);
+    return pipeline_.commit_set(std::string(session_name), files, removals);
+  }
+
   /// Removes a path from the mirror and every member. With an `origin`, the removal is a
   /// node's; removing what is already gone then changes nothing.
   write_result remove(std::string_view session_name, std::string_view path,
@@ -333,10 +344,10 @@ class basic_hub {
     if ((library_root != roots.end() && library_root->second != manifest{}.root()) || store_.live_files(library_session) > 0)
       reconciled.emplace_back(library_session);
     // Until every session is reconciled, the store's record of this node is not trusted
-    // for catching up (the node may have lost, changed or kept files meanwhile): catch-up
-    // learns that before the registry makes the new link current, so no round slips in.
-    catch_up_.connected(h.node_id, link, h.reports_roots ? reconciled.size() : 0);
-    auto replaced = nodes_.attach(h.node_id, link, h.partials);
+    // (the node may have lost, changed or kept files meanwhile): the registry takes the link
+    // and the count of sessions to reconcile at once, so no delivery or round slips in.
+    catch_up_.connected(h.node_id);
+    auto replaced = nodes_.attach(h.node_id, link, h.partials, h.reports_roots ? reconciled.size() : 0);
     if (replaced) replaced->close("replaced by a newer connection of node '" + h.node_id + "'");
     events_.emit(event_kind::node_connected, {}, h.node_id, {}, 0, {});
     link->try_send(welcome{sessions});

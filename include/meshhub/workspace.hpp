@@ -268,6 +268,14 @@ class durable_writer {
   /// the target's folder (a conflict copy; `errc::invalid_argument` for anything with a
   /// '/') — and fsync the folder. A symlink at the target is replaced, never followed.
   void publish(std::string_view sibling = {}) {
+    rename_into_place(sibling);
+    detail::fsync_or_throw(dir_.get(), "the folder of '" + display_ + "'");
+  }
+
+  /// `publish` without the folder's fsync, for a batch: the caller renames every file of
+  /// the batch, then fsyncs each of their folders once (`folder_fd`) before anything is
+  /// acknowledged.
+  void rename_into_place(std::string_view sibling = {}) {
     if (!sibling.empty()) detail::check_leaf(sibling, "sibling name");
     const std::string leaf = sibling.empty() ? leaf_ : std::string(sibling);
     if (::renameat(dir_.get(), temp_.c_str(), dir_.get(), leaf.c_str()) != 0) {
@@ -276,8 +284,10 @@ class durable_writer {
       throw_errno("rename into '" + display_ + "'", errno);
     }
     committed_ = true;
-    detail::fsync_or_throw(dir_.get(), "the folder of '" + display_ + "'");
   }
+
+  /// The target's folder (open while the writer lives).
+  [[nodiscard]] int folder_fd() const noexcept { return dir_.get(); }
 
   /// The temp file's name in the target's folder.
   [[nodiscard]] const std::string& temp_name() const noexcept { return temp_; }

@@ -44,6 +44,44 @@ TEMPLATE_LIST_TEST_CASE("store: sessions and membership", "[store]", store_fixtu
   CHECK(s.sessions()[0].members == std::vector<std::string>{"n1"});
 }
 
+TEMPLATE_LIST_TEST_CASE("store: a change set is journaled at once, and a batch of deliveries recorded at once", "[store]",
+                        store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  s.add_member("a", "n2");
+  s.commit_change(edit("a", "old.txt", 3, d1));
+
+  // A tree: two new files, a changed one, one from a node (it holds its own change).
+  std::vector<change> set{edit("a", "src/x.c", 3, d1), edit("a", "src/y.c", 3, d2), edit("a", "old.txt", 3, d2),
+                          edit("a", "from-n2.txt", 3, d1)};
+  set[3].origin = "n2";
+  const auto records = s.commit_changes(set);
+  REQUIRE(records.size() == 4);
+  CHECK(records[0].version == 1);
+  CHECK(records[2].version == 2);  // versions still grow per path
+  CHECK(records[0].wave_id < records[1].wave_id);
+  CHECK(records[0].members == std::vector<std::string>{"n1", "n2"});
+  CHECK(records[3].members == std::vector<std::string>{"n1"});
+  CHECK(s.unpublished_waves().size() == 5);
+  CHECK(s.file("a", "src/y.c")->content == d2);
+
+  // One batch acknowledgement of n1 and one of n2: every wave of the set completes.
+  const std::vector<node_version> n1_batch{{"src/x.c", 1}, {"src/y.c", 1}, {"old.txt", 2}, {"from-n2.txt", 1}};
+  CHECK(s.record_deliveries("n1", "a", n1_batch).size() == 1);  // from-n2.txt waited for n1 only
+  const std::vector<node_version> n2_batch{{"src/x.c", 1}, {"src/y.c", 1}, {"old.txt", 2}};
+  CHECK(s.record_deliveries("n2", "a", n2_batch).size() == 4);  // old.txt v1 and v2, src/x.c, src/y.c
+  CHECK(s.pending_waves().empty());
+
+  // A set naming a path twice is refused whole: nothing of it is written.
+  std::vector<change> twice{edit("a", "new.txt", 3, d1), edit("a", "new.txt", 3, d2)};
+  CHECK_THROWS_AS(s.commit_changes(twice), error);
+  CHECK_FALSE(s.file("a", "new.txt"));
+  CHECK(s.pending_waves().empty());
+  CHECK(s.commit_changes(std::vector<change>{}).empty());
+}
+
 TEMPLATE_LIST_TEST_CASE("store: versions grow per path and the wave journal tracks members", "[store]", store_fixtures) {
   TestType f;
   auto& s = f.store;

@@ -13,8 +13,9 @@
 /// node is not trusted yet).
 ///
 /// Lock order: session write lock → `mu_` → node_registry's lock. `mu_` guards only the
-/// per-node progress below; the store, the wave engine and the event bus are called
-/// outside it.
+/// per-node progress below (queued rounds, retries); the store, the wave engine and the
+/// event bus are called outside it. How many sessions a connection still reconciles is the
+/// registry's (it belongs to the connection, and deliveries consult it).
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -59,22 +60,20 @@ class catch_up {
 
   // ---- a new connection ----------------------------------------------------------------
 
-  /// A node is connecting on `link` and will reconcile `sessions` (none: its hello
-  /// reported no roots, so the store's record is trusted). No round runs for it until the
-  /// last of them is reconciled. Forgets the previous connection's retries.
-  void connected(const std::string& node, const std::shared_ptr<node_link>& link, std::size_t sessions) {
+  /// A node connected anew: the previous connection's retries are forgotten.
+  void connected(const std::string& node) {
     std::lock_guard g(mu_);
-    auto& p = progress_[node];
-    p.connection = link;
-    p.reconciling = sessions;
-    p.retries.clear();
+    progress_[node].retries.clear();
   }
 
-  /// Compares one session of a node that said hello with the mirror and records exactly
-  /// what it holds, so that catching up sends only what differs. Equal root digests settle
-  /// it at once; otherwise the node's manifest is fetched and compared path by path.
+  /// Compares one session of a node that said hello on `link` with the mirror and records
+  /// exactly what it holds, so that catching up sends only what differs. Equal root digests
+  /// settle it at once; otherwise the node's manifest is fetched and compared path by path.
+  /// Until the connection's last session is reconciled (node_registry::reconciling),
+  /// nothing is delivered to it and no round runs.
   void reconcile(const std::string& node, const std::shared_ptr<node_link>& link, const std::string& session,
                  const digest& node_root) {
+    if (!nodes_.is_current(node, link)) return;  // a newer connection reconciles afresh
     try {
       const auto files = store_.files(session);
       std::vector<manifest_entry> live;
@@ -107,11 +106,11 @@ class catch_up {
 
   /// Queues one catch-up round for the node (coalesced: at most one queued at a time).
   void request(const std::string& node) {
-    if (!nodes_.link_of(node)) return;
+    if (!nodes_.link_of(node) || nodes_.reconciling(node)) return;
     {
       std::lock_guard g(mu_);
       auto& p = progress_[node];
-      if (p.round_pending || p.reconciling > 0) return;
+      if (p.round_pending) return;
       p.round_pending = true;
     }
     pool_.post([this, node] { round(node); });
@@ -175,10 +174,8 @@ class catch_up {
  private:
   /// One node's progress on its current connection.
   struct progress {
-    std::shared_ptr<node_link> connection;  ///< the connection `reconciling` counts for
-    std::size_t reconciling = 0;            ///< sessions of this connection not reconciled yet
-    bool round_pending = false;             ///< a catch-up round is queued
-    bool catching_up = false;               ///< the last round started deliveries
+    bool round_pending = false;  ///< a catch-up round is queued
+    bool catching_up = false;    ///< the last round started deliveries
     /// Refused deliveries per path: attempts, and when the next may start.
     std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
   };
@@ -190,6 +187,9 @@ class catch_up {
   /// are left alone (they may be a node's unsent work) and named too.
   void compare(const std::string& node, const std::shared_ptr<node_link>& link, const std::string& session,
                const std::vector<node_entry>& entries) {
+    // A listing of a connection that ended meanwhile describes a disk the next hello
+    // describes again: comparing it now would overwrite what that connection records.
+    if (!nodes_.is_current(node, link)) return;
     try {
       std::map<std::string, const node_entry*> theirs;
       for (auto& e : entries) theirs[e.path] = &e;
@@ -232,13 +232,7 @@ class catch_up {
 
   /// One session of the node's connection is reconciled; after the last, it catches up.
   void reconciled(const std::string& node, const std::shared_ptr<node_link>& link) {
-    {
-      std::lock_guard g(mu_);
-      auto it = progress_.find(node);
-      if (it == progress_.end() || it->second.connection != link || it->second.reconciling == 0) return;
-      if (--it->second.reconciling > 0) return;
-    }
-    request(node);
+    if (nodes_.session_reconciled(node, link)) request(node);
   }
 
   static std::string join_paths(const std::vector<std::string>& paths) {

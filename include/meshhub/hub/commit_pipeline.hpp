@@ -18,6 +18,9 @@
 ///
 /// Lock order: session write lock → `estimates_mu_` (a leaf). The store, the wave engine
 /// and the event bus are called under the session's lock, never under `estimates_mu_`.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <functional>
@@ -150,6 +153,72 @@ class commit_pipeline {
     return commit(change{std::string(session), std::string(path), 0, digest{}, true, {}, {}, {}, {}}, nullptr, origin);
   }
 
+  /// Publishes several uploads and removals of one session as one change set (a pushed
+  /// tree): one flush makes every upload's bytes durable (not an fsync per file), one
+  /// store transaction journals the whole set, every file is renamed into place and each
+  /// folder fsynced once, and then each path's wave starts. A crash before the journal
+  /// leaves temp files nobody acknowledged; after it, recovery publishes the whole set. A
+  /// removal of a path the session does not hold is nothing to do, not an error. Results
+  /// come in the order of `files`, then `removals`.
+  std::vector<write_result> commit_set(const std::string& session, std::vector<upload>& files,
+                                       const std::vector<std::string>& removals) {
+    std::vector<change> set;
+    set.reserve(files.size() + removals.size());
+    for (auto& up : files) {
+      if (up.session_ != session)
+        throw error(errc::invalid_argument, "a change set of session '" + session + "' holds an upload of session '" +
+                                                up.session_ + "'; nothing was changed");
+      set.push_back(change{up.session_, up.path_, up.size(), up.finish_digest(), false, up.writer_.temp_name(), {}, {}, {}});
+    }
+    if (!files.empty() && ::syncfs(files.front().writer_.fd()) != 0) throw_errno("flush the change set of '" + session + "'", errno);
+    MESHHUB_FAILPOINT("mirror_written");
+    auto lock = locks_.of(session);
+    std::lock_guard g(*lock);
+    {
+      auto named = set;  // every path the set names, removals included, once
+      for (auto& path : removals) named.push_back(change{session, path, 0, digest{}, true, {}, {}, {}, {}});
+      check_distinct_paths(named);
+    }
+    std::vector<std::size_t> removed_at;  // index into `set` per removal (npos: nothing to remove)
+    for (auto& path : removals) {
+      mirror_.refuse_beneath_promoted_skill(session, path);
+      const auto rec = store_.file(session, path);
+      if (!rec || rec->deleted) {
+        removed_at.push_back(std::string::npos);
+        continue;
+      }
+      removed_at.push_back(set.size());
+      set.push_back(change{session, path, 0, digest{}, true, {}, {}, {}, {}});
+    }
+    for (std::size_t i = 0; i < set.size(); ++i) {
+      auto& c = set[i];
+      const auto current = store_.file(c.session, c.path);
+      if (i < files.size() && (!current || current->deleted)) reserve_file_slot(c.session, c.path);
+      c.ends_skill_link = ended_link(c, current);
+    }
+    const auto records = store_.commit_changes(set);
+    for (auto& up : files) up.writer_.keep_temp_file();  // journaled: recovery may need them
+    MESHHUB_FAILPOINT("journal_committed");
+    publish_set(session, files, set, records);
+    MESHHUB_FAILPOINT("published");
+    std::vector<write_result> out;
+    for (std::size_t i = 0; i < set.size(); ++i) announce(set[i], records[i]);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      out.push_back({session, set[i].path, records[i].version, set[i].size, set[i].content, false, records[i].members, {}, {}, false});
+      if (on_committed_) on_committed_(set[i]);
+    }
+    for (std::size_t r = 0; r < removals.size(); ++r) {
+      if (removed_at[r] == std::string::npos) {
+        const auto rec = store_.file(session, removals[r]);
+        out.push_back({session, removals[r], rec ? rec->version : 0, 0, {}, true, {}, {}, {}, true});
+        continue;
+      }
+      const auto i = removed_at[r];
+      out.push_back({session, set[i].path, records[i].version, 0, {}, true, records[i].members, {}, {}, false});
+    }
+    return out;
+  }
+
   /// Records and waves a change the disk holds already — the library's files, a skill's
   /// link, the tombstones of the files the link replaced — unless the store says so
   /// already. The caller holds the session's write lock.
@@ -182,6 +251,37 @@ class commit_pipeline {
     if (!current || current->link.empty() || (!c.deleted && !c.link.empty())) return {};
     auto name = skill_link_name(c.path);
     return name ? *name : std::string();
+  }
+
+  /// The mirror side of `commit_set`: renames every upload into place and unlinks every
+  /// removal, then fsyncs each folder once. Where the mirror refuses, the journaled change is
+  /// retried the way a restart would; one that still fails is left to recovery.
+  void publish_set(const std::string& session, std::vector<upload>& files, const std::vector<change>& set,
+                   const std::vector<change_record>& records) {
+    std::vector<std::pair<dev_t, ino_t>> synced;
+    auto sync_folder = [&](int fd, const std::string& path) {
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) throw_errno("stat the folder of '" + path + "'", errno);
+      if (std::find(synced.begin(), synced.end(), std::pair{st.st_dev, st.st_ino}) != synced.end()) return;
+      detail::fsync_or_throw(fd, "the folder of '" + path + "'");
+      synced.emplace_back(st.st_dev, st.st_ino);
+    };
+    const auto ws = mirror_.of(session);
+    for (std::size_t i = 0; i < set.size(); ++i) {
+      const auto& c = set[i];
+      try {
+        if (i < files.size()) {
+          files[i].writer_.rename_into_place();
+          sync_folder(files[i].writer_.folder_fd(), c.path);
+        } else {
+          ws.remove(c.path);
+        }
+      } catch (const std::exception&) {
+        if (!mirror_.publish_staged({records[i].wave_id, c.session, c.path, records[i].version, c.content, c.deleted, {}, c.staged,
+                                     false}))
+          throw;
+      }
+    }
   }
 
   write_result commit(change c, durable_writer* writer, const std::optional<change_origin>& origin) {

@@ -74,11 +74,14 @@ class node_registry {
   }
 
   /// Makes `link` the node's connection, with the partial transfers its hello reported as
-  /// resume points; returns the link it replaces (the caller closes it).
-  link_ptr attach(const std::string& node, link_ptr link, const std::vector<partial_transfer>& partials) {
+  /// resume points and `reconciling` sessions still to compare; returns the link it
+  /// replaces (the caller closes it).
+  link_ptr attach(const std::string& node, link_ptr link, const std::vector<partial_transfer>& partials,
+                  std::size_t reconciling) {
     std::lock_guard g(mu_);
     auto& n = nodes_[node];
     auto replaced = std::exchange(n.link, std::move(link));
+    n.reconciling = reconciling;
     n.lagging = false;
     n.active.clear();
     n.resume.clear();
@@ -146,6 +149,27 @@ class node_registry {
     return held == 0 ? "missing" : "behind";
   }
 
+  // ---- reconciling -------------------------------------------------------------------
+
+  /// Whether the node's connection still has sessions to reconcile. Meanwhile nothing is
+  /// delivered to it: a file it stored while its listing was on the way back would be
+  /// recorded behind the listing's back, and the comparison would take that fresh record
+  /// for drift and overwrite it with the older listing. The catch-up that follows the
+  /// last reconcile sends what it missed.
+  [[nodiscard]] bool reconciling(const std::string& node) const {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    return it != nodes_.end() && it->second.reconciling > 0;
+  }
+
+  /// One session of the connection on `link` is reconciled. True when it was the last.
+  bool session_reconciled(const std::string& node, const std::shared_ptr<node_link>& link) {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end() || it->second.link != link || it->second.reconciling == 0) return false;
+    return --it->second.reconciling == 0;
+  }
+
   // ---- lagging -----------------------------------------------------------------------
 
   /// The node's queue overflowed on `link`: it leaves every delivery and catches up from
@@ -174,14 +198,15 @@ class node_registry {
 
   // ---- deliveries --------------------------------------------------------------------
 
-  /// Admits a delivery of `file` to `node` (connected; not lagging unless `repair`): it
-  /// becomes the path's delivery in flight, starting at `first` or at a matching resume
-  /// point past it (used once).
+  /// Admits a delivery of `file` to `node` (connected, reconciled; not lagging unless
+  /// `repair`): it becomes the path's delivery in flight, starting at `first` or at a
+  /// matching resume point past it (used once).
   std::optional<admitted> begin_delivery(const std::string& node, const file_version& file, const digest& content,
                                          std::uint32_t first, std::uint32_t chunk_count, bool repair) {
     std::lock_guard g(mu_);
     auto it = nodes_.find(node);
-    if (it == nodes_.end() || !it->second.link || (it->second.lagging && !repair)) return std::nullopt;
+    if (it == nodes_.end() || !it->second.link || it->second.reconciling > 0 || (it->second.lagging && !repair))
+      return std::nullopt;
     auto& n = it->second;
     const path_key key{file.session, file.path};
     n.active[key] = file.version;
@@ -358,6 +383,7 @@ class node_registry {
  private:
   struct node_state {
     link_ptr link;  ///< null while offline
+    std::size_t reconciling = 0;  ///< sessions of this connection not reconciled yet
     bool lagging = false;
     std::map<path_key, std::uint64_t> active;  ///< version in delivery per path (0: reserved)
     std::map<path_key, resume_point> resume;

@@ -123,20 +123,21 @@ class memory_store {
   /// member but the origin, which is recorded as holding it.
   change_record commit_change(const change& c) {
     std::lock_guard g(mu_);
-    auto& s = sessions_[c.session];
-    auto& f = s.files[c.path];
-    if (!c.ends_skill_link.empty()) skill_links_.erase({c.session, c.ends_skill_link});
-    f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link};
-    change_record r{f.version, ++last_wave_, {}};
-    auto pending = s.members;
-    pending.erase(c.origin);
-    r.members.assign(pending.begin(), pending.end());
-    wave_record w{r.wave_id, c.session, c.path, f.version, c.content, c.deleted, {}, c.staged, false};
-    unpublished_[r.wave_id] = w;
-    waves_[r.wave_id] = {std::move(w), std::move(pending), false};
-    if (!c.origin.empty() && s.members.count(c.origin)) hold(c.origin, c.session, c.path, f.version);
+    auto r = journal(c);
     complete_empty_waves();
     return r;
+  }
+
+  /// `commit_change` for every change of a set, at once; a set naming a path twice is
+  /// refused before anything changes.
+  std::vector<change_record> commit_changes(std::span<const change> set) {
+    check_distinct_paths(set);
+    std::lock_guard g(mu_);
+    std::vector<change_record> out;
+    out.reserve(set.size());
+    for (auto& c : set) out.push_back(journal(c));
+    complete_empty_waves();
+    return out;
   }
 
   void mark_published(std::uint64_t wave_id) {
@@ -160,6 +161,14 @@ class memory_store {
                                            std::uint64_t version) {
     std::lock_guard g(mu_);
     hold(node, session, path, version);
+    return complete_empty_waves();
+  }
+
+  /// `record_delivery` for several paths of one session, at once.
+  std::vector<wave_record> record_deliveries(std::string_view node, std::string_view session,
+                                             std::span<const node_version> held) {
+    std::lock_guard g(mu_);
+    for (auto& h : held) hold(node, session, h.path, h.version);
     return complete_empty_waves();
   }
 
@@ -272,6 +281,23 @@ class memory_store {
     std::set<std::string> pending;
     bool done = false;
   };
+
+  /// One change's version and wave (the caller holds `mu_`).
+  change_record journal(const change& c) {
+    auto& s = sessions_[c.session];
+    auto& f = s.files[c.path];
+    if (!c.ends_skill_link.empty()) skill_links_.erase({c.session, c.ends_skill_link});
+    f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link};
+    change_record r{f.version, ++last_wave_, {}};
+    auto pending = s.members;
+    pending.erase(c.origin);
+    r.members.assign(pending.begin(), pending.end());
+    wave_record w{r.wave_id, c.session, c.path, f.version, c.content, c.deleted, {}, c.staged, false};
+    unpublished_[r.wave_id] = w;
+    waves_[r.wave_id] = {std::move(w), std::move(pending), false};
+    if (!c.origin.empty() && s.members.count(c.origin)) hold(c.origin, c.session, c.path, f.version);
+    return r;
+  }
 
   /// The node holds at least `version` of the path (the caller holds `mu_`).
   void hold(std::string_view node, std::string_view session, std::string_view path, std::uint64_t version) {

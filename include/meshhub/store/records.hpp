@@ -1,11 +1,14 @@
 #pragma once
 /// The rows a store policy keeps, as plain values.
 #include <cstdint>
+#include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "meshhub/digest.hpp"
+#include "meshhub/error.hpp"
 
 namespace meshhub {
 
@@ -49,6 +52,16 @@ struct change {
   /// the commit pipeline, which knows what the path held.
   std::string ends_skill_link;
 };
+
+/// Refuses a change set that names a (session, path) twice: its order would decide which
+/// change wins, and a set is one change of many paths, not a sequence.
+inline void check_distinct_paths(std::span<const change> set) {
+  std::set<std::pair<std::string_view, std::string_view>> seen;
+  for (auto& c : set)
+    if (!seen.emplace(c.session, c.path).second)
+      throw error(errc::invalid_argument, "a change set names '" + c.path + "' of session '" + c.session +
+                                              "' twice; nothing was changed");
+}
 
 /// One journaled wave: a change and the members that do not hold it yet.
 struct wave_record {

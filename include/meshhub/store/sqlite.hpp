@@ -164,30 +164,23 @@ class sqlite_store {
   /// either all of it exists or none of it does.
   change_record commit_change(const change& c) {
     return db_.transaction([&] {
-      change_record r;
-      auto& cur = stmt("SELECT version FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
-      const bool exists = cur.step();
-      r.version = exists ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
-      stmt("INSERT INTO files(session, path, version, size, digest, deleted, link) VALUES (?, ?, ?, ?, ?, ?, ?)"
-           " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
-           " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link")
-          .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link)
-          .run();
-      if (!c.ends_skill_link.empty())
-        stmt("DELETE FROM skill_links WHERE session = ? AND name = ?").bind(c.session, c.ends_skill_link).run();
-      stmt("INSERT INTO waves(session, path, version, digest, deleted, created_ms, staged, published)"
-           " VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
-          .bind(c.session, c.path, r.version, c.content, c.deleted, now_ms(), c.staged)
-          .run();
-      r.wave_id = static_cast<std::uint64_t>(db_.last_insert_rowid());
-      stmt("INSERT INTO wave_pending(wave, node) SELECT ?, node FROM members WHERE session = ? AND node <> ?")
-          .bind(r.wave_id, c.session, c.origin)
-          .run();
-      for (auto& m : members_locked(c.session))
-        if (m != c.origin) r.members.push_back(m);
-      if (!c.origin.empty()) hold(c.origin, c.session, c.path, r.version);
+      auto r = journal(c);
       complete_empty_waves();
       return r;
+    });
+  }
+
+  /// `commit_change` for every change of a set (a pushed tree), in one transaction: after
+  /// a crash all of the set exists or none of it. A set naming a path twice is refused
+  /// before anything is written.
+  std::vector<change_record> commit_changes(std::span<const change> set) {
+    check_distinct_paths(set);
+    return db_.transaction([&] {
+      std::vector<change_record> out;
+      out.reserve(set.size());
+      for (auto& c : set) out.push_back(journal(c));
+      complete_empty_waves();
+      return out;
     });
   }
 
@@ -208,6 +201,15 @@ class sqlite_store {
                                            std::uint64_t version) {
     return db_.transaction([&] {
       hold(node, session, path, version);
+      return complete_empty_waves();
+    });
+  }
+
+  /// `record_delivery` for several paths of one session (a node's batch), in one transaction.
+  std::vector<wave_record> record_deliveries(std::string_view node, std::string_view session,
+                                             std::span<const node_version> held) {
+    return db_.transaction([&] {
+      for (auto& h : held) hold(node, session, h.path, h.version);
       return complete_empty_waves();
     });
   }
@@ -325,6 +327,34 @@ class sqlite_store {
   using guard = sqlite_db::call_guard;
 
   detail::sqlite_statement& stmt(std::string_view sql) const { return db_.stmt(sql); }
+
+  /// One change's rows: the file's new version, its wave and the wave's pending members.
+  /// (The caller is in a transaction.)
+  change_record journal(const change& c) {
+    change_record r;
+    auto& cur = stmt("SELECT version FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
+    const bool exists = cur.step();
+    r.version = exists ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
+    stmt("INSERT INTO files(session, path, version, size, digest, deleted, link) VALUES (?, ?, ?, ?, ?, ?, ?)"
+         " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
+         " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link")
+        .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link)
+        .run();
+    if (!c.ends_skill_link.empty())
+      stmt("DELETE FROM skill_links WHERE session = ? AND name = ?").bind(c.session, c.ends_skill_link).run();
+    stmt("INSERT INTO waves(session, path, version, digest, deleted, created_ms, staged, published)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
+        .bind(c.session, c.path, r.version, c.content, c.deleted, now_ms(), c.staged)
+        .run();
+    r.wave_id = static_cast<std::uint64_t>(db_.last_insert_rowid());
+    stmt("INSERT INTO wave_pending(wave, node) SELECT ?, node FROM members WHERE session = ? AND node <> ?")
+        .bind(r.wave_id, c.session, c.origin)
+        .run();
+    for (auto& m : members_locked(c.session))
+      if (m != c.origin) r.members.push_back(m);
+    if (!c.origin.empty()) hold(c.origin, c.session, c.path, r.version);
+    return r;
+  }
 
   /// node_files := max(held, version); the node's pending deliveries of the path up to
   /// that version are done. (The caller is in a transaction.)
