@@ -1,32 +1,25 @@
-/// The node agent: one bidirectional NodeLink stream to the hub, read by one thread that
-/// handles every message synchronously. Synchronous handling is deliberate: a node whose
-/// disk is slow stops reading, gRPC flow control pushes back on the hub, and the hub's
-/// per-node queue is where that slowness stays (DESIGN "A slow node").
+/// The node agent: the gRPC adapter around the library's receiver (meshhub/node/receiver.hpp),
+/// and the uploader of the changes made on this node.
 ///
-/// What the agent promises the hub:
-/// - a ChunkAck only after the chunk's bytes are fdatasync'ed and the partial's sidecar
-///   says so (partial_store.hpp), so `chunks_done` in a later Hello is always true;
-/// - a FileAck{ok} only after the file is in the session folder durably (fsync of the
-///   data, rename, fsync of both folders — workspace::adopt / workspace::write);
-/// - nothing from a transfer that failed verification ever reaches the session folder;
-/// - every malformed or hostile message becomes a FileAck/CommandResult error, never a
-///   crash;
-/// - nothing written on this node is overwritten or removed before the hub has it: before
-///   the reader replaces or removes a path, it compares the disk with the local index and
-///   uploads an unsynced local change first (watch mode).
+/// One bidirectional NodeLink stream to the hub, read by one thread that hands every
+/// message to the receiver synchronously. Synchronous handling is deliberate: a node whose
+/// disk is slow stops reading, gRPC flow control pushes back on the hub, and the hub's
+/// per-node queue is where that slowness stays.
 ///
 /// Node-originated changes (watch mode, the default): a second thread waits on the
-/// session watcher, surveys the sessions it names against the local index
-/// (local_index.hpp) and uploads what differs through the hub's Assistant API (Push /
-/// Remove with origin_node and base_version) on the node link's channel. Every connect
-/// surveys every session folder first, uploads the offline changes, and only then says
-/// Hello with each folder's root digest.
+/// session watcher, surveys the sessions it names against the local index and uploads what
+/// differs through the hub's Assistant API (Push / Remove with origin_node and base_version)
+/// on the node link's channel. Every connect surveys every session folder first, uploads
+/// the offline changes, and only then says Hello with each folder's root digest. Before
+/// the receiver lets a version from the hub replace or remove a path, the agent's guard
+/// compares the disk with the index and uploads an unsynced local change there first, so
+/// nothing written on this node is overwritten or removed before the hub has it.
 ///
-/// Threads and the one mutex (`disk_mu_`): the reader thread holds it while it applies a
-/// file (guard, write or adopt or remove, index row); the watcher thread holds it while it
-/// decides (survey, marking the paths it will upload as in flight) and while it records a
-/// reply in the index — never during the network upload. The reader waits for an in-flight
-/// upload of a path before it judges that path, so one change is never uploaded twice.
+/// Threads and locks: the reader thread holds the receiver's disk mutex while it applies a
+/// file; the watcher thread holds it while it decides (survey, marking the paths it will
+/// upload as in flight) and while it records a reply in the index — never during the
+/// network upload. The guard waits for an in-flight upload of a path before it judges that
+/// path, so one change is never uploaded twice.
 /// This is the only translation unit of meshhub-node that includes gRPC headers.
 #include "node/agent.hpp"
 
@@ -66,8 +59,8 @@
 #include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
 #include "meshhub/workspace.hpp"
-#include "node/local_index.hpp"
-#include "node/partial_store.hpp"
+#include "common/link_messages.hpp"
+#include "meshhub/node/receiver.hpp"
 #include "node/watcher.hpp"
 
 namespace meshhub::node {
@@ -78,11 +71,6 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 using programs::describe;
 
-/// A READ answer travels in pieces this large.
-constexpr std::size_t read_piece_bytes = 1u << 20;
-/// A LIST answer is split into several results past this many (estimated) bytes, well
-/// under the 16 MiB message limit.
-constexpr std::size_t list_batch_bytes = 4u << 20;
 /// Reconnect backoff: starts here, doubles up to the cap, each delay jittered by ±50 %
 /// (and never longer than the cap, so a node is back within 5 s of its hub).
 constexpr std::chrono::milliseconds backoff_initial = 100ms;
@@ -148,13 +136,6 @@ class token_bucket {
   steady::time_point last_ = steady::now();
 };
 
-/// Why a message was refused; carried to the hub as a FileAck error. `stale`: the version
-/// was overtaken (drop any partial of it).
-struct refusal {
-  std::string why;
-  bool stale = false;
-};
-
 /// How an upload of one local change ended.
 struct upload_outcome {
   enum class kind {
@@ -187,12 +168,8 @@ using path_key = std::pair<std::string, std::string>;  ///< (session, path)
 class agent {
  public:
   explicit agent(const node_options& o)
-      : opts_(o),
-        root_(o.workspace, true),
-        partials_(prepare_state_dir()),
-        index_((opts_.workspace / ".meshhub" / "index.db").string()) {
+      : opts_(o), receiver_(host_, receiver_options{o.workspace, local_index::default_racy_window, spdlog_sink()}) {
     if (o.throttle_bytes_per_sec > 0) bucket_.emplace(o.throttle_bytes_per_sec);
-    sweep_session_folders();
     if (opts_.watch) {
       try {
         watcher_ = std::make_unique<session_watcher>(opts_.workspace);
@@ -247,65 +224,29 @@ class agent {
   // Start-up
   // ---------------------------------------------------------------------------------
 
-  /// Creates WS/.meshhub/partial durably (each new folder fsynced into its parent).
-  std::filesystem::path prepare_state_dir() {
-    int dir = ::dup(root_.fd());
-    if (dir < 0) throw_errno("open workspace", errno);
-    unique_fd at(dir);
-    // .meshhub/skills holds the node's copy of the skill library (meshhub/skill/link.hpp).
-    for (const char* part : {".meshhub", "skills"}) {
-      if (::mkdirat(at.get(), part, 0755) == 0) {
-        detail::fsync_or_throw(at.get(), "workspace state folder");
-      } else if (errno != EEXIST) {
-        throw_errno(std::string("create state folder '") + part + "'", errno);
+  /// The receiver's lines go to spdlog at the same levels.
+  static log_sink spdlog_sink() {
+    return [](log_level level, std::string_view line) {
+      switch (level) {
+        case log_level::trace: return spdlog::trace("{}", line);
+        case log_level::debug: return spdlog::debug("{}", line);
+        case log_level::info: return spdlog::info("{}", line);
+        case log_level::warn: return spdlog::warn("{}", line);
+        case log_level::error: return spdlog::error("{}", line);
       }
-      if (std::string_view(part) == "skills") break;
-      unique_fd next(::openat(at.get(), part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!next) throw_errno(std::string("open state folder '") + part + "'", errno);
-      at = std::move(next);
-    }
-    at = unique_fd(::dup(root_.fd()));
-    for (const char* part : {".meshhub", "partial"}) {
-      if (::mkdirat(at.get(), part, 0755) == 0) {
-        detail::fsync_or_throw(at.get(), "workspace state folder");
-      } else if (errno != EEXIST) {
-        throw_errno(std::string("create state folder '") + part + "'", errno);
-      }
-      unique_fd next(::openat(at.get(), part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!next) throw_errno(std::string("open state folder '") + part + "'", errno);
-      at = std::move(next);
-    }
-    return opts_.workspace / ".meshhub" / "partial";
+    };
   }
 
-  /// Removes temp files a crash left in every session folder (never the partials).
-  void sweep_session_folders() {
-    std::lock_guard lk(disk_mu_);
-    for (const auto& name : session_folders()) {
-      try {
-        if (auto ws = session(name, false))
-          if (auto n = ws->remove_temp_files()) spdlog::info("removed {} leftover temp file(s) in session {}", n, name);
-      } catch (const std::exception& ex) {
-        spdlog::warn("could not sweep temp files of session {}: {}", name, ex.what());
-      }
-    }
-  }
-
-  /// The session folders in the workspace: real folders (not symlinks) with valid session
-  /// names (so never `.meshhub`), sorted; and the library session, whose folder is ours.
+  /// The session folders in the workspace, and the library session's (session_folders.hpp).
   std::vector<std::string> session_folders() const {
-    std::vector<std::string> out{std::string(library_session)};
     std::error_code ec;
-    for (std::filesystem::directory_iterator it(opts_.workspace, ec), end; !ec && it != end; it.increment(ec)) {
-      auto name = it->path().filename().string();
-      std::error_code sec;
-      if (name_problem(name).empty() && it->symlink_status(sec).type() == std::filesystem::file_type::directory)
-        out.push_back(std::move(name));
-    }
+    auto names = receiver_.folders().names(&ec);
     if (ec) spdlog::warn("cannot list the workspace {}: {}", opts_.workspace.string(), ec.message());
-    std::sort(out.begin(), out.end());
-    return out;
+    return names;
   }
+
+  std::mutex& disk_mu() { return receiver_.disk_mutex(); }
+  local_index& index() { return receiver_.index(); }
 
   // ---------------------------------------------------------------------------------
   // The stream
@@ -354,9 +295,11 @@ class agent {
     auto stream = stub->Connect(&ctx);
     stream_ = stream.get();
     write_failed_ = false;
-    // Staleness is judged within one connection: the hub re-derives what this node needs
-    // at every hello (and a hub restarted on a fresh store numbers versions anew).
-    applied_.clear();
+    receiver_.connected();
+    {
+      std::lock_guard lk(disk_mu());
+      member_of_.clear();  // re-learned per connection, from the welcome on
+    }
 
     v1::NodeMessage hello_msg;
     auto& hello = *hello_msg.mutable_hello();
@@ -369,11 +312,9 @@ class agent {
       d.set_session(name);
       d.set_root_digest(to_bytes(root));
     }
-    for (const auto& [key, t] : partials_.all()) {
+    for (const auto& t : receiver_.partials()) {
       auto& p = *hello.add_partials();
-      p.set_session(t.session);
-      p.set_path(t.path);
-      p.set_version(t.version);
+      programs::set_file(&p, t.file);
       p.set_content_digest(to_bytes(t.content));
       p.set_chunks_done(t.chunks_done);
     }
@@ -383,7 +324,7 @@ class agent {
     v1::HubMessage msg;
     while (stream->Read(&msg)) {
       answered = true;
-      handle(msg);
+      handle(std::move(msg));
       msg.Clear();
     }
     const auto status = stream->Finish();
@@ -416,179 +357,33 @@ class agent {
     return assistant_;
   }
 
-  void handle(const v1::HubMessage& m) {
-    switch (m.body_case()) {
-      case v1::HubMessage::kWelcome: return on_welcome(m.welcome());
-      case v1::HubMessage::kBegin: return guarded(m.begin(), [&] { on_begin(m.begin()); });
-      case v1::HubMessage::kChunk: return guarded(m.chunk(), [&] { on_chunk(m.chunk()); });
-      case v1::HubMessage::kRemove: return guarded(m.remove(), [&] { on_remove(m.remove()); });
-      case v1::HubMessage::kLink: return guarded(m.link(), [&] { on_link(m.link()); });
-      case v1::HubMessage::kCommand: return on_command(m.command());
-      case v1::HubMessage::BODY_NOT_SET: break;
-    }
-    spdlog::warn("ignoring a hub message with no known body");
-  }
-
-  /// Runs a file handler; anything it throws becomes a FileAck error, and the partial of
-  /// that path (if any) is dropped, so no half-trusted state survives an error.
-  template <class Msg, class F>
-  void guarded(const Msg& m, F&& f) {
+  /// One hub message, to the receiver; one the wire cannot carry to it is refused here.
+  void handle(v1::HubMessage&& m) {
+    const auto file = programs::file_of(m);
+    const auto command = m.has_command() ? std::optional<std::uint64_t>(m.command().id()) : std::nullopt;
+    std::optional<outbound_message> in;
     try {
-      f();
-    } catch (const refusal& r) {
-      if (r.stale) {
-        try {
-          partials_.discard(m.session(), m.path());
-        } catch (...) {
-        }
-      }
-      refuse(m.session(), m.path(), m.version(), r.why);
+      in = programs::from_proto(std::move(m));
     } catch (const std::exception& e) {
-      try {
-        partials_.discard(m.session(), m.path());
-      } catch (...) {
+      if (file) {
+        receiver_.refuse_unreadable(*file, e.what());
+      } else if (command) {
+        spdlog::warn("command {} refused: {}", *command, e.what());
+        command_result r;
+        r.id = *command;
+        r.error = e.what();
+        send(programs::to_proto(r, opts_.id));
       }
-      refuse(m.session(), m.path(), m.version(), e.what());
+      return;
     }
+    if (!in) return spdlog::warn("ignoring a hub message with no known body");
+    receiver_.handle(*in);
   }
 
-  void on_welcome(const v1::Welcome& w) {
-    {
-      std::lock_guard lk(disk_mu_);
-      member_of_.clear();  // re-learned per connection
-      for (const auto& s : w.sessions()) member_evidence(s);
-    }
+  void welcomed(const welcome& w) {
     std::string sessions;
-    for (const auto& s : w.sessions()) sessions += (sessions.empty() ? "" : ", ") + s;
-    spdlog::info("connected to hub {} ({}); sessions: {}", opts_.hub, w.hub(), sessions.empty() ? "none" : sessions);
-  }
-
-  // ---------------------------------------------------------------------------------
-  // Files
-  // ---------------------------------------------------------------------------------
-
-  void on_begin(const v1::FileBegin& b) {
-    const auto& s = b.session();
-    const auto& p = b.path();
-    const auto v = b.version();
-    check_names(s, p);
-    if (is_stale(s, p, v)) throw refusal{"stale version"};
-
-    transfer_shape shape{s, p, v, {}, b.size(), b.chunk_size(), b.chunk_count()};
-    if (auto problem = shape_problem(b); !problem.empty()) {
-      partials_.discard(s, p);
-      throw refusal{"invalid begin for '" + p + "' v" + std::to_string(v) + ": " + problem};
-    }
-    shape.content = digest_from_bytes(b.content_digest());
-
-    if (b.chunk_count() == 0) {
-      partials_.discard(s, p);
-      const digest empty = content_digest_of(std::string_view{});
-      if (shape.content != empty)
-        throw refusal{"content digest mismatch for empty '" + p + "' v" + std::to_string(v)};
-      {
-        std::unique_lock lk(disk_mu_);
-        guard_local(lk, s, p, v);
-        auto ws = session(s, true);
-        ws->write(p, std::string_view{});
-        std::optional<file_stat> st;
-        try {
-          st = local_index::stat_of(*ws, p);
-        } catch (const std::exception&) {
-        }
-        index_put(s, p, v, empty, 0, st);
-      }
-      applied(s, p, v, empty, 0);
-      return;
-    }
-
-    if (b.first_chunk() == 0) {
-      {
-        std::unique_lock lk(disk_mu_);
-        guard_local(lk, s, p, v);
-      }
-      auto& t = partials_.start(shape);
-      spdlog::debug("receiving {}/{} v{}: {} bytes in {} chunks", s, p, v, t.size, t.chunk_count);
-      return;
-    }
-
-    auto* t = partials_.find(s, p);
-    if (!t || !shape.same_file(*t) || t->chunks_done < b.first_chunk()) {
-      if (t) partials_.discard(*t);
-      throw refusal{"cannot resume: no matching partial"};
-    }
-    partials_.rewind(*t, b.first_chunk());
-    spdlog::info("resuming {}/{} v{} at chunk {} of {}", s, p, v, t->chunks_done, t->chunk_count);
-    if (t->complete()) finish(*t);
-  }
-
-  /// Why a FileBegin cannot describe a file, or "" when it can.
-  static std::string shape_problem(const v1::FileBegin& b) {
-    if (b.content_digest().size() != std::tuple_size_v<digest>)
-      return "content digest of " + std::to_string(b.content_digest().size()) + " bytes, expected 32";
-    if (b.chunk_count() == 0) return b.size() == 0 ? "" : "no chunks for " + std::to_string(b.size()) + " bytes";
-    if (b.chunk_size() == 0 || b.chunk_size() > max_chunk_size)
-      return "chunk size " + std::to_string(b.chunk_size()) + " outside 1.." + std::to_string(max_chunk_size);
-    if (checked_chunk_count(b.size(), b.chunk_size()) != b.chunk_count())
-      return std::to_string(b.chunk_count()) + " chunks do not fit " + std::to_string(b.size()) + " bytes in chunks of " +
-             std::to_string(b.chunk_size());
-    if (b.first_chunk() > b.chunk_count())
-      return "first chunk " + std::to_string(b.first_chunk()) + " beyond " + std::to_string(b.chunk_count()) + " chunks";
-    return {};
-  }
-
-  void on_chunk(const v1::Chunk& c) {
-    const auto& s = c.session();
-    const auto& p = c.path();
-    const auto v = c.version();
-    auto* t = partials_.find(s, p);
-    if (!t || t->version != v) {
-      spdlog::debug("ignoring chunk {} of {}/{} v{}: no such transfer (superseded or stale)", c.index(), s, p, v);
-      return;
-    }
-    if (c.index() < t->chunks_done) {
-      spdlog::debug("ignoring duplicate chunk {} of {}/{} v{}", c.index(), s, p, v);
-      return;
-    }
-    const std::string what = "chunk " + std::to_string(c.index()) + " of " + p + " v" + std::to_string(v);
-    if (c.index() > t->chunks_done) {
-      const auto expected = t->chunks_done;
-      partials_.discard(*t);
-      throw refusal{"chunk gap: expected chunk " + std::to_string(expected) + " of " + p + " v" + std::to_string(v) +
-                    ", got " + std::to_string(c.index())};
-    }
-
-    digest raw_digest{};
-    try {
-      if (c.offset() != t->chunk_offset(c.index()))
-        throw error(errc::corrupt, "offset " + std::to_string(c.offset()) + ", expected " +
-                                       std::to_string(t->chunk_offset(c.index())));
-      if (c.raw_size() != t->chunk_raw_size(c.index()))
-        throw error(errc::corrupt, "raw size " + std::to_string(c.raw_size()) + ", expected " +
-                                       std::to_string(t->chunk_raw_size(c.index())));
-      if (c.codec() != v1::CODEC_IDENTITY && c.codec() != v1::CODEC_ZLIB)
-        throw error(errc::corrupt, "unknown codec " + std::to_string(static_cast<int>(c.codec())));
-      raw_digest = digest_from_bytes(c.digest());
-      decode_chunk(static_cast<codec_kind>(c.codec()), std::as_bytes(std::span(c.payload())), c.raw_size(), raw_digest,
-                   raw_, t->chunk_size);
-    } catch (const error& e) {
-      partials_.discard(*t);
-      throw refusal{"corrupt " + what + ": " + e.what()};
-    }
-
-    if (!pace(raw_.size())) return;  // stopping: the hub resumes from the sidecar later
-    partials_.store_chunk(*t, raw_, raw_digest);
-    spdlog::trace("stored {} ({})", what, s);
-
-    v1::NodeMessage ack;
-    auto& a = *ack.mutable_chunk_ack();
-    a.set_session(s);
-    a.set_path(p);
-    a.set_version(v);
-    a.set_index(c.index());
-    send(ack);
-
-    if (t->complete()) finish(*t);
+    for (const auto& s : w.sessions) sessions += (sessions.empty() ? "" : ", ") + s;
+    spdlog::info("connected to hub {}; sessions: {}", opts_.hub, sessions.empty() ? "none" : sessions);
   }
 
   /// Test aids: the per-chunk delay and the byte throttle. False when a stop interrupted.
@@ -601,185 +396,25 @@ class agent {
     return true;
   }
 
-  /// All chunks durable: verify the whole file, move it into the session folder, ack.
-  void finish(partial_transfer& t) {
-    const auto s = t.session, p = t.path;
-    const auto v = t.version;
-    const auto size = t.size;
-    const auto expected = t.content;
-    partials_.sync(t);
-    const auto got = partials_.content_digest(t);
-    if (got != expected) {
-      partials_.discard(t);
-      throw refusal{"content digest mismatch for " + p + " v" + std::to_string(v) + ": got " + to_hex(got) +
-                    ", expected " + to_hex(expected)};
-    }
-    {
-      std::unique_lock lk(disk_mu_);
-      guard_local(lk, s, p, v);
-      session(s, true)->adopt(partials_.dir_fd(), partial_store::part_name(t.key), p);
-      // The adopted file is the .part's inode: its stat now (ctime moved with the rename).
-      std::optional<file_stat> st;
-      try {
-        st = file_stat::of_fd(t.data.get());
-      } catch (const std::exception&) {
-      }
-      index_put(s, p, v, got, size, st);
-      partials_.finished(t);
-    }
-    applied(s, p, v, got, size);
-  }
-
-  void on_remove(const v1::FileRemove& r) {
-    const auto& s = r.session();
-    const auto& p = r.path();
-    const auto v = r.version();
-    check_names(s, p);
-    if (is_stale(s, p, v)) throw refusal{"stale version"};
-    partials_.discard(s, p);
-    bool existed = false;
-    {
-      std::unique_lock lk(disk_mu_);
-      auto ws = session(s, false);
-      // Beneath a skill link the session holds nothing (the files are the library's), and
-      // the link itself is ours to remove: neither can hold a local edit to guard.
-      const bool through_link = ws && through_node_skill_link(*ws, p);
-      const auto link_name = skill_link_name(p);
-      const bool is_link = ws && link_name && node_skill_link(*ws, *link_name);
-      if (!through_link && !is_link) guard_local(lk, s, p, v);
-      if (ws) {
-        if (!through_link) existed = ws->remove(p);
-        index_tombstone(s, p, v);
-      }
-    }
-    applied_[{s, p}] = v;
-    spdlog::info("removed {}/{} v{}{}", s, p, v, existed ? "" : " (was absent)");
-    v1::NodeMessage m;
-    auto& a = *m.mutable_file_ack();
-    a.set_session(s);
-    a.set_path(p);
-    a.set_version(v);
-    a.set_ok(true);
-    send(m);
-  }
-
-  /// Makes `skills/<name>` a link into the node's library (the symlink wave): the
-  /// session's own copy of the skill — read-only since its promotion — is replaced, and
-  /// its index rows forgotten. The library's files arrive as the library session.
-  void on_link(const v1::FileLink& l) {
-    const auto& s = l.session();
-    const auto& p = l.path();
-    const auto v = l.version();
-    check_names(s, p);
-    if (is_stale(s, p, v)) throw refusal{"stale version"};
-    const auto name = skill_link_name(p);
-    if (is_library_session(s) || !name || !is_global_skill_name(*name, l.target()))
-      throw refusal{"not a skill link: '" + p + "' -> '" + l.target() + "'"};
-    partials_.discard(s, p);
-    {
-      std::lock_guard lk(disk_mu_);
-      member_evidence(s);
-      make_skill_link(*session(s, true), *name, l.target());
-      try {
-        index_.forget_folder(s, p);
-      } catch (const std::exception& e) {
-        spdlog::warn("index rows beneath {}/{} not forgotten: {} (the next survey reconciles them)", s, p, e.what());
-      }
-    }
-    spdlog::info("linked {}/{} to skill {}", s, p, l.target());
-    applied(s, p, v, link_digest(l.target()), 0);
-  }
-
-  static void check_names(const std::string& s, const std::string& p) {
-    try {
-      check_delivered_session(s);
-      check_path(p);
-    } catch (const error& e) {
-      throw refusal{e.what()};
-    }
-  }
-
-  bool is_stale(const std::string& s, const std::string& p, std::uint64_t v) const {
-    auto it = applied_.find({s, p});
-    if (it == applied_.end() || v >= it->second) return false;
-    spdlog::debug("stale {}/{} v{} (v{} already applied)", s, p, v, it->second);
-    return true;
-  }
-
-  void applied(const std::string& s, const std::string& p, std::uint64_t v, const digest& content, std::uint64_t size) {
-    applied_[{s, p}] = v;
-    spdlog::info("stored {}/{} v{} ({} bytes, {})", s, p, v, size, to_hex(content).substr(0, 16));
-    v1::NodeMessage m;
-    auto& a = *m.mutable_file_ack();
-    a.set_session(s);
-    a.set_path(p);
-    a.set_version(v);
-    a.set_content_digest(to_bytes(content));
-    a.set_ok(true);
-    send(m);
-  }
-
-  void refuse(const std::string& s, const std::string& p, std::uint64_t v, const std::string& why) {
-    spdlog::warn("refused {}/{} v{}: {}", s, p, v, why);
-    v1::NodeMessage m;
-    auto& a = *m.mutable_file_ack();
-    a.set_session(s);
-    a.set_path(p);
-    a.set_version(v);
-    a.set_ok(false);
-    a.set_error(why);
-    send(m);
-  }
-
   // ---------------------------------------------------------------------------------
   // Local changes: the guard, surveys, uploads
   // ---------------------------------------------------------------------------------
 
-  /// Records that both sides agree on (s, p) at v. An index that lags the disk is safe
-  /// (the next survey finds the file, the hub answers "unchanged"), so a failure here does
-  /// not undo an applied file.
-  void index_put(const std::string& s, const std::string& p, std::uint64_t v, const digest& content,
-                 std::uint64_t size, const std::optional<file_stat>& st) {
-    try {
-      index_.put(s, p, v, content, size, st);
-    } catch (const std::exception& e) {
-      spdlog::warn("index not updated for {}/{} v{}: {} (the next survey reconciles it)", s, p, v, e.what());
-    }
-  }
-  void index_tombstone(const std::string& s, const std::string& p, std::uint64_t v) {
-    try {
-      index_.tombstone(s, p, v);
-    } catch (const std::exception& e) {
-      spdlog::warn("index not updated for the removal of {}/{} v{}: {}", s, p, v, e.what());
-    }
-  }
-
-  /// The guard, run (holding `lk` on disk_mu_) before the hub's version v of (s, p)
-  /// replaces or removes what is on disk: an unsynced local change there is uploaded first,
-  /// so it survives (accepted, or kept as a conflict copy). Throws a refusal — leaving the
-  /// disk alone — when the disk cannot be judged or the change could not be uploaded, and a
-  /// stale refusal when the hub took the local change as a version newer than v.
-  void guard_local(std::unique_lock<std::mutex>& lk, const std::string& s, const std::string& p, std::uint64_t v) {
-    if (is_library_session(s)) return;  // read-only here: the hub's copy wins, drift is repaired
-    member_evidence(s);  // the hub sends this node the session's files: it is a member
-    auto ws = session(s, false);
-    if (!ws) {
-      // No folder: any rows describe files that are gone with it (a deleted session folder
-      // is "resync from the hub", not the removal of every file).
-      try {
-        if (index_.forget(s)) spdlog::info("session folder {} is gone: forgot its index rows", s);
-      } catch (const std::exception& e) {
-        spdlog::warn("cannot forget the index rows of session {}: {}", s, e.what());
-      }
-      return;
-    }
-    if (!opts_.watch) return;  // a replica: the hub's version wins, drift is the hub's to repair
+  /// The guard (the receiver's host calls it holding `lk` on the disk mutex) before the
+  /// hub's version `file` replaces or removes what is on disk: an unsynced local change
+  /// there is uploaded first, so it survives (accepted, or kept as a conflict copy). Throws
+  /// a refusal — leaving the disk alone — when the disk cannot be judged or the change
+  /// could not be uploaded, and a stale refusal when the hub took the local change as a
+  /// version newer than the one arriving.
+  void guard(std::unique_lock<std::mutex>& lk, const file_version& file, workspace* ws) {
+    if (!ws || !opts_.watch) return;  // a replica: the hub's version wins, drift is the hub's to repair
+    const auto& [s, p, v] = file;
     const path_key key{s, p};
     while (in_flight_.contains(key)) {  // the watcher is uploading this path: let it finish
       if (stop_.requested()) throw refusal{"stopping"};
       in_flight_cv_.wait_for(lk, 200ms);
     }
-    auto verdict = index_.examine(s, *ws, p);
+    auto verdict = index().examine(s, *ws, p);
     if (verdict.what == path_verdict::kind::agree) return;
     if (verdict.what == path_verdict::kind::unknown)
       throw refusal{"cannot tell whether '" + p + "' holds a local change not yet sent to the hub (" + verdict.why +
@@ -792,10 +427,9 @@ class agent {
     if (!outcome.delivered())
       throw refusal{"the local " + std::string(c.removed ? "removal of" : "change to") + " '" + p +
                     "' could not be sent to the hub first (" + outcome.detail + "); the file was left unchanged"};
-    if (auto row = index_.get(s, p); row && row->version > v) {
-      applied_[{s, p}] = row->version;
-      throw refusal{"stale version: the hub took this node's change as v" + std::to_string(row->version), true};
-    }
+    if (auto row = index().get(s, p); row && row->version > v)
+      throw refusal{"stale version: the hub took this node's change as v" + std::to_string(row->version), true,
+                    row->version};
   }
 
   /// Surveys every session folder (uploading its changes when `upload`); returns the root
@@ -819,11 +453,11 @@ class agent {
     std::vector<local_change> todo;
     std::optional<digest> root;
     {
-      std::lock_guard lk(disk_mu_);
+      std::lock_guard lk(disk_mu());
       try {
-        ws = session(name, false);
+        ws = receiver_.folders().open(name, false);
         if (!ws) return std::nullopt;
-        auto found = index_.survey(name, *ws, upload ? local_index::default_keep_fds : 0);
+        auto found = index().survey(name, *ws, upload ? local_index::default_keep_fds : 0);
         root = found.disk.root();
         if (upload) {
           for (auto& c : found.changes) {
@@ -852,7 +486,7 @@ class agent {
         hub_gone = o.unreachable;
       }
       {
-        std::lock_guard lk(disk_mu_);
+        std::lock_guard lk(disk_mu());
         settle(name, c, o);
         in_flight_.erase({name, c.path});
       }
@@ -867,7 +501,7 @@ class agent {
     return c.removed ? std::nullopt : std::optional<digest>(c.content);
   }
 
-  /// Records what the hub answered (caller holds disk_mu_). Delivered: the row moves to
+  /// Records what the hub answered (caller holds the disk mutex). Delivered: the row moves to
   /// what the hub now holds — unless the reader moved it past the base meanwhile. A
   /// conflict records the disk as accounted for *without* moving the base, so the hub's
   /// current version (arriving next) passes the guard and nothing is uploaded again.
@@ -892,14 +526,14 @@ class agent {
           spdlog::warn("the local change to {}/{} (base v{}) met a newer version on the hub; kept as {}", s, c.path,
                        c.base_version, o.copy);
         try {
-          const auto row = index_.get(s, c.path);
+          const auto row = index().get(s, c.path);
           if ((row ? row->version : 0) != c.base_version) {
             spdlog::debug("{}/{} moved past v{} meanwhile; its row is left as it is", s, c.path, c.base_version);
             return;
           }
           const auto version = o.what == upload_outcome::kind::conflict ? c.base_version : o.version;
-          if (c.removed) index_.tombstone(s, c.path, version);
-          else index_.put(s, c.path, version, c.content, c.size, c.stat);
+          if (c.removed) index().tombstone(s, c.path, version);
+          else index().put(s, c.path, version, c.content, c.size, c.stat);
         } catch (const std::exception& e) {
           spdlog::warn("index not updated after uploading {}/{}: {}", s, c.path, e.what());
         }
@@ -921,7 +555,7 @@ class agent {
     }
   }
 
-  /// Surveys `s` again after `delay` (caller holds disk_mu_); wakes the watcher thread so
+  /// Surveys `s` again after `delay` (caller holds the disk mutex); wakes the watcher thread so
   /// it recomputes its deadline.
   void schedule_retry(const std::string& s, std::chrono::milliseconds delay) {
     const auto at = steady::now() + delay;
@@ -931,7 +565,7 @@ class agent {
   }
 
   /// Evidence that this node is a member of `s` (a Welcome naming it, a transfer for it, a
-  /// delivered upload; caller holds disk_mu_): changes the hub refused for want of
+  /// delivered upload; caller holds the disk mutex): changes the hub refused for want of
   /// membership (or of the session) are tried again, once per such evidence.
   void member_evidence(const std::string& s) {
     if (!member_of_.insert(s).second) return;
@@ -1086,7 +720,7 @@ class agent {
         const bool watching = watcher_ && !watcher_broken_;
         std::chrono::milliseconds timeout = watching ? std::chrono::milliseconds(std::chrono::hours(1)) : poll_interval;
         {
-          std::lock_guard lk(disk_mu_);
+          std::lock_guard lk(disk_mu());
           if (!retry_sessions_.empty())
             timeout = std::min(timeout, std::max(0ms, std::chrono::ceil<std::chrono::milliseconds>(retry_at_ - steady::now())));
         }
@@ -1098,7 +732,7 @@ class agent {
         }
         if (stop_.requested()) break;
         {
-          std::lock_guard lk(disk_mu_);
+          std::lock_guard lk(disk_mu());
           if (!retry_sessions_.empty() && steady::now() >= retry_at_) {
             due.merge(retry_sessions_);
             retry_sessions_.clear();
@@ -1119,153 +753,22 @@ class agent {
     }
   }
 
-  // ---------------------------------------------------------------------------------
-  // Commands
-  // ---------------------------------------------------------------------------------
-
-  void on_command(const v1::NodeCommand& c) {
-    try {
-      check_delivered_session(c.session());
-      switch (c.kind()) {
-        case v1::NodeCommand::LIST: return list(c);
-        case v1::NodeCommand::READ: return read(c);
-        default: throw error(errc::invalid_argument, "unknown command kind " + std::to_string(static_cast<int>(c.kind())));
-      }
-    } catch (const std::exception& e) {
-      spdlog::warn("command {} on {}/{} failed: {}", c.id(), c.session(), c.path(), e.what());
-      v1::NodeMessage m;
-      auto& r = *m.mutable_result();
-      r.set_id(c.id());
-      r.set_last(true);
-      r.set_error(e.what());
-      send(m);
-    }
-  }
-
-  /// LIST answers from a survey: digests come from the stat cache wherever it can be
-  /// trusted, so a listing does not rehash the session.
-  void list(const v1::NodeCommand& c) {
-    const auto& folder = c.path();
-    check_folder(folder);
-    manifest found;
-    {
-      std::lock_guard lk(disk_mu_);
-      if (auto ws = session(c.session(), false)) found = index_.survey(c.session(), *ws, 0).disk;
-    }
-    v1::NodeMessage m;
-    auto* r = m.mutable_result();
-    r->set_id(c.id());
-    std::size_t bytes = 0;
-    for (const auto& e : found.entries()) {
-      // a folder, or a single file; anything else (a missing path) lists nothing
-      if (!folder.empty() && e.path != folder && !(e.path.starts_with(folder) && e.path[folder.size()] == '/')) continue;
-      if (bytes > list_batch_bytes) {
-        if (!send(m)) return;
-        r->clear_entries();
-        bytes = 0;
-      }
-      auto& f = *r->add_entries();
-      f.set_path(e.path);
-      f.set_size(e.size);
-      f.set_version(e.version);  // 0 where this node's copy differs from what it last agreed with the hub
-      f.set_content_digest(to_bytes(e.content));
-      f.set_node(opts_.id);
-      bytes += e.path.size() + opts_.id.size() + 64;
-    }
-    r->set_last(true);
-    send(m);
-  }
-
-  void read(const v1::NodeCommand& c) {
-    check_path(c.path());
-    std::shared_ptr<workspace> ws;
-    {
-      std::lock_guard lk(disk_mu_);
-      ws = session(c.session(), false);
-    }
-    if (!ws) throw error(errc::not_found, "'" + c.path() + "' does not exist");
-    std::string rel = c.path();
-    {
-      std::lock_guard lk(disk_mu_);
-      // Beneath a skill link: read the library's copy, never through the link.
-      if (auto via = through_node_skill_link(*ws, rel)) {
-        rel = via->first + "/" + via->second;
-        ws = session(std::string(library_session), false);
-      }
-    }
-    if (!ws) throw error(errc::not_found, "'" + c.path() + "' does not exist");
-    const auto fd = ws->open_read(rel);
-    // One piece of look-ahead, so the last piece carries last=true (and an empty file
-    // is one empty, last piece).
-    std::string piece = read_piece(fd.get(), c.path()), next;
-    for (;;) {
-      bool last = piece.size() < read_piece_bytes;
-      if (!last) {
-        next = read_piece(fd.get(), c.path());
-        last = next.empty();
-      }
-      v1::NodeMessage m;
-      auto& r = *m.mutable_result();
-      r.set_id(c.id());
-      r.set_data(std::move(piece));
-      r.set_last(last);
-      if (!send(m) || last) return;
-      piece = std::move(next);
-      next.clear();
-    }
-  }
-
-  std::string read_piece(int fd, const std::string& path) {
-    std::string out(read_piece_bytes, '\0');
-    std::size_t filled = 0;
-    while (filled < out.size()) {
-      const ssize_t n = ::read(fd, out.data() + filled, out.size() - filled);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_errno("read '" + path + "'", errno);
-      if (n == 0) break;
-      filled += static_cast<std::size_t>(n);
-    }
-    out.resize(filled);
-    return out;
-  }
-
-  // ---------------------------------------------------------------------------------
-  // Session folders
-  // ---------------------------------------------------------------------------------
-
-  /// The workspace of session `name` (a valid name), opened once and kept; nullptr when it
-  /// has no folder and `create` is false. New folders are fsynced into WS. The caller holds
-  /// disk_mu_ (the map is shared by both threads; a workspace handed out stays valid).
-  std::shared_ptr<workspace> session(const std::string& name, bool create) {
-    if (auto it = sessions_.find(name); it != sessions_.end()) {
-      struct stat st {};
-      if (::fstat(it->second->fd(), &st) == 0 && st.st_nlink > 0) return it->second;
-      sessions_.erase(it);  // the folder was deleted under us: open it afresh
-    }
-    const auto folder = node_folder_of(name);  // the library's is made at start (prepare_state_dir)
-    struct stat st {};
-    if (::fstatat(root_.fd(), folder.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno != ENOENT) throw_errno("stat session folder '" + folder + "'", errno);
-      if (!create || is_library_session(name)) return nullptr;
-      (void)root_.open_folder(name, true);  // mkdir + fsync of WS
-    } else if (!S_ISDIR(st.st_mode)) {
-      throw error(errc::invalid_argument, "the folder of session '" + name + "' is not a folder on this node");
-    }
-    auto ws = std::make_shared<workspace>(opts_.workspace / folder, false);
-    return sessions_.insert_or_assign(name, std::move(ws)).first->second;
-  }
-
   node_options opts_;
-  workspace root_;
-  partial_store partials_;
-  local_index index_;
+  /// The receiver's host: this agent, seen through the five calls the receiver makes.
+  struct host {
+    agent& a;
+    void reply(inbound_message m) { a.send(programs::to_proto(m, a.opts_.id)); }
+    void welcomed(const welcome& w) { a.welcomed(w); }
+    void member_of(const std::string& s) { a.member_evidence(s); }
+    void guard(std::unique_lock<std::mutex>& lk, const file_version& f, workspace* ws) { a.guard(lk, f, ws); }
+    bool pace(std::size_t bytes) { return a.pace(bytes); }
+  };
+  host host_{*this};
+  receiver<host> receiver_;
   std::unique_ptr<session_watcher> watcher_;  ///< null in replica mode or when inotify failed
   std::atomic<bool> watcher_broken_{false};   ///< wait() threw: poll instead
 
-  /// Serializes every disk-plus-index decision between the reader and the watcher thread
-  /// (see the file comment); guards the members up to the next blank line.
-  std::mutex disk_mu_;
-  std::map<std::string, std::shared_ptr<workspace>> sessions_;
+  // Guarded by the receiver's disk mutex (see the file comment), up to the next blank line.
   std::set<path_key> in_flight_;               ///< paths whose upload is under way
   std::condition_variable in_flight_cv_;       ///< signalled when one finishes
   /// A change the hub refused for good: its content (nullopt: a removal), and whether for
@@ -1280,10 +783,7 @@ class agent {
   steady::time_point retry_at_{};
   std::chrono::milliseconds retry_delay_ = retry_initial;
 
-  /// Last version applied per (session, path) in this process: older begins/removes are stale.
-  std::map<std::pair<std::string, std::string>, std::uint64_t> applied_;
   std::optional<token_bucket> bucket_;
-  std::string raw_;  ///< decode buffer, reused across chunks
 
   stop_flag stop_;
   std::mutex ctx_mu_;

@@ -8,9 +8,8 @@
 #include "meshhub/error.hpp"
 #include "meshhub/event.hpp"
 #include "meshhub/hub/types.hpp"
-#include "meshhub/transport/link.hpp"
+#include "common/link_messages.hpp"
 #include "meshhub/v1/assistant.pb.h"
-#include "meshhub/v1/node.pb.h"
 
 namespace meshhub::programs {
 
@@ -32,105 +31,6 @@ inline grpc::Status to_status(const error& e) {
     return StatusCode::UNKNOWN;
   }();
   return {code, e.what()};
-}
-
-template <class Message>
-void set_file(Message* target, const file_version& f) {
-  target->set_session(f.session);
-  target->set_path(f.path);
-  target->set_version(f.version);
-}
-
-inline v1::HubMessage to_proto(const welcome& w) {
-  v1::HubMessage m;
-  auto* out = m.mutable_welcome();
-  out->set_hub("meshhub-server 0.1.0");
-  for (auto& s : w.sessions) out->add_sessions(s);
-  return m;
-}
-
-inline v1::HubMessage to_proto(const file_begin& b) {
-  v1::HubMessage m;
-  auto* out = m.mutable_begin();
-  set_file(out, b.file);
-  out->set_size(b.size);
-  out->set_chunk_size(b.chunk_size);
-  out->set_chunk_count(b.chunk_count);
-  out->set_content_digest(to_bytes(b.content));
-  out->set_first_chunk(b.first_chunk);
-  return m;
-}
-
-inline v1::HubMessage to_proto(const file_remove& r) {
-  v1::HubMessage m;
-  set_file(m.mutable_remove(), r.file);
-  return m;
-}
-
-inline v1::HubMessage to_proto(const file_link& l) {
-  v1::HubMessage m;
-  set_file(m.mutable_link(), l.file);
-  m.mutable_link()->set_target(l.target);
-  return m;
-}
-
-inline v1::HubMessage to_proto(const node_command& c) {
-  v1::HubMessage m;
-  auto* out = m.mutable_command();
-  out->set_id(c.id);
-  out->set_session(c.session);
-  out->set_path(c.path);
-  out->set_kind(c.what == node_command::kind::list ? v1::NodeCommand::LIST : v1::NodeCommand::READ);
-  return m;
-}
-
-inline v1::HubMessage to_proto(const chunk_message& c) {
-  v1::HubMessage m;
-  auto* out = m.mutable_chunk();
-  set_file(out, c.file);
-  out->set_index(c.body.index);
-  out->set_offset(c.body.offset);
-  out->set_raw_size(c.body.raw_size);
-  out->set_codec(static_cast<v1::Codec>(c.body.codec));
-  out->set_payload(c.body.payload);
-  out->set_digest(to_bytes(c.body.raw_digest));
-  return m;
-}
-
-inline v1::HubMessage to_proto(const chunk_ptr& c) { return to_proto(*c); }
-
-/// A digest field from a node: empty or malformed reads as all zeroes (it then matches nothing).
-inline digest digest_or_zero(const std::string& raw) {
-  return raw.size() == digest{}.size() ? digest_from_bytes(raw) : digest{};
-}
-
-inline hello from_proto(const v1::Hello& h) {
-  hello out{h.node_id(), h.credential(), {}, {}, h.reports_roots()};
-  for (auto& p : h.partials())
-    out.partials.push_back({{p.session(), p.path(), p.version()}, digest_or_zero(p.content_digest()), p.chunks_done()});
-  for (auto& r : h.sessions()) out.roots.push_back({r.session(), digest_or_zero(r.root_digest())});
-  return out;
-}
-
-/// A node's message after its hello; nullopt for one that has no business there.
-inline std::optional<inbound_message> from_proto(const v1::NodeMessage& m) {
-  switch (m.body_case()) {
-    case v1::NodeMessage::kChunkAck: {
-      auto& a = m.chunk_ack();
-      return chunk_ack{{a.session(), a.path(), a.version()}, a.index()};
-    }
-    case v1::NodeMessage::kFileAck: {
-      auto& a = m.file_ack();
-      return file_ack{{a.session(), a.path(), a.version()}, digest_or_zero(a.content_digest()), a.ok(), a.error()};
-    }
-    case v1::NodeMessage::kResult: {
-      auto& r = m.result();
-      command_result out{r.id(), r.last(), r.error(), {}, r.data()};
-      for (auto& e : r.entries()) out.entries.push_back({e.path(), e.size(), digest_or_zero(e.content_digest())});
-      return out;
-    }
-    default: return std::nullopt;
-  }
 }
 
 inline void fill(v1::SessionInfo& out, const session_record& s) {

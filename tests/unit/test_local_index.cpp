@@ -1,4 +1,4 @@
-// The node's local index (reference-server/node/local_index.hpp), judged from outside:
+// The node's local index (meshhub/node/local_index.hpp), judged from outside:
 // files are planted, edited, chmod'ed and removed with plain POSIX calls, and every digest
 // a survey reports is checked against the reference content digest (OpenSSL). Whether a
 // digest came from the stat cache is read off `files_hashed()`.
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "meshhub/workspace.hpp"
-#include "node/local_index.hpp"
+#include "meshhub/node/local_index.hpp"
 #include "support/fs.hpp"
 
 using namespace meshhub;

@@ -241,6 +241,40 @@ TEST_CASE("reconcile: files changed or removed behind the node's back are found 
   CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
 }
 
+TEST_CASE("reconcile: a file written while the node's listing is on its way back is not taken for drift", "[recovery]") {
+  // The race this pins down: a wave reached a node whose hello was being reconciled, the
+  // node's ack was recorded, and then the listing — taken before the file arrived — was
+  // compared with that record: the new file looked missing, and its record was undone.
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1"});
+  auto& n1 = f.node("n1");
+  n1.connect();
+  f.hub->write("s", "a.txt", "a");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  n1.disconnect();
+  n1.session("s").write("stray.txt", "made on the node");  // its root differs: the hub asks for a listing
+
+  n1.hold_replies(true);
+  n1.connect();
+  REQUIRE(eventually([&] { return n1.commands_seen() == 1; }));  // the LIST ran; its answer is held
+  f.hub->write("s", "b.txt", "written meanwhile");
+  const auto begun = [&] {
+    for (const auto& b : n1.begins())
+      if (b.file.path == "b.txt") return true;
+    return false;
+  };
+  // Nothing is delivered to a node while its listing is outstanding.
+  CHECK_FALSE(eventually(begun, 300ms));
+  n1.release_replies([](const inbound_message& m) { return std::holds_alternative<file_ack>(m); });
+  n1.hold_replies(false);  // the listing, last
+
+  CHECK(eventually([&] { return f.holds(n1, "b.txt", "written meanwhile"); }));
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  for (const auto& d : f.of(event_kind::drift_detected)) CHECK_THAT(d.detail, !Catch::Contains("b.txt"));
+  CHECK(f.holds(n1, "a.txt", "a"));
+}
+
 TEST_CASE("reconcile: a node that was only behind is not reported as drifted", "[recovery]") {
   durable_fixture f;
   f.hub->create_session("s");

@@ -23,7 +23,7 @@ namespace meshhub {
 class sqlite_store {
  public:
   /// Opens (creating and migrating) the database at `file`; ":memory:" keeps it in RAM.
-  explicit sqlite_store(const std::string& file) : db_(file) { migrate(); }
+  explicit sqlite_store(const std::string& file) : db_(file) { db_.migrate(schema_steps, "store"); }
 
   /// Schema version this code writes (PRAGMA user_version).
   static constexpr int schema_version = 4;
@@ -413,24 +413,6 @@ class sqlite_store {
     auto done = waves_where("w.completed_ms IS NULL AND NOT EXISTS (SELECT 1 FROM wave_pending p WHERE p.wave = w.id)");
     for (auto& w : done) stmt("UPDATE waves SET completed_ms = ? WHERE id = ?").bind(now_ms(), w.id).run();
     return done;
-  }
-
-  /// Brings the schema to `schema_version`, one step per version, each in its own
-  /// transaction (a crash mid-migration leaves the previous version intact). Processes
-  /// opening one file at once run each step once.
-  void migrate() {
-    const int version = db_.user_version();
-    if (version > schema_version)
-      throw error(errc::io, "store: database schema v" + std::to_string(version) + " is newer than this hub (v" +
-                                std::to_string(schema_version) + ")");
-    for (int v = version; v < schema_version; ++v)
-      db_.transaction([&] {
-        // Another process opening the same new file may have run this step since we looked;
-        // under BEGIN IMMEDIATE's write lock the version read now is the last word.
-        if (db_.user_version() > v) return;
-        db_.exec(schema_steps[v]);
-        db_.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
-      });
   }
 
   static std::int64_t now_ms() {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -188,6 +189,26 @@ class sqlite_db {
     auto& q = stmt("PRAGMA user_version");
     q.bind();
     return q.step() ? static_cast<int>(q.integer(0)) : 0;
+  }
+
+  /// Brings the schema to version `steps.size()`: step v takes a database from version v
+  /// to v + 1, each in its own transaction (a crash mid-migration leaves the previous
+  /// version intact). Processes opening one new file at once run each step once. `owner`
+  /// names the program in the error for a database newer than it.
+  void migrate(std::span<const char* const> steps, std::string_view owner) {
+    const int target = static_cast<int>(steps.size());
+    const int version = user_version();
+    if (version > target)
+      throw error(errc::io, std::string(owner) + ": database schema v" + std::to_string(version) +
+                                " is newer than this program (v" + std::to_string(target) + ")");
+    for (int v = version; v < target; ++v)
+      transaction([&] {
+        // Another process opening the same new file may have run this step since we looked;
+        // under BEGIN IMMEDIATE's write lock the version read now is the last word.
+        if (user_version() > v) return;
+        exec(steps[static_cast<std::size_t>(v)]);
+        exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
+      });
   }
 
   [[nodiscard]] std::int64_t changes() const { return sqlite3_changes(db_); }

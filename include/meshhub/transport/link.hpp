@@ -100,6 +100,7 @@ struct node_entry {
   std::string path;
   std::uint64_t size = 0;
   digest content{};
+  std::uint64_t version = 0;  ///< what node and hub last agreed on; 0 where the node's copy differs
 };
 struct command_result {
   std::uint64_t id = 0;

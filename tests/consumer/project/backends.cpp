@@ -1,18 +1,29 @@
 // The optional backends as a consumer gets them: meshhub/store/sqlite.hpp through
-// meshhub::sqlite and meshhub/lock/named_mutex.hpp through meshhub::interprocess, nothing
-// else on the command line. Compiled only when the consumer asks for both components.
+// meshhub::sqlite, meshhub/lock/named_mutex.hpp through meshhub::interprocess and
+// meshhub/node/receiver.hpp through meshhub::node, nothing else on the command line.
+// Compiled only when the consumer asks for the three components.
 #include <stdlib.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
 
 #include "meshhub/concepts.hpp"
 #include "meshhub/lock/named_mutex.hpp"
+#include "meshhub/node/receiver.hpp"
 #include "meshhub/store/sqlite.hpp"
 
 static_assert(meshhub::lock_policy<meshhub::named_mutex_lock>);
+
+/// A replica that keeps the receiver's answers.
+struct keeping_host : meshhub::node::replica_host {
+  std::vector<meshhub::inbound_message> replies;
+  void reply(meshhub::inbound_message m) { replies.push_back(std::move(m)); }
+};
 
 /// Zero when a session and its member round-trip through an in-memory SQLite store and a
 /// named mutex can be taken, refused while held, and taken again; one otherwise.
@@ -53,7 +64,19 @@ int check_backends() {
     }
   }
   meshhub::named_mutex_lock::remove("consumer", scratch);
+  {
+    // A node's receiver stores an empty file the hub sends and acknowledges it.
+    keeping_host host;
+    meshhub::node::receiver<keeping_host> node(host, std::filesystem::path(scratch) / "node");
+    const meshhub::file_version file{"consumer", "empty.txt", 1};
+    node.handle(meshhub::file_begin{file, 0, 0, 0, meshhub::content_digest_of(std::string_view{})});
+    const auto* ack = host.replies.size() == 1 ? std::get_if<meshhub::file_ack>(&host.replies[0]) : nullptr;
+    if (!ack || !ack->ok || !std::filesystem::exists(scratch + "/node/consumer/empty.txt")) {
+      std::fputs("FAIL: the node receiver stores and acknowledges a file\n", stderr);
+      ++failures;
+    }
+  }
   std::filesystem::remove_all(scratch);
-  if (failures == 0) std::puts("consumer: sqlite_store and named_mutex_lock OK");
+  if (failures == 0) std::puts("consumer: sqlite_store, named_mutex_lock and the node receiver OK");
   return failures == 0 ? 0 : 1;
 }

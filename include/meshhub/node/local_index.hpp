@@ -7,7 +7,7 @@
 /// has this digest". A survey compares the disk with the rows: a file whose digest differs
 /// from its row (or that has no row) is a local edit or creation, a live row whose file is
 /// gone is a local removal — each with the row's version as its *base*, which the hub
-/// compares with its current version (DESIGN "Node-originated changes").
+/// compares with its current version (a newer one there makes the upload a conflict copy).
 ///
 /// Two rules keep a survey from inventing changes:
 /// - **A failed read never becomes a change.** A file that cannot be opened or read, a
@@ -23,8 +23,8 @@
 ///   content changed with the size, mtime *and* ctime all unchanged (which needs a clock
 ///   set back or a raw block-device write) is not seen until the stat changes.
 ///
-/// Thread-safe (every call is one SQLite call under sqlite_db's mutex); the agent still
-/// serializes disk-plus-index decisions with a mutex of its own. No gRPC here.
+/// Thread-safe (every call is one SQLite call under sqlite_db's mutex); the receiver still
+/// serializes disk-plus-index decisions with a mutex of its own (receiver.hpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <span>
@@ -129,8 +130,21 @@ struct path_verdict {
 /// The index: rows, a stat cache, and surveys of a session folder against them.
 class local_index {
  public:
-  /// Schema version this code writes (PRAGMA user_version).
-  static constexpr int schema_version = 1;
+  /// The migrations: step v brings an index from version v to v + 1 (PRAGMA user_version).
+  static constexpr const char* schema_steps[] = {
+      // v1: one row per (session, path): what node and hub agree on, plus the stat cache
+      // (all five st_ columns NULL when there is none).
+      R"sql(
+      CREATE TABLE files(session TEXT NOT NULL, path TEXT NOT NULL,
+                         version INTEGER NOT NULL, size INTEGER NOT NULL, digest BLOB NOT NULL,
+                         deleted INTEGER NOT NULL,
+                         st_mtime_ns INTEGER, st_ctime_ns INTEGER, st_ino INTEGER, st_size INTEGER,
+                         st_taken_ns INTEGER,
+                         PRIMARY KEY(session, path)) WITHOUT ROWID;
+      )sql",
+  };
+  /// Schema version this code writes.
+  static constexpr int schema_version = static_cast<int>(std::size(schema_steps));
   /// Default for `racy_window`: at least the file system's timestamp granularity (a
   /// kernel tick on ext4/xfs/btrfs, 1 s on ext3), and more is only a rehash more.
   static constexpr std::chrono::milliseconds default_racy_window{1000};
@@ -143,7 +157,7 @@ class local_index {
   /// file's last change; 0 trusts any matching stat (tests).
   explicit local_index(const std::string& file, std::chrono::nanoseconds racy_window = default_racy_window)
       : db_(file), racy_ns_(std::max<std::int64_t>(0, racy_window.count())) {
-    migrate();
+    db_.migrate(schema_steps, "index");
   }
 
   [[nodiscard]] std::optional<index_row> get(std::string_view session, std::string_view path) const {
@@ -514,31 +528,6 @@ class local_index {
     c.stat = at_open;
     if (keep_fd) c.fd = std::move(fd);
     return j;
-  }
-
-  void migrate() {
-    const int version = db_.user_version();
-    if (version > schema_version)
-      throw error(errc::io, "index: schema v" + std::to_string(version) + " is newer than this agent (v" +
-                                std::to_string(schema_version) + ")");
-    static constexpr const char* steps[] = {
-        // v1: one row per (session, path): what node and hub agree on, plus the stat cache
-        // (all five st_ columns NULL when there is none).
-        R"sql(
-        CREATE TABLE files(session TEXT NOT NULL, path TEXT NOT NULL,
-                           version INTEGER NOT NULL, size INTEGER NOT NULL, digest BLOB NOT NULL,
-                           deleted INTEGER NOT NULL,
-                           st_mtime_ns INTEGER, st_ctime_ns INTEGER, st_ino INTEGER, st_size INTEGER,
-                           st_taken_ns INTEGER,
-                           PRIMARY KEY(session, path)) WITHOUT ROWID;
-        )sql",
-    };
-    static_assert(std::size(steps) == static_cast<std::size_t>(schema_version));
-    for (int v = version; v < schema_version; ++v)
-      db_.transaction([&] {
-        db_.exec(steps[v]);
-        db_.exec(("PRAGMA user_version = " + std::to_string(v + 1)).c_str());
-      });
   }
 
   sqlite_db db_;

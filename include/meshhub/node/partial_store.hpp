@@ -9,7 +9,7 @@
 /// parse or does not match its data file is discarded with its data: the hub then sends
 /// that version again from its first chunk.
 ///
-/// No gRPC here: the agent maps wire messages onto these calls.
+/// The receiver (receiver.hpp) maps the hub's messages onto these calls.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +21,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +29,7 @@
 #include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
 #include "meshhub/manifest.hpp"
+#include "meshhub/node/log.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
 #include "meshhub/workspace.hpp"
@@ -44,25 +44,6 @@ namespace meshhub::node {
   return to_hex(h.finish()).substr(0, 32);
 }
 
-/// Parses lowercase or uppercase hex into a digest; nullopt on any malformation.
-/// (digest.hpp has `to_hex` but no inverse.)
-[[nodiscard]] inline std::optional<digest> digest_from_hex(std::string_view hex) {
-  if (hex.size() != 2 * std::tuple_size_v<digest>) return std::nullopt;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  digest d{};
-  for (std::size_t i = 0; i < d.size(); ++i) {
-    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    d[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-  }
-  return d;
-}
-
 /// The number of chunks a file of `size` bytes has in `chunk_size` pieces, computed
 /// without overflow (a hostile size near 2^64 must not wrap); nullopt when it does not fit
 /// the protocol's 32-bit chunk count or the chunk size is zero for a non-empty file.
@@ -75,7 +56,7 @@ namespace meshhub::node {
 }
 
 /// One file version being received: what its FileBegin said, and how far it got.
-struct partial_transfer {
+struct partial_file {
   std::string key;
   std::string session;
   std::string path;
@@ -113,28 +94,28 @@ struct transfer_shape {
   std::uint32_t chunk_size = 0;
   std::uint32_t chunk_count = 0;
 
-  [[nodiscard]] bool same_file(const partial_transfer& t) const noexcept {
+  [[nodiscard]] bool same_file(const partial_file& t) const noexcept {
     return t.session == session && t.path == path && t.version == version && t.content == content &&
            t.size == size && t.chunk_size == chunk_size && t.chunk_count == chunk_count;
   }
 };
 
 /// The partial transfers of one node, on disk and in memory; at most one per
-/// (session, path). Single-threaded: the agent's reader thread owns it.
+/// (session, path). Single-threaded: the receiver owns it (receiver.hpp).
 class partial_store {
  public:
   /// Opens `dir` (which must exist), removes temp files a crash left there, and loads every
   /// valid partial; invalid ones are discarded with a warning.
-  explicit partial_store(const std::filesystem::path& dir) : dir_(dir, false) {
-    if (auto n = dir_.remove_temp_files()) spdlog::info("removed {} leftover temp file(s) from {}", n, dir.string());
+  explicit partial_store(const std::filesystem::path& dir, log_sink log = {}) : dir_(dir, false), log_(std::move(log)) {
+    if (auto n = dir_.remove_temp_files()) say(log_, log_level::info, "removed ", n, " leftover temp file(s) from ", dir.string());
     load();
   }
 
   [[nodiscard]] int dir_fd() const noexcept { return dir_.fd(); }
-  [[nodiscard]] const std::map<std::string, partial_transfer>& all() const noexcept { return by_key_; }
+  [[nodiscard]] const std::map<std::string, partial_file>& all() const noexcept { return by_key_; }
 
   /// The partial for (session, path), or nullptr.
-  [[nodiscard]] partial_transfer* find(std::string_view session, std::string_view path) {
+  [[nodiscard]] partial_file* find(std::string_view session, std::string_view path) {
     auto it = by_key_.find(partial_key(session, path));
     if (it == by_key_.end() || it->second.session != session || it->second.path != path) return nullptr;
     return &it->second;
@@ -142,9 +123,9 @@ class partial_store {
 
   /// Starts a fresh transfer (replacing any partial of that path): an empty .part and a
   /// sidecar saying no chunk is done.
-  partial_transfer& start(const transfer_shape& shape) {
+  partial_file& start(const transfer_shape& shape) {
     if (auto* old = find(shape.session, shape.path)) discard(*old);
-    partial_transfer t;
+    partial_file t;
     t.key = partial_key(shape.session, shape.path);
     t.session = shape.session;
     t.path = shape.path;
@@ -168,7 +149,7 @@ class partial_store {
 
   /// Forgets the progress from chunk `first` on (the hub resumes there); `first` must not
   /// exceed `chunks_done`.
-  void rewind(partial_transfer& t, std::uint32_t first) {
+  void rewind(partial_file& t, std::uint32_t first) {
     if (first >= t.chunks_done) return;
     t.chunks_done = first;
     t.chunk_digests.resize(first);
@@ -176,7 +157,7 @@ class partial_store {
   }
 
   /// Makes chunk `t.chunks_done` durable: pwrite, fdatasync, then the sidecar.
-  void store_chunk(partial_transfer& t, std::string_view raw, const digest& raw_digest) {
+  void store_chunk(partial_file& t, std::string_view raw, const digest& raw_digest) {
     const std::uint64_t offset = t.chunk_offset(t.chunks_done);
     std::size_t done = 0;
     while (done < raw.size()) {
@@ -193,7 +174,7 @@ class partial_store {
 
   /// The content digest of the completed transfer: from the recorded chunk digests when
   /// chunks are digest blocks, else by re-reading the data.
-  [[nodiscard]] digest content_digest(const partial_transfer& t) const {
+  [[nodiscard]] digest content_digest(const partial_file& t) const {
     if (t.chunk_size == digest_block_size) {
       content_hasher h;
       for (const auto& d : t.chunk_digests) h.add_block_digest(d);
@@ -203,14 +184,14 @@ class partial_store {
   }
 
   /// fsync the data file: size and data durable before it is renamed into the workspace.
-  void sync(const partial_transfer& t) const {
+  void sync(const partial_file& t) const {
     if (::ftruncate(t.data.get(), static_cast<off_t>(t.size)) != 0)
       throw_errno("truncate partial file of '" + t.path + "'", errno);
     if (::fsync(t.data.get()) != 0) throw_errno("fsync partial file of '" + t.path + "'", errno);
   }
 
   /// After the .part was moved into the workspace: forget the transfer, drop its sidecar.
-  void finished(partial_transfer& t) {
+  void finished(partial_file& t) {
     const auto key = t.key;
     ::unlinkat(dir_.fd(), sidecar_name(key).c_str(), 0);
     by_key_.erase(key);
@@ -218,7 +199,7 @@ class partial_store {
 
   /// Deletes a transfer's data and sidecar (best effort: a leftover sidecar without its
   /// data is discarded at the next start).
-  void discard(partial_transfer& t) {
+  void discard(partial_file& t) {
     const auto key = t.key;
     ::unlinkat(dir_.fd(), sidecar_name(key).c_str(), 0);
     ::unlinkat(dir_.fd(), part_name(key).c_str(), 0);
@@ -237,7 +218,7 @@ class partial_store {
 
  private:
   /// Rewrites the sidecar durably (temp file in the same folder, fsync, rename, fsync).
-  void save(const partial_transfer& t) const {
+  void save(const partial_file& t) const {
     nlohmann::json j;
     j["session"] = t.session;
     j["path"] = t.path;
@@ -256,7 +237,7 @@ class partial_store {
   }
 
   /// Parses and checks one sidecar; throws (any exception) when it cannot be trusted.
-  partial_transfer parse(const std::string& key) const {
+  partial_file parse(const std::string& key) const {
     std::string text;
     {
       unique_fd fd(::openat(dir_.fd(), sidecar_name(key).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
@@ -270,7 +251,7 @@ class partial_store {
       }
     }
     const auto j = nlohmann::json::parse(text);
-    partial_transfer t;
+    partial_file t;
     t.key = key;
     t.session = j.at("session").get<std::string>();
     t.path = j.at("path").get<std::string>();
@@ -279,14 +260,8 @@ class partial_store {
     t.chunk_size = j.at("chunk_size").get<std::uint32_t>();
     t.chunk_count = j.at("chunk_count").get<std::uint32_t>();
     t.chunks_done = j.at("chunks_done").get<std::uint32_t>();
-    auto content = digest_from_hex(j.at("content_digest").get<std::string>());
-    if (!content) throw error(errc::corrupt, "bad content_digest");
-    t.content = *content;
-    for (const auto& h : j.at("chunk_digests")) {
-      auto d = digest_from_hex(h.get<std::string>());
-      if (!d) throw error(errc::corrupt, "bad chunk digest");
-      t.chunk_digests.push_back(*d);
-    }
+    t.content = digest_from_hex(j.at("content_digest").get<std::string>());
+    for (const auto& h : j.at("chunk_digests")) t.chunk_digests.push_back(digest_from_hex(h.get<std::string>()));
     check_delivered_session(t.session);
     check_path(t.path);
     if (partial_key(t.session, t.path) != key) throw error(errc::corrupt, "file name does not match session and path");
@@ -316,24 +291,25 @@ class partial_store {
     for (const auto& key : sidecars) {
       try {
         auto t = parse(key);
-        spdlog::info("found partial transfer {}/{} v{}: {} of {} chunks durable", t.session, t.path, t.version,
-                     t.chunks_done, t.chunk_count);
+        say(log_, log_level::info, "found partial transfer ", t.session, "/", t.path, " v", t.version, ": ", t.chunks_done,
+            " of ", t.chunk_count, " chunks durable");
         by_key_.insert_or_assign(key, std::move(t));
       } catch (const std::exception& e) {
-        spdlog::warn("discarding partial transfer state {}: {}", key, e.what());
+        say(log_, log_level::warn, "discarding partial transfer state ", key, ": ", e.what());
         ::unlinkat(dir_.fd(), sidecar_name(key).c_str(), 0);
         ::unlinkat(dir_.fd(), part_name(key).c_str(), 0);
       }
     }
     for (const auto& key : parts) {
       if (by_key_.contains(key)) continue;
-      spdlog::warn("discarding partial data {} (no usable state)", part_name(key));
+      say(log_, log_level::warn, "discarding partial data ", part_name(key), " (no usable state)");
       ::unlinkat(dir_.fd(), part_name(key).c_str(), 0);
     }
   }
 
   workspace dir_;  ///< the partial folder; only its fd and temp sweep are used
-  std::map<std::string, partial_transfer> by_key_;
+  std::map<std::string, partial_file> by_key_;
+  log_sink log_;
 };
 
 }  // namespace meshhub::node

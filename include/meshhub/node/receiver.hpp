@@ -1,0 +1,581 @@
+#pragma once
+/// The node's end of the protocol: what a node does with each message the hub sends
+/// (transport/link.hpp's `outbound_message`) and what it answers (`inbound_message`).
+///
+/// What the receiver promises the hub:
+/// - a chunk_ack only after the chunk's bytes are fdatasync'ed and the partial's sidecar
+///   says so (partial_store.hpp), so `chunks_done` in a later hello is always true;
+/// - a file_ack{ok} only after the file is in the session folder durably (fsync of the
+///   data, rename, fsync of both folders — workspace::adopt / workspace::write);
+/// - nothing from a transfer that failed verification ever reaches the session folder;
+/// - every malformed or hostile message becomes a refusing file_ack or an error result,
+///   never a crash;
+/// - before the hub's version replaces or removes a path, the host's `guard` runs: the
+///   node agent uploads an unsent local change there first, so nothing written on a node
+///   is lost to a version from the hub.
+///
+/// One thread calls `handle` (a node that is slow to apply stops reading, and the hub's
+/// per-node queue is where that slowness stays). Other threads — the agent's uploader —
+/// share the disk through `disk_mutex()`, `index()` and `folders()`: every decision that
+/// reads the disk and then writes the disk or the index holds the disk mutex.
+#include <algorithm>
+#include <concepts>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/digest.hpp"
+#include "meshhub/error.hpp"
+#include "meshhub/manifest.hpp"
+#include "meshhub/node/local_index.hpp"
+#include "meshhub/node/log.hpp"
+#include "meshhub/node/partial_store.hpp"
+#include "meshhub/node/session_folders.hpp"
+#include "meshhub/path.hpp"
+#include "meshhub/skill/link.hpp"
+#include "meshhub/transport/link.hpp"
+#include "meshhub/workspace.hpp"
+
+namespace meshhub::node {
+
+/// Why a message was refused; it reaches the hub as a refusing file_ack. `stale`: the
+/// version was overtaken (its partial is dropped); `overtaken_by` > 0 names the version
+/// that overtook it (the host's guard saw the hub take this node's own change as it).
+struct refusal {
+  std::string why;
+  bool stale = false;
+  std::uint64_t overtaken_by = 0;
+};
+
+/// What the receiver needs from the program around it.
+template <class H>
+concept receiver_host = requires(H& h, inbound_message m, std::unique_lock<std::mutex>& disk_lock,
+                                 const file_version& file, workspace* ws, const welcome& w, const std::string& session,
+                                 std::size_t bytes) {
+  h.reply(std::move(m));  ///< send one answer to the hub (false/ignored once the link is gone)
+  h.welcomed(w);          ///< the hub accepted the hello
+  h.member_of(session);   ///< evidence that this node is a member of `session` (with disk_lock held)
+  /// Runs before version `file` replaces or removes what is at its path (disk_lock held;
+  /// `ws` null when the session has no folder). May wait, releasing the lock; throws a
+  /// refusal to leave the disk alone.
+  h.guard(disk_lock, file, ws);
+  { h.pace(bytes) } -> std::convertible_to<bool>;  ///< before storing `bytes`; false: stopping
+};
+
+/// A host for a node that never uploads (a replica, and the hub's unit tests): the hub's
+/// version always wins, local differences are the hub's to find as drift.
+struct replica_host {
+  void welcomed(const welcome&) {}
+  void member_of(const std::string&) {}
+  void guard(std::unique_lock<std::mutex>&, const file_version&, workspace*) {}
+  bool pace(std::size_t) { return true; }
+};
+
+struct receiver_options {
+  std::filesystem::path workspace;  ///< sessions at workspace/<session>/
+  /// The local index's racy window (local_index.hpp); tests shorten it.
+  std::chrono::nanoseconds racy_window = local_index::default_racy_window;
+  log_sink log;
+};
+
+template <receiver_host Host>
+class receiver {
+ public:
+  /// A READ answer travels in pieces this large.
+  static constexpr std::size_t read_piece_bytes = 1u << 20;
+  /// A LIST answer is split into several results past this many (estimated) bytes, well
+  /// under the transport's message limit.
+  static constexpr std::size_t list_batch_bytes = 4u << 20;
+
+  /// Opens the workspace (creating its state folders), the partial transfers and the
+  /// index, and removes the temp files a crash left in every session folder.
+  receiver(Host& host, receiver_options o)
+      : host_(host),
+        log_(std::move(o.log)),
+        folders_(std::move(o.workspace)),
+        partials_(folders_.partial_folder(), log_),
+        index_(folders_.index_file().string(), o.racy_window) {
+    sweep_temp_files();
+  }
+
+  /// A receiver on `workspace` with the default options, silent.
+  receiver(Host& host, std::filesystem::path workspace) : receiver(host, receiver_options{std::move(workspace), local_index::default_racy_window, {}}) {}
+
+  receiver(const receiver&) = delete;
+  receiver& operator=(const receiver&) = delete;
+
+  [[nodiscard]] std::mutex& disk_mutex() noexcept { return disk_mu_; }
+  [[nodiscard]] local_index& index() noexcept { return index_; }
+  [[nodiscard]] session_folders& folders() noexcept { return folders_; }
+  [[nodiscard]] const session_folders& folders() const noexcept { return folders_; }
+  [[nodiscard]] const log_sink& log() const noexcept { return log_; }
+
+  /// A new connection: staleness is judged within one connection (the hub re-derives what
+  /// this node needs at every hello, and a hub restarted on a fresh store numbers anew).
+  void connected() { applied_.clear(); }
+
+  /// The partial transfers to report in a hello (the reader thread's, as `handle`).
+  [[nodiscard]] std::vector<partial_transfer> partials() const {
+    std::vector<partial_transfer> out;
+    for (const auto& [key, t] : partials_.all())
+      out.push_back({{t.session, t.path, t.version}, t.content, t.chunks_done});
+    return out;
+  }
+
+  /// The root digest of session `name`'s folder, from a survey against the index; nullopt
+  /// when it has no folder.
+  [[nodiscard]] std::optional<digest> root_of(const std::string& name) {
+    std::lock_guard lk(disk_mu_);
+    auto ws = folders_.open(name, false);
+    if (!ws) return std::nullopt;
+    return index_.survey(name, *ws, 0).disk.root();
+  }
+
+  /// Applies one message from the hub and answers it through the host.
+  void handle(const outbound_message& m) {
+    std::visit([&](const auto& x) { on(x); }, m);
+  }
+
+  /// Refuses version `file` without applying anything (a message the transport could not
+  /// read), dropping any partial of its path.
+  void refuse_unreadable(const file_version& file, const std::string& why) {
+    try {
+      partials_.discard(file.session, file.path);
+    } catch (...) {
+    }
+    refuse(file, why);
+  }
+
+ private:
+  void on(const welcome& w) {
+    {
+      std::lock_guard lk(disk_mu_);
+      for (const auto& s : w.sessions) host_.member_of(s);
+    }
+    host_.welcomed(w);
+  }
+
+  void on(const file_begin& b) {
+    guarded(b.file, [&] { begin(b); });
+  }
+  void on(const chunk_ptr& c) {
+    guarded(c->file, [&] { take_chunk(*c); });
+  }
+  void on(const file_remove& r) {
+    guarded(r.file, [&] { remove(r.file); });
+  }
+  void on(const file_link& l) {
+    guarded(l.file, [&] { link(l); });
+  }
+  void on(const node_command& c) {
+    try {
+      check_delivered_session(c.session);
+      switch (c.what) {
+        case node_command::kind::list: return list(c);
+        case node_command::kind::read: return read(c);
+      }
+      throw error(errc::invalid_argument, "unknown command kind " + std::to_string(static_cast<int>(c.what)));
+    } catch (const std::exception& e) {
+      say(log_, log_level::warn, "command ", c.id, " on ", c.session, "/", c.path, " failed: ", e.what());
+      command_result r;
+      r.id = c.id;
+      r.error = e.what();
+      host_.reply(std::move(r));
+    }
+  }
+
+  /// Runs a file handler; anything it throws becomes a refusing file_ack, and the partial
+  /// of that path (if any) is dropped, so no half-trusted state survives an error.
+  template <class F>
+  void guarded(const file_version& file, F&& f) {
+    try {
+      f();
+    } catch (const refusal& r) {
+      if (r.overtaken_by > 0) applied_[{file.session, file.path}] = r.overtaken_by;
+      if (r.stale) drop_partial(file);
+      refuse(file, r.why);
+    } catch (const std::exception& e) {
+      drop_partial(file);
+      refuse(file, e.what());
+    }
+  }
+
+  void drop_partial(const file_version& file) {
+    try {
+      partials_.discard(file.session, file.path);
+    } catch (...) {
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Files
+  // -------------------------------------------------------------------------------------
+
+  void begin(const file_begin& b) {
+    const auto& [s, p, v] = b.file;
+    check_names(b.file);
+    if (is_stale(b.file)) throw refusal{"stale version"};
+
+    if (auto problem = shape_problem(b); !problem.empty()) {
+      partials_.discard(s, p);
+      throw refusal{"invalid begin for '" + p + "' v" + std::to_string(v) + ": " + problem};
+    }
+    const transfer_shape shape{s, p, v, b.content, b.size, b.chunk_size, b.chunk_count};
+
+    if (b.chunk_count == 0) {
+      partials_.discard(s, p);
+      const digest empty = content_digest_of(std::string_view{});
+      if (b.content != empty) throw refusal{"content digest mismatch for empty '" + p + "' v" + std::to_string(v)};
+      {
+        std::unique_lock lk(disk_mu_);
+        guard(lk, b.file);
+        auto ws = folders_.open(s, true);
+        ws->write(p, std::string_view{});
+        std::optional<file_stat> st;
+        try {
+          st = local_index::stat_of(*ws, p);
+        } catch (const std::exception&) {
+        }
+        index_put(b.file, empty, 0, st);
+      }
+      applied(b.file, empty, 0);
+      return;
+    }
+
+    if (b.first_chunk == 0) {
+      {
+        std::unique_lock lk(disk_mu_);
+        guard(lk, b.file);
+      }
+      auto& t = partials_.start(shape);
+      say(log_, log_level::debug, "receiving ", s, "/", p, " v", v, ": ", t.size, " bytes in ", t.chunk_count, " chunks");
+      return;
+    }
+
+    auto* t = partials_.find(s, p);
+    if (!t || !shape.same_file(*t) || t->chunks_done < b.first_chunk) {
+      if (t) partials_.discard(*t);
+      throw refusal{"cannot resume: no matching partial"};
+    }
+    partials_.rewind(*t, b.first_chunk);
+    say(log_, log_level::info, "resuming ", s, "/", p, " v", v, " at chunk ", t->chunks_done, " of ", t->chunk_count);
+    if (t->complete()) finish(*t);
+  }
+
+  /// Why a file_begin cannot describe a file, or "" when it can.
+  static std::string shape_problem(const file_begin& b) {
+    if (b.chunk_count == 0) return b.size == 0 ? "" : "no chunks for " + std::to_string(b.size) + " bytes";
+    if (b.chunk_size == 0 || b.chunk_size > max_chunk_size)
+      return "chunk size " + std::to_string(b.chunk_size) + " outside 1.." + std::to_string(max_chunk_size);
+    if (checked_chunk_count(b.size, b.chunk_size) != b.chunk_count)
+      return std::to_string(b.chunk_count) + " chunks do not fit " + std::to_string(b.size) + " bytes in chunks of " +
+             std::to_string(b.chunk_size);
+    if (b.first_chunk > b.chunk_count)
+      return "first chunk " + std::to_string(b.first_chunk) + " beyond " + std::to_string(b.chunk_count) + " chunks";
+    return {};
+  }
+
+  void take_chunk(const chunk_message& c) {
+    const auto& [s, p, v] = c.file;
+    const auto index = c.body.index;
+    auto* t = partials_.find(s, p);
+    if (!t || t->version != v) {
+      say(log_, log_level::debug, "ignoring chunk ", index, " of ", s, "/", p, " v", v, ": no such transfer (superseded or stale)");
+      return;
+    }
+    if (index < t->chunks_done) {
+      say(log_, log_level::debug, "ignoring duplicate chunk ", index, " of ", s, "/", p, " v", v);
+      return;
+    }
+    const std::string what = "chunk " + std::to_string(index) + " of " + p + " v" + std::to_string(v);
+    if (index > t->chunks_done) {
+      const auto expected = t->chunks_done;
+      partials_.discard(*t);
+      throw refusal{"chunk gap: expected chunk " + std::to_string(expected) + " of " + p + " v" + std::to_string(v) +
+                    ", got " + std::to_string(index)};
+    }
+    try {
+      if (c.body.offset != t->chunk_offset(index))
+        throw error(errc::corrupt, "offset " + std::to_string(c.body.offset) + ", expected " +
+                                       std::to_string(t->chunk_offset(index)));
+      if (c.body.raw_size != t->chunk_raw_size(index))
+        throw error(errc::corrupt, "raw size " + std::to_string(c.body.raw_size) + ", expected " +
+                                       std::to_string(t->chunk_raw_size(index)));
+      decode_chunk(c.body, raw_, t->chunk_size);
+    } catch (const error& e) {
+      partials_.discard(*t);
+      throw refusal{"corrupt " + what + ": " + e.what()};
+    }
+
+    if (!host_.pace(raw_.size())) return;  // stopping: the hub resumes from the sidecar later
+    partials_.store_chunk(*t, raw_, c.body.raw_digest);
+    say(log_, log_level::trace, "stored ", what, " (", s, ")");
+    host_.reply(chunk_ack{c.file, index});
+    if (t->complete()) finish(*t);
+  }
+
+  /// All chunks durable: verify the whole file, move it into the session folder, ack.
+  void finish(partial_file& t) {
+    const file_version file{t.session, t.path, t.version};
+    const auto size = t.size;
+    const auto expected = t.content;
+    partials_.sync(t);
+    const auto got = partials_.content_digest(t);
+    if (got != expected) {
+      partials_.discard(t);
+      throw refusal{"content digest mismatch for " + file.path + " v" + std::to_string(file.version) + ": got " +
+                    to_hex(got) + ", expected " + to_hex(expected)};
+    }
+    {
+      std::unique_lock lk(disk_mu_);
+      guard(lk, file);
+      folders_.open(file.session, true)->adopt(partials_.dir_fd(), partial_store::part_name(t.key), file.path);
+      // The adopted file is the .part's inode: its stat now (ctime moved with the rename).
+      std::optional<file_stat> st;
+      try {
+        st = file_stat::of_fd(t.data.get());
+      } catch (const std::exception&) {
+      }
+      index_put(file, got, size, st);
+      partials_.finished(t);
+    }
+    applied(file, got, size);
+  }
+
+  void remove(const file_version& file) {
+    const auto& [s, p, v] = file;
+    check_names(file);
+    if (is_stale(file)) throw refusal{"stale version"};
+    partials_.discard(s, p);
+    bool existed = false;
+    {
+      std::unique_lock lk(disk_mu_);
+      auto ws = folders_.open(s, false);
+      // Beneath a skill link the session holds nothing (the files are the library's), and
+      // the link itself is ours to remove: neither can hold a local edit to guard.
+      const bool through_link = ws && through_node_skill_link(*ws, p);
+      const auto link_name = skill_link_name(p);
+      const bool is_link = ws && link_name && node_skill_link(*ws, *link_name);
+      if (!through_link && !is_link) guard(lk, file);
+      if (ws) {
+        if (!through_link) existed = ws->remove(p);
+        index_tombstone(file);
+      }
+    }
+    applied_[{s, p}] = v;
+    say(log_, log_level::info, "removed ", s, "/", p, " v", v, existed ? "" : " (was absent)");
+    host_.reply(file_ack{file, {}, true, {}});
+  }
+
+  /// Makes `skills/<name>` a link into the node's library (the symlink wave): the
+  /// session's own copy of the skill — read-only since its promotion — is replaced, and
+  /// its index rows forgotten. The library's files arrive as the library session.
+  void link(const file_link& l) {
+    const auto& [s, p, v] = l.file;
+    check_names(l.file);
+    if (is_stale(l.file)) throw refusal{"stale version"};
+    const auto name = skill_link_name(p);
+    if (is_library_session(s) || !name || !is_global_skill_name(*name, l.target))
+      throw refusal{"not a skill link: '" + p + "' -> '" + l.target + "'"};
+    partials_.discard(s, p);
+    {
+      std::lock_guard lk(disk_mu_);
+      host_.member_of(s);
+      make_skill_link(*folders_.open(s, true), *name, l.target);
+      try {
+        index_.forget_folder(s, p);
+      } catch (const std::exception& e) {
+        say(log_, log_level::warn, "index rows beneath ", s, "/", p, " not forgotten: ", e.what(),
+            " (the next survey reconciles them)");
+      }
+    }
+    say(log_, log_level::info, "linked ", s, "/", p, " to skill ", l.target);
+    applied(l.file, link_digest(l.target), 0);
+  }
+
+  /// Before version `file` replaces or removes its path (holding `lk` on the disk mutex):
+  /// the library session is read-only here (the hub's copy wins, drift is repaired); a
+  /// session without a folder forgets its index rows (a deleted session folder is "resync
+  /// from the hub", not the removal of every file); then the host judges the path.
+  void guard(std::unique_lock<std::mutex>& lk, const file_version& file) {
+    if (is_library_session(file.session)) return;
+    host_.member_of(file.session);  // the hub sends this node the session's files: it is a member
+    auto ws = folders_.open(file.session, false);
+    if (!ws) {
+      try {
+        if (index_.forget(file.session))
+          say(log_, log_level::info, "session folder ", file.session, " is gone: forgot its index rows");
+      } catch (const std::exception& e) {
+        say(log_, log_level::warn, "cannot forget the index rows of session ", file.session, ": ", e.what());
+      }
+    }
+    host_.guard(lk, file, ws.get());
+  }
+
+  static void check_names(const file_version& file) {
+    try {
+      check_delivered_session(file.session);
+      check_path(file.path);
+    } catch (const error& e) {
+      throw refusal{e.what()};
+    }
+  }
+
+  [[nodiscard]] bool is_stale(const file_version& file) const {
+    auto it = applied_.find({file.session, file.path});
+    if (it == applied_.end() || file.version >= it->second) return false;
+    say(log_, log_level::debug, "stale ", file.session, "/", file.path, " v", file.version, " (v", it->second,
+        " already applied)");
+    return true;
+  }
+
+  void applied(const file_version& file, const digest& content, std::uint64_t size) {
+    applied_[{file.session, file.path}] = file.version;
+    say(log_, log_level::info, "stored ", file.session, "/", file.path, " v", file.version, " (", size, " bytes, ",
+        to_hex(content).substr(0, 16), ")");
+    host_.reply(file_ack{file, content, true, {}});
+  }
+
+  void refuse(const file_version& file, const std::string& why) {
+    say(log_, log_level::warn, "refused ", file.session, "/", file.path, " v", file.version, ": ", why);
+    host_.reply(file_ack{file, {}, false, why});
+  }
+
+  /// Records that both sides agree on `file`. An index that lags the disk is safe (the
+  /// next survey finds the file, the hub answers "unchanged"), so a failure here does not
+  /// undo an applied file.
+  void index_put(const file_version& file, const digest& content, std::uint64_t size, const std::optional<file_stat>& st) {
+    try {
+      index_.put(file.session, file.path, file.version, content, size, st);
+    } catch (const std::exception& e) {
+      say(log_, log_level::warn, "index not updated for ", file.session, "/", file.path, " v", file.version, ": ",
+          e.what(), " (the next survey reconciles it)");
+    }
+  }
+  void index_tombstone(const file_version& file) {
+    try {
+      index_.tombstone(file.session, file.path, file.version);
+    } catch (const std::exception& e) {
+      say(log_, log_level::warn, "index not updated for the removal of ", file.session, "/", file.path, " v",
+          file.version, ": ", e.what());
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Commands
+  // -------------------------------------------------------------------------------------
+
+  /// LIST answers from a survey: digests come from the stat cache wherever it can be
+  /// trusted, so a listing does not rehash the session. A session without a folder lists
+  /// nothing; so does a path that is neither a file nor a folder.
+  void list(const node_command& c) {
+    const auto& folder = c.path;
+    check_folder(folder);
+    manifest found;
+    {
+      std::lock_guard lk(disk_mu_);
+      if (auto ws = folders_.open(c.session, false)) found = index_.survey(c.session, *ws, 0).disk;
+    }
+    command_result r;
+    r.id = c.id;
+    std::size_t bytes = 0;
+    for (const auto& e : found.entries()) {
+      if (!folder.empty() && e.path != folder && !(e.path.starts_with(folder) && e.path[folder.size()] == '/')) continue;
+      if (bytes > list_batch_bytes) {
+        r.last = false;
+        host_.reply(std::move(r));
+        r = command_result{};
+        r.id = c.id;
+        bytes = 0;
+      }
+      // version 0 where this node's copy differs from what it last agreed with the hub
+      r.entries.push_back({e.path, e.size, e.content, e.version});
+      bytes += e.path.size() + 96;
+    }
+    r.last = true;
+    host_.reply(std::move(r));
+  }
+
+  void read(const node_command& c) {
+    check_path(c.path);
+    std::shared_ptr<workspace> ws;
+    std::string rel = c.path;
+    {
+      std::lock_guard lk(disk_mu_);
+      ws = folders_.open(c.session, false);
+      // Beneath a skill link: read the library's copy, never through the link.
+      if (ws)
+        if (auto via = through_node_skill_link(*ws, rel)) {
+          rel = via->first + "/" + via->second;
+          ws = folders_.open(std::string(library_session), false);
+        }
+    }
+    if (!ws) throw error(errc::not_found, "'" + c.path + "' does not exist");
+    const auto fd = ws->open_read(rel);
+    // One piece of look-ahead, so the last piece carries last=true (and an empty file is
+    // one empty, last piece).
+    std::string piece = read_piece(fd.get(), c.path), next;
+    for (;;) {
+      bool last = piece.size() < read_piece_bytes;
+      if (!last) {
+        next = read_piece(fd.get(), c.path);
+        last = next.empty();
+      }
+      command_result r;
+      r.id = c.id;
+      r.data = std::move(piece);
+      r.last = last;
+      host_.reply(std::move(r));
+      if (last) return;
+      piece = std::move(next);
+      next.clear();
+    }
+  }
+
+  static std::string read_piece(int fd, const std::string& path) {
+    std::string out(read_piece_bytes, '\0');
+    std::size_t filled = 0;
+    while (filled < out.size()) {
+      const ssize_t n = ::read(fd, out.data() + filled, out.size() - filled);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("read '" + path + "'", errno);
+      if (n == 0) break;
+      filled += static_cast<std::size_t>(n);
+    }
+    out.resize(filled);
+    return out;
+  }
+
+  /// Removes temp files a crash left in every session folder (never the partials).
+  void sweep_temp_files() {
+    std::lock_guard lk(disk_mu_);
+    for (const auto& name : folders_.names()) {
+      try {
+        if (auto ws = folders_.open(name, false))
+          if (auto n = ws->remove_temp_files())
+            say(log_, log_level::info, "removed ", n, " leftover temp file(s) in session ", name);
+      } catch (const std::exception& ex) {
+        say(log_, log_level::warn, "could not sweep temp files of session ", name, ": ", ex.what());
+      }
+    }
+  }
+
+  Host& host_;
+  log_sink log_;
+  session_folders folders_;
+  partial_store partials_;  ///< the reader thread's alone
+  local_index index_;
+  std::mutex disk_mu_;  ///< every disk-plus-index decision, shared with the host's threads
+  /// Last version applied per (session, path) on this connection: older ones are stale.
+  std::map<std::pair<std::string, std::string>, std::uint64_t> applied_;
+  std::string raw_;  ///< decode buffer, reused across chunks
+};
+
+}  // namespace meshhub::node

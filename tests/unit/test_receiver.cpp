@@ -1,0 +1,311 @@
+// The node's receiver (meshhub/node/receiver.hpp), driven message by message with a host
+// that keeps its answers: what it stores, when it acknowledges, what it refuses and that a
+// refusal leaves the disk as it was.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "meshhub/chunk.hpp"
+#include "meshhub/codec/identity.hpp"
+#include "meshhub/codec/zlib.hpp"
+#include "meshhub/node/receiver.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace meshhub;
+using meshhub::node::receiver;
+
+namespace {
+
+/// A replica host that keeps every answer; `refuse_guard` makes its guard refuse.
+struct keeping_host : node::replica_host {
+  std::vector<inbound_message> replies;
+  bool refuse_guard = false;
+  std::vector<file_version> guarded;
+  void reply(inbound_message m) { replies.push_back(std::move(m)); }
+  void guard(std::unique_lock<std::mutex>& lk, const file_version& f, workspace* ws) {
+    REQUIRE(lk.owns_lock());
+    guarded.push_back(f);
+    if (refuse_guard && ws) throw node::refusal{"the host keeps the local copy"};
+  }
+  template <class T>
+  std::vector<T> all() const {
+    std::vector<T> out;
+    for (auto& m : replies)
+      if (auto* x = std::get_if<T>(&m)) out.push_back(*x);
+    return out;
+  }
+};
+
+constexpr std::uint32_t small_chunk = 4096;
+
+/// The messages the hub sends for `bytes` as version `file`, chunk by chunk.
+struct sent_file {
+  file_begin begin;
+  std::vector<chunk_ptr> chunks;
+};
+sent_file make_file(const file_version& file, const std::string& bytes, std::uint32_t chunk_size = small_chunk) {
+  sent_file out;
+  out.begin = {file, bytes.size(), chunk_size, chunk_count(bytes.size(), chunk_size), content_digest_of(bytes), 0};
+  zlib_codec codec;
+  for (auto where : chunk_spans(bytes.size(), chunk_size)) {
+    auto raw = std::as_bytes(std::span(bytes.data() + where.offset, where.size));
+    out.chunks.push_back(std::make_shared<const chunk_message>(file, encode_chunk(codec, where, raw)));
+  }
+  return out;
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 13) % 26);
+  return s;
+}
+
+struct fixture {
+  testing::temp_dir dir;
+  keeping_host host;
+  std::unique_ptr<receiver<keeping_host>> node = open();
+
+  std::unique_ptr<receiver<keeping_host>> open() {
+    return std::make_unique<receiver<keeping_host>>(host, dir / "node");
+  }
+  void send(const sent_file& f, std::size_t chunks = SIZE_MAX) {
+    node->handle(f.begin);
+    for (std::size_t i = 0; i < f.chunks.size() && i < chunks; ++i) node->handle(f.chunks[i]);
+  }
+  [[nodiscard]] std::filesystem::path at(const std::string& session, const std::string& path) const {
+    return dir / "node" / session / path;
+  }
+  [[nodiscard]] std::string read(const std::string& session, const std::string& path) const {
+    return workspace(dir / "node" / session, false).read(path);
+  }
+  [[nodiscard]] file_ack last_ack() const {
+    auto acks = host.all<file_ack>();
+    REQUIRE(!acks.empty());
+    return acks.back();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("receiver: a file arrives chunk by chunk, each chunk acked, the file acked once it is in place", "[receiver]") {
+  fixture f;
+  const auto bytes = pattern(3 * small_chunk + 100);
+  const auto sent = make_file({"s", "dir/a.txt", 3}, bytes);
+  f.send(sent, 2);
+  CHECK(f.host.all<chunk_ack>().size() == 2);
+  CHECK(f.host.all<file_ack>().empty());
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "dir/a.txt")));  // nothing before the whole file is verified
+  for (std::size_t i = 2; i < sent.chunks.size(); ++i) f.node->handle(sent.chunks[i]);
+  CHECK(f.host.all<chunk_ack>().size() == 4);
+  const auto ack = f.last_ack();
+  CHECK(ack.ok);
+  CHECK(ack.file == file_version{"s", "dir/a.txt", 3});
+  CHECK(ack.content == content_digest_of(bytes));
+  CHECK(f.read("s", "dir/a.txt") == bytes);
+  const auto row = f.node->index().get("s", "dir/a.txt");
+  REQUIRE(row);
+  CHECK(row->version == 3);
+  CHECK(f.node->partials().empty());
+}
+
+TEST_CASE("receiver: an empty file is one begin, stored and acked", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "empty", 1}, ""));
+  CHECK(f.last_ack().ok);
+  CHECK(std::filesystem::file_size(f.at("s", "empty")) == 0);
+}
+
+TEST_CASE("receiver: a corrupt chunk is refused and nothing of the file reaches the session folder", "[receiver]") {
+  fixture f;
+  auto sent = make_file({"s", "a.txt", 1}, pattern(2 * small_chunk));
+  chunk bad = sent.chunks[1]->body;
+  bad.raw_digest[0] ^= 1;
+  sent.chunks[1] = std::make_shared<const chunk_message>(sent.chunks[1]->file, bad);
+  f.send(sent);
+  const auto ack = f.last_ack();
+  CHECK_FALSE(ack.ok);
+  CHECK_THAT(ack.error, Catch::Contains("corrupt chunk 1"));
+  CHECK(f.host.all<chunk_ack>().size() == 1);
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "a.txt")));
+  CHECK(f.node->partials().empty());  // the partial went with it: the hub starts over
+}
+
+TEST_CASE("receiver: an unknown codec, a chunk gap and a begin that does not add up are refused", "[receiver]") {
+  fixture f;
+  SECTION("unknown codec") {
+    auto sent = make_file({"s", "a.txt", 1}, pattern(small_chunk));
+    chunk odd = sent.chunks[0]->body;
+    odd.codec = static_cast<codec_kind>(0xff);
+    sent.chunks[0] = std::make_shared<const chunk_message>(sent.chunks[0]->file, odd);
+    f.send(sent);
+    CHECK_THAT(f.last_ack().error, Catch::Contains("unknown codec"));
+  }
+  SECTION("chunk gap") {
+    const auto sent = make_file({"s", "a.txt", 1}, pattern(3 * small_chunk));
+    f.node->handle(sent.begin);
+    f.node->handle(sent.chunks[1]);
+    CHECK_THAT(f.last_ack().error, Catch::Contains("chunk gap: expected chunk 0"));
+  }
+  SECTION("chunk count") {
+    auto sent = make_file({"s", "a.txt", 1}, pattern(3 * small_chunk));
+    sent.begin.chunk_count = 2;
+    f.node->handle(sent.begin);
+    CHECK_THAT(f.last_ack().error, Catch::Contains("2 chunks do not fit"));
+  }
+  SECTION("content digest") {
+    auto sent = make_file({"s", "a.txt", 1}, pattern(2 * small_chunk));
+    sent.begin.content[3] ^= 1;
+    f.send(sent);
+    CHECK_THAT(f.last_ack().error, Catch::Contains("content digest mismatch"));
+  }
+  CHECK_FALSE(f.last_ack().ok);
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "a.txt")));
+  CHECK(f.node->partials().empty());
+}
+
+TEST_CASE("receiver: hostile paths and session names are refused and nothing is written", "[receiver]") {
+  fixture f;
+  for (const auto& [session, path] : std::vector<std::pair<std::string, std::string>>{
+           {"s", "../escape"}, {"s", "/etc/passwd"}, {"s", "a/../../x"}, {"../up", "a"}, {".meshhub", "a"}}) {
+    f.host.replies.clear();
+    f.send(make_file({session, path, 1}, "x"));
+    INFO(session << "/" << path);
+    CHECK_FALSE(f.last_ack().ok);
+    f.node->handle(file_remove{{session, path, 2}});
+    CHECK_FALSE(f.last_ack().ok);
+  }
+  CHECK_FALSE(std::filesystem::exists(f.dir / "escape"));
+  CHECK_FALSE(std::filesystem::exists(f.dir / "up"));
+}
+
+TEST_CASE("receiver: an older version than one applied on this connection is stale, and a new connection judges afresh", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "a.txt", 5}, "five"));
+  f.send(make_file({"s", "a.txt", 4}, "four"));
+  CHECK_THAT(f.last_ack().error, Catch::Contains("stale version"));
+  CHECK(f.read("s", "a.txt") == "five");
+  f.node->handle(file_remove{{"s", "a.txt", 3}});
+  CHECK_FALSE(f.last_ack().ok);
+  f.node->connected();
+  f.send(make_file({"s", "a.txt", 4}, "four"));
+  CHECK(f.last_ack().ok);
+  CHECK(f.read("s", "a.txt") == "four");
+}
+
+TEST_CASE("receiver: a partial transfer survives a restart and resumes where its durable chunks end", "[receiver]") {
+  fixture f;
+  const auto bytes = pattern(4 * small_chunk);
+  auto sent = make_file({"s", "big", 2}, bytes);
+  f.send(sent, 2);
+  f.node.reset();  // the process ends
+  f.host.replies.clear();
+  f.node = f.open();
+  const auto partials = f.node->partials();
+  REQUIRE(partials.size() == 1);
+  CHECK(partials[0].file == file_version{"s", "big", 2});
+  CHECK(partials[0].chunks_done == 2);
+  auto resume = sent.begin;
+  resume.first_chunk = 2;
+  f.node->handle(resume);
+  f.node->handle(sent.chunks[2]);
+  f.node->handle(sent.chunks[3]);
+  CHECK(f.host.all<chunk_ack>().size() == 2);
+  CHECK(f.last_ack().ok);
+  CHECK(f.read("s", "big") == bytes);
+
+  SECTION("a resume beyond what is durable is refused") {
+    auto too_far = make_file({"s", "other", 1}, bytes);
+    f.send(too_far, 1);
+    auto b = too_far.begin;
+    b.first_chunk = 3;
+    f.node->handle(b);
+    CHECK_THAT(f.last_ack().error, Catch::Contains("cannot resume"));
+    CHECK(f.node->partials().empty());
+  }
+}
+
+TEST_CASE("receiver: a removal acks and tombstones, also for a path that was absent", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "a.txt", 1}, "a"));
+  f.node->handle(file_remove{{"s", "a.txt", 2}});
+  CHECK(f.last_ack().ok);
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "a.txt")));
+  const auto row = f.node->index().get("s", "a.txt");
+  REQUIRE(row);
+  CHECK(row->deleted);
+  CHECK(row->version == 2);
+  f.node->handle(file_remove{{"s", "never", 3}});
+  CHECK(f.last_ack().ok);
+}
+
+TEST_CASE("receiver: the host's guard runs before a version replaces or removes a path, and its refusal keeps the disk", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "a.txt", 1}, "hub's"));
+  REQUIRE(f.last_ack().ok);
+  f.host.refuse_guard = true;
+  f.send(make_file({"s", "a.txt", 2}, "newer"));
+  CHECK_THAT(f.last_ack().error, Catch::Contains("keeps the local copy"));
+  f.node->handle(file_remove{{"s", "a.txt", 3}});
+  CHECK_FALSE(f.last_ack().ok);
+  CHECK(f.read("s", "a.txt") == "hub's");
+  CHECK(f.host.guarded.size() == 4);  // v1 at its begin and before its rename, v2 at its begin, the removal
+
+  SECTION("the library session is the hub's alone: no guard") {
+    f.host.guarded.clear();
+    f.send(make_file({std::string(library_session), "tool/SKILL.md", 1}, "skill"));
+    CHECK(f.last_ack().ok);
+    CHECK(f.host.guarded.empty());
+  }
+}
+
+TEST_CASE("receiver: LIST answers from a survey with versions, READ in pieces with the last one marked", "[receiver]") {
+  fixture f;
+  const auto big = pattern(receiver<keeping_host>::read_piece_bytes + 10);
+  f.send(make_file({"s", "big", 1}, big, 1u << 20));
+  f.send(make_file({"s", "dir/b", 2}, "bee"));
+  std::filesystem::create_directories(f.at("s", "dir"));
+  workspace(f.dir / "node" / "s", false).write("dir/local", "made here");
+  f.host.replies.clear();
+
+  f.node->handle(node_command{7, node_command::kind::list, "s", "dir"});
+  auto results = f.host.all<command_result>();
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].id == 7);
+  CHECK(results[0].last);
+  REQUIRE(results[0].entries.size() == 2);
+  CHECK(results[0].entries[0].path == "dir/b");
+  CHECK(results[0].entries[0].version == 2);
+  CHECK(results[0].entries[1].path == "dir/local");
+  CHECK(results[0].entries[1].version == 0);  // not agreed with the hub
+
+  f.host.replies.clear();
+  f.node->handle(node_command{8, node_command::kind::read, "s", "big"});
+  results = f.host.all<command_result>();
+  REQUIRE(results.size() == 2);
+  CHECK_FALSE(results[0].last);
+  CHECK(results[1].last);
+  CHECK(results[0].data + results[1].data == big);
+
+  f.host.replies.clear();
+  f.node->handle(node_command{9, node_command::kind::read, "s", "../x"});
+  f.node->handle(node_command{10, node_command::kind::list, "nosuch", ""});
+  results = f.host.all<command_result>();
+  REQUIRE(results.size() == 2);
+  CHECK_FALSE(results[0].error.empty());
+  CHECK(results[1].error.empty());
+  CHECK(results[1].entries.empty());
+}
+
+TEST_CASE("receiver: a skill link replaces the session's copy, and a link to something else is refused", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "skills/tool/SKILL.md", 1}, "own copy"));
+  f.node->handle(file_link{{"s", "skills/tool", 2}, "tool"});
+  CHECK(f.last_ack().ok);
+  CHECK(f.last_ack().content == link_digest("tool"));
+  CHECK(std::filesystem::is_symlink(f.at("s", "skills/tool")));
+  f.node->handle(file_link{{"s", "notes/tool", 3}, "tool"});
+  CHECK_THAT(f.last_ack().error, Catch::Contains("not a skill link"));
+}
