@@ -30,6 +30,7 @@
 
 #include "meshhub/detail/unique_fd.hpp"
 #include "meshhub/error.hpp"
+#include "meshhub/node/session_folders.hpp"
 #include "meshhub/path.hpp"
 
 namespace meshhub::node {
@@ -111,15 +112,8 @@ class session_watcher {
 
   /// Session folders now in the root: real folders (not symlinks) with valid names.
   [[nodiscard]] std::vector<std::string> session_folders() const {
-    std::vector<std::string> out;
     std::error_code ec;
-    for (std::filesystem::directory_iterator it(root_, ec), end; !ec && it != end; it.increment(ec)) {
-      auto name = it->path().filename().string();
-      std::error_code sec;
-      if (name_problem(name).empty() && it->symlink_status(sec).type() == std::filesystem::file_type::directory)
-        out.push_back(std::move(name));
-    }
-    return out;
+    return session_folder_names(root_, ec);
   }
 
   /// Watches `session/rel` and every folder beneath it, watch first and listing second, so

@@ -25,6 +25,19 @@
 
 namespace meshhub::node {
 
+/// The session folders in `root`: real folders (not symlinks) with valid session names
+/// (so never `.meshhub`), unsorted; `ec` says why a listing stopped early.
+[[nodiscard]] inline std::vector<std::string> session_folder_names(const std::filesystem::path& root, std::error_code& ec) {
+  std::vector<std::string> out;
+  for (std::filesystem::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    std::error_code sec;
+    if (name_problem(name).empty() && it->symlink_status(sec).type() == std::filesystem::file_type::directory)
+      out.push_back(std::move(name));
+  }
+  return out;
+}
+
 /// Thread-safe (one mutex over the map of open folders; a workspace handed out stays valid).
 class session_folders {
  public:
@@ -66,14 +79,9 @@ class session_folders {
   /// (so never `.meshhub`), and the library session, whose folder is ours; sorted. A
   /// workspace that cannot be listed lists only the library (`error` says why).
   [[nodiscard]] std::vector<std::string> names(std::error_code* error = nullptr) const {
-    std::vector<std::string> out{std::string(library_session)};
     std::error_code ec;
-    for (std::filesystem::directory_iterator it(path_, ec), end; !ec && it != end; it.increment(ec)) {
-      auto name = it->path().filename().string();
-      std::error_code sec;
-      if (name_problem(name).empty() && it->symlink_status(sec).type() == std::filesystem::file_type::directory)
-        out.push_back(std::move(name));
-    }
+    auto out = session_folder_names(path_, ec);
+    out.emplace_back(library_session);
     if (error) *error = ec;
     std::sort(out.begin(), out.end());
     return out;
