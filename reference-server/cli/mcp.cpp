@@ -201,7 +201,7 @@ class mesh_tools {
 
   static void check_file(const std::string& path, const std::string& unchanged) {
     if (auto problem = path_problem(path); !problem.empty())
-      throw tool_failure("path '" + path + "' is refused: " + problem + "; " + unchanged);
+      throw tool_failure("path " + meshhub::detail::quoted(path) + " is refused: " + problem + "; " + unchanged);
   }
 
   static void check_folder_arg(const std::string& path, const std::string& unchanged) {
@@ -482,6 +482,7 @@ class mesh_tools {
     header.set_timeout_ms(static_cast<std::uint32_t>(settings_.timeout_seconds) * 1000u);
     bool stream_ok = writer->Write(request);
     std::uint64_t sent = 0;
+    std::uint64_t reported = 0;
     auto last_progress = std::chrono::steady_clock::now() - progress_interval;
     const double total = size >= 0 ? static_cast<double>(size) : -1;
     while (stream_ok) {
@@ -501,12 +502,15 @@ class mesh_tools {
       sent += got;
       if (const auto now = std::chrono::steady_clock::now(); now - last_progress >= progress_interval) {
         last_progress = now;
+        reported = sent;
         call.progress(static_cast<double>(sent), total, "uploaded " + std::to_string(sent) + " bytes");
       }
     }
     if (stream_ok) {
       writer->WritesDone();
-      call.progress(static_cast<double>(sent), total, "uploaded " + std::to_string(sent) + " bytes");
+      // The last count, unless it went out already (progress must grow with each notification).
+      if (reported != sent || sent == 0)
+        call.progress(static_cast<double>(sent), total, "uploaded " + std::to_string(sent) + " bytes");
     }
     grpc::Status status;
     if (wait && stream_ok) {
@@ -666,14 +670,14 @@ class mesh_tools {
   fs::path allowed_local_path(const std::string& local) const {
     std::error_code ec;
     const fs::path canonical = fs::canonical(fs::absolute(local, ec), ec);
-    if (ec) throw tool_failure("cannot read '" + local + "': " + ec.message() + "; " + nothing_changed);
+    if (ec) throw tool_failure("cannot read " + meshhub::detail::quoted(local) + ": " + ec.message() + "; " + nothing_changed);
     for (const auto& root : push_roots_) {
       const auto [r, c] = std::mismatch(root.begin(), root.end(), canonical.begin(), canonical.end());
       if (r == root.end()) return canonical;
     }
     std::string roots;
     for (const auto& root : push_roots_) roots += (roots.empty() ? "" : ", ") + root.string();
-    throw tool_failure("'" + local + "' is outside the folders this server may push from (" + roots +
+    throw tool_failure(meshhub::detail::quoted(local) + " is outside the folders this server may push from (" + roots +
                        "; see --push-from); " + nothing_changed);
   }
 
@@ -687,13 +691,13 @@ class mesh_tools {
 
     // O_NOFOLLOW: the name was just resolved; a link swapped in since is refused.
     const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) throw tool_failure("cannot read '" + local + "': " + std::strerror(errno) + "; " + nothing_changed);
+    if (fd < 0) throw tool_failure("cannot read " + meshhub::detail::quoted(local) + ": " + std::strerror(errno) + "; " + nothing_changed);
     const std::unique_ptr<int, void (*)(int*)> closer(new int(fd), [](int* f) {
       ::close(*f);
       delete f;
     });
     struct stat info {};
-    if (::fstat(fd, &info) != 0) throw tool_failure("cannot read '" + local + "': " + std::strerror(errno) + "; " + nothing_changed);
+    if (::fstat(fd, &info) != 0) throw tool_failure("cannot read " + meshhub::detail::quoted(local) + ": " + std::strerror(errno) + "; " + nothing_changed);
     if (S_ISDIR(info.st_mode))
       throw tool_failure("'" + local + "' is a folder; push sends one file (push each file, or write_file); " + nothing_changed);
     if (!S_ISREG(info.st_mode)) throw tool_failure("'" + local + "' is not a regular file; " + nothing_changed);
