@@ -397,8 +397,14 @@ TEST_CASE("mcp: hostile paths and unknown sessions are refused and change nothin
   mcp_client c(m, {"--push-from", m.src("").string()});
   c.initialize();
 
-  const std::vector<std::string> hostile{"../escape.txt", "a/../../b", "/etc/x",  "..", "x/../../escape.txt", "../../canary.txt",
-                                         "a//b",          "./a",       ".meshhub/state", "a\\b", "bad\nname", std::string("nul\0x", 5), ""};
+  // The lexical cases of the path corpus (fuzz/corpus/fuzz_path): escapes, absolute, empty
+  // components, the reserved prefix, backslash, control characters, NUL, too deep, too long.
+  std::string deep;
+  for (int k = 0; k < 100; ++k) deep += "d/";
+  std::vector<std::string> hostile{"../escape.txt", "a/../../b", "/etc/x",  "..", "x/../../escape.txt", "../../canary.txt",
+                                   "a//b",          "./a",       ".meshhub/state", "a\\b", "bad\nname", std::string("nul\0x", 5), ""};
+  hostile.push_back(deep + "f");
+  hostile.push_back(std::string(300, 'n'));
   for (const auto& p : hostile) {
     INFO("path " << json(p).dump());
     for (const auto& [tool, args] : std::vector<std::pair<std::string, json>>{
