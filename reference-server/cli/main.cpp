@@ -2,12 +2,15 @@
 /// contract). Each subcommand is one RPC: the CLI holds no state of its own, so what it
 /// prints is what the hub answered. Human output is plain aligned tables; `--json` prints
 /// the documented shapes for scripts and tests. This is the CLI's only translation unit
-/// that includes gRPC headers; the text helpers it uses stay free of them.
+/// that includes gRPC headers besides the MCP server's mcp.cpp; the text helpers it uses
+/// stay free of them.
+#include "cli/mcp.hpp"
 #include "cli/progress.hpp"
 #include "cli/text.hpp"
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
 #include "common/status_name.hpp"
+#include "meshhub/path.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 
 #include <grpcpp/grpcpp.h>
@@ -68,6 +71,8 @@ struct options {
   programs::client_security security;  ///< TLS or loopback plaintext, and our token
   std::string token_file;
   std::string out_file;  ///< node add / client add: where the new token goes ("" = stdout)
+  std::vector<std::string> mcp_sessions;   ///< mcp --session: the only sessions served
+  std::vector<std::string> mcp_push_from;  ///< mcp --push-from: folders push may read
 
   bool wait_all() const { return wait == "all"; }
 };
@@ -77,6 +82,7 @@ struct invocation {
   const options& opts;
   v1::Assistant::Stub& hub;
   std::string command;
+  std::shared_ptr<grpc::Channel> channel;  ///< the stub's, for commands that make their own stubs (mcp)
 };
 
 /// A subcommand as parsed by CLI11 and the function that carries it out.
@@ -790,6 +796,19 @@ int run_events(const invocation& call) {
 }
 
 // ---------------------------------------------------------------------------------------
+// mcp: the Model Context Protocol server (mcp.cpp)
+// ---------------------------------------------------------------------------------------
+
+int run_mcp_command(const invocation& call) {
+  mcp::mcp_settings settings;
+  settings.hub = call.opts.hub;
+  settings.timeout_seconds = call.opts.timeout_seconds;
+  settings.sessions = call.opts.mcp_sessions;
+  settings.push_from = call.opts.mcp_push_from;
+  return mcp::run_mcp(call.channel, settings);
+}
+
+// ---------------------------------------------------------------------------------------
 // The command line
 // ---------------------------------------------------------------------------------------
 
@@ -924,6 +943,16 @@ void add_read_commands(CLI::App& app, options& opts, std::vector<command>& comma
   commands.push_back({events, "events", run_events});
 }
 
+void add_mcp_command(CLI::App& app, options& opts, std::vector<command>& commands) {
+  auto* mcp = app.add_subcommand("mcp", "serve the mesh to an AI agent as MCP tools over stdio (docs/mcp.md)");
+  mcp->add_option("--session", opts.mcp_sessions, "serve only this session (repeat for more; default: every session)")
+      ->check([](const std::string& name) { return name_problem(name, "session name"); });
+  mcp->add_option("--push-from", opts.mcp_push_from,
+                  "folder the push tool may read local files from (repeat for more; default: the working directory)")
+      ->check(CLI::ExistingDirectory);
+  commands.push_back({mcp, "mcp", run_mcp_command});
+}
+
 /// Builds the whole command line; the returned commands point into `app`.
 std::vector<command> define_command_line(CLI::App& app, options& opts) {
   // Set before any subcommand exists: subcommands inherit it, so --hub and --timeout
@@ -940,6 +969,7 @@ std::vector<command> define_command_line(CLI::App& app, options& opts) {
   add_token_commands(app, opts, commands);
   add_change_commands(app, opts, commands);
   add_read_commands(app, opts, commands);
+  add_mcp_command(app, opts, commands);
   return commands;
 }
 
@@ -973,7 +1003,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   const auto stub = v1::Assistant::NewStub(channel);
-  return chosen->run(invocation{opts, *stub, chosen->name});
+  return chosen->run(invocation{opts, *stub, chosen->name, channel});
 }
 
 }  // namespace meshhub::cli
