@@ -215,6 +215,10 @@ class basic_hub {
   std::vector<write_result> commit_set(std::string_view session_name, std::vector<upload> files,
                                        const std::vector<std::string>& removals = {}) {
     require_session(session_name);
+    if (files.size() + removals.size() > options_.max_set_files)
+      throw error(errc::too_large, "a change set of " + std::to_string(files.size() + removals.size()) +
+                                       " changes is more than " + std::to_string(options_.max_set_files) +
+                                       " (max_set_files); nothing was changed");
     for (auto& p : removals) check_path(p);
     return pipeline_.commit_set(std::string(session_name), files, removals);
   }

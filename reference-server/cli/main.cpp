@@ -7,6 +7,8 @@
 #include "cli/mcp.hpp"
 #include "cli/progress.hpp"
 #include "cli/text.hpp"
+#include "cli/tree.hpp"
+#include "meshhub/detail/unique_fd.hpp"
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
 #include "common/status_name.hpp"
@@ -29,6 +31,9 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <optional>
+#include <set>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -73,6 +78,8 @@ struct options {
   std::string out_file;  ///< node add / client add: where the new token goes ("" = stdout)
   std::vector<std::string> mcp_sessions;   ///< mcp --session: the only sessions served
   std::vector<std::string> mcp_push_from;  ///< mcp --push-from: folders push may read
+  std::vector<std::string> excludes;       ///< push DIR: --exclude patterns (cli/tree.hpp)
+  bool delete_missing = false;             ///< push DIR --delete
 
   bool wait_all() const { return wait == "all"; }
 };
@@ -601,8 +608,16 @@ int run_write(const invocation& call) {
   return push_stream(call, source, call.opts.path, false, "wrote", "");
 }
 
+int run_push_tree(const invocation& call);
+
 int run_push(const invocation& call) {
   const std::string& local = call.opts.local_file;
+  std::error_code ec;
+  if (!is_stdin(local) && std::filesystem::is_directory(local, ec)) return run_push_tree(call);
+  if (call.opts.delete_missing || !call.opts.excludes.empty()) {
+    print_error(call, "--delete and --exclude apply to a folder, and " + local + " is not one; nothing was sent");
+    return 2;
+  }
   std::string path = call.opts.path;
   // stdin has no name to borrow, and "dir/" has an empty one.
   if (path.empty() && !is_stdin(local)) path = std::filesystem::path(local).filename().string();
@@ -617,6 +632,212 @@ int run_push(const invocation& call) {
     return 1;
   }
   return push_stream(call, source, path, ::isatty(STDERR_FILENO) == 1, "pushed", source.label);
+}
+
+/// What the session holds beneath `base` ("" = everything): session path → (size, content
+/// digest as the wire carries it); nullopt when the hub refused (reported).
+std::optional<std::map<std::string, std::pair<std::uint64_t, std::string>>> held_beneath(const invocation& call,
+                                                                                       const std::string& base) {
+  v1::ListRequest request;
+  request.set_session(call.opts.session);
+  request.set_path(base);
+  v1::ListReply reply;
+  grpc::ClientContext context;
+  set_deadline(context, programs::unary_deadline);
+  const auto status = call.hub.List(&context, request, &reply);
+  // A folder the session does not have yet holds nothing — if the session itself exists.
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND && !base.empty()) {
+    if (!held_beneath(call, "")) return std::nullopt;
+    return std::map<std::string, std::pair<std::uint64_t, std::string>>{};
+  }
+  if (!status.ok()) {
+    report_status(call, status);
+    return std::nullopt;
+  }
+  std::map<std::string, std::pair<std::uint64_t, std::string>> held;
+  for (const auto& f : reply.files())
+    if (f.mirror().link().empty()) held[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
+  return held;
+}
+
+/// One PushTree call: `files` and `removals` (relative to `base`) as one change set.
+/// False when the call failed (already reported).
+bool push_tree_set(const invocation& call, const std::string& base, const std::vector<const tree_file*>& files,
+                   const std::vector<std::string>& removals, progress_bar& bar, v1::TreeReply& reply) {
+  grpc::ClientContext context;
+  if (call.opts.wait_all()) set_deadline(context, wait_deadline(call.opts));
+  const auto writer = call.hub.PushTree(&context, &reply);
+  v1::TreeRequest request;
+  auto& header = *request.mutable_header();
+  header.set_session(call.opts.session);
+  header.set_path(base);
+  header.set_wait_all(call.opts.wait_all());
+  header.set_timeout_ms(timeout_ms(call.opts));
+  for (const auto& r : removals) header.add_remove(r);
+  bool open = writer->Write(request);
+  std::string failure;
+  for (const auto* f : files) {
+    if (!open) break;
+    request.Clear();
+    request.mutable_file()->set_path(f->rel);
+    request.mutable_file()->set_size(static_cast<std::int64_t>(f->size));
+    open = writer->Write(request);
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> in{std::fopen(f->local.c_str(), "rb"), std::fclose};
+    if (!in) {
+      failure = "cannot read " + f->local.string() + ": " + std::strerror(errno);
+      break;
+    }
+    std::uint64_t sent = 0;
+    for (;;) {
+      request.Clear();
+      std::string& piece = *request.mutable_data();
+      piece.resize(piece_bytes);
+      const std::size_t got = std::fread(piece.data(), 1, piece.size(), in.get());
+      piece.resize(got);
+      if (got == 0) break;
+      sent += got;
+      if (sent > f->size) break;
+      if (open) open = writer->Write(request);
+      bar.advance(got);
+    }
+    if (std::ferror(in.get()) || sent != f->size) {
+      failure = f->local.string() + " changed while it was being read";
+      break;
+    }
+  }
+  if (!failure.empty()) {
+    context.TryCancel();  // tells the hub to commit nothing of this set
+    (void)writer->Finish();
+    bar.abandon();
+    print_error(call, failure + "; the push was cancelled, nothing of this change set was changed");
+    return false;
+  }
+  if (open) writer->WritesDone();
+  const auto status = writer->Finish();
+  if (!status.ok()) {
+    bar.abandon();
+    report_status(call, status, true);
+    return false;
+  }
+  return true;
+}
+
+/// push SESSION DIR [PATH]: the files of DIR beneath PATH, those the session already holds
+/// with the same content skipped, as change sets of at most `set_files` changes each.
+int run_push_tree(const invocation& call) {
+  // The hub's max_set_files by default: a larger tree goes as several sets, each whole.
+  constexpr std::size_t set_files = 4096;
+  const auto& opts = call.opts;
+  const std::filesystem::path dir = opts.local_file;
+  std::string base = opts.path;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  if (!base.empty())
+    if (const auto problem = path_problem(base); !problem.empty()) {
+      print_error(call, "PATH '" + base + "': " + problem + "; nothing was sent");
+      return 2;
+    }
+  exclude_rules excludes;
+  local_tree tree;
+  try {
+    for (const auto& e : opts.excludes) excludes.add(e, "--exclude");
+    excludes.add_file(dir / ignore_file_name);
+    tree = walk_tree(dir, excludes);
+  } catch (const std::exception& e) {
+    print_error(call, std::string(e.what()) + "; nothing was sent");
+    return 2;
+  }
+  if (!tree.refused.empty()) {
+    std::string named;
+    for (std::size_t i = 0; i < tree.refused.size() && i < 10; ++i) named += (i ? "; " : "") + tree.refused[i];
+    if (tree.refused.size() > 10) named += "; and " + std::to_string(tree.refused.size() - 10) + " more";
+    print_error(call, "cannot push " + count_of(tree.refused.size(), "path") + " of " + dir.string() + " (" + named +
+                          "); exclude them (--exclude, .meshhubignore) or remove them; nothing was sent");
+    return 1;
+  }
+  const auto held = held_beneath(call, base);
+  if (!held) return 1;
+  const auto session_path = [&](const std::string& rel) { return base.empty() ? rel : base + "/" + rel; };
+
+  // Unchanged files (same size and content digest as the session's) are not sent.
+  std::vector<const tree_file*> send;
+  std::set<std::string> local_paths;
+  std::uint64_t bytes = 0;
+  std::size_t unchanged = 0;
+  for (const auto& f : tree.files) {
+    local_paths.insert(session_path(f.rel));
+    if (auto it = held->find(session_path(f.rel)); it != held->end() && it->second.first == f.size) {
+      unique_fd fd(::open(f.local.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (fd && to_bytes(content_digest_of_fd(fd.get())) == it->second.second) {
+        ++unchanged;
+        continue;
+      }
+    }
+    send.push_back(&f);
+    bytes += f.size;
+  }
+  std::vector<std::string> removals;
+  if (opts.delete_missing)
+    for (const auto& [path, info] : *held) {
+      const auto rel = base.empty() ? path : path.substr(base.size() + 1);
+      if (!local_paths.contains(path) && !excludes.excludes_path(rel)) removals.push_back(rel);
+    }
+
+  progress_bar bar(static_cast<std::int64_t>(bytes), ::isatty(STDERR_FILENO) == 1 && !opts.json);
+  std::vector<v1::TreeReply> replies;
+  for (std::size_t at = 0; at < send.size() || (at == 0 && !removals.empty());) {
+    const auto take = std::min(set_files, send.size() - at);
+    std::vector<const tree_file*> batch(send.begin() + static_cast<std::ptrdiff_t>(at),
+                                        send.begin() + static_cast<std::ptrdiff_t>(at + take));
+    at += take;
+    const bool last = at >= send.size();
+    // Removals travel with the last set, so a tree never loses files before the new ones land.
+    std::vector<std::string> remove_now;
+    if (last) remove_now = std::move(removals);
+    if (batch.size() + remove_now.size() > set_files) {
+      print_error(call, "--delete would remove " + std::to_string(remove_now.size()) +
+                            " paths with the last set, more than one set holds; nothing more was sent");
+      return 1;
+    }
+    if (batch.empty() && remove_now.empty()) break;
+    if (!push_tree_set(call, base, batch, remove_now, bar, replies.emplace_back())) return 1;
+    if (last) break;
+  }
+  bar.finish();
+
+  std::size_t files = 0, removed = 0;
+  std::set<std::string> members, missing;
+  json changes = json::array();
+  for (const auto& r : replies) {
+    for (const auto& c : r.changes()) {
+      (c.content_digest().empty() ? removed : files) += 1;
+      changes.push_back(write_json(c));
+    }
+    members.insert(r.members().begin(), r.members().end());
+    missing.insert(r.missing().begin(), r.missing().end());
+  }
+  const std::string target = opts.session + ':' + (base.empty() ? "/" : base);
+  if (opts.json) {
+    print_json({{"session", opts.session},
+                {"path", base},
+                {"files", files},
+                {"bytes", bytes},
+                {"removed", removed},
+                {"unchanged", unchanged},
+                {"change_sets", replies.size()},
+                {"members", json(std::vector<std::string>(members.begin(), members.end()))},
+                {"missing", json(std::vector<std::string>(missing.begin(), missing.end()))},
+                {"changes", std::move(changes)}});
+  } else {
+    std::printf("pushed %s (%s) to %s, removed %zu, %zu unchanged; %s\n", count_of(files, "file").c_str(),
+                human_bytes(bytes).c_str(), target.c_str(), removed, unchanged, count_of(members.size(), "member").c_str());
+    if (opts.wait_all() && missing.empty() && !members.empty())
+      std::printf("%s every change\n", members.size() == 1 ? "the member holds" : ("all " + count_of(members.size(), "member") + " hold").c_str());
+  }
+  std::fflush(stdout);
+  if (missing.empty()) return 0;
+  print_error(call, "not every member holds every change: missing " +
+                        join(std::vector<std::string>(missing.begin(), missing.end()), ", "));
+  return 1;
 }
 
 int run_rm(const invocation& call) {
@@ -903,10 +1124,13 @@ void add_change_commands(CLI::App& app, options& opts, std::vector<command>& com
   add_json_flag(*write, opts);
   commands.push_back({write, "write", run_write});
 
-  auto* push = app.add_subcommand("push", "push a local file into a session, with a progress bar");
+  auto* push = app.add_subcommand("push", "push a local file, or a folder's files as one change set, into a session");
   push->add_option("SESSION", opts.session, "session name")->required();
-  push->add_option("LOCAL_FILE", opts.local_file, "file to send")->required();
-  push->add_option("PATH", opts.path, "path within the session (default: the file's name)");
+  push->add_option("LOCAL_FILE", opts.local_file, "file or folder to send")->required();
+  push->add_option("PATH", opts.path, "path within the session (default: the file's name; a folder's files land under PATH, or the root)");
+  push->add_flag("--delete", opts.delete_missing, "folder: remove what the session holds under PATH that the folder no longer has");
+  push->add_option("--exclude", opts.excludes, "folder: skip files and folders matching PATTERN (repeatable; gitignore subset, docs/cli.md)")
+      ->allow_extra_args(false);
   add_wait_option(*push, opts);
   add_json_flag(*push, opts);
   commands.push_back({push, "push", run_push});

@@ -17,7 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <memory>
 #include <optional>
+#include <set>
 
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
@@ -433,6 +435,11 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return new push_reactor(*this, ctx, reply);
   }
 
+  grpc::ServerReadReactor<v1::TreeRequest>* PushTree(grpc::CallbackServerContext* ctx, v1::TreeReply* reply) override {
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return new refused_call<grpc::ServerReadReactor<v1::TreeRequest>>(status);
+    return new tree_reactor(*this, ctx, reply);
+  }
+
   grpc::ServerWriteReactor<v1::CatReply>* Cat(grpc::CallbackServerContext* ctx, const v1::CatRequest* req) override {
     if (auto status = require_client(*ctx, credentials_); !status.ok()) return new refused_call<grpc::ServerWriteReactor<v1::CatReply>>(status);
     return new cat_reactor(hub_, *req);
@@ -521,8 +528,9 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (auto status = service_.may_change(*ctx_, header_.origin_node()); !status.ok())
           throw error(status.error_code() == grpc::StatusCode::UNAUTHENTICATED ? errc::unauthenticated : errc::permission_denied,
                       status.error_message());
-        const auto declared = header_.size() >= 0 ? std::optional(static_cast<std::uint64_t>(header_.size())) : std::nullopt;
-        upload_.emplace(hub_.begin_upload(header_.session(), header_.path(), declared));
+        upload_.emplace(header_.size() >= 0
+                            ? hub_.begin_upload(header_.session(), header_.path(), static_cast<std::uint64_t>(header_.size()))
+                            : hub_.begin_upload(header_.session(), header_.path()));
         return;
       }
       if (!upload_) throw error(errc::invalid_argument, "push: the first message must be the header");
@@ -555,6 +563,132 @@ class assistant_service final : public v1::Assistant::CallbackService {
     v1::PushRequest request_;
     v1::PushHeader header_;
     std::optional<server_hub::upload> upload_;
+  };
+
+  /// PushTree: a header, then each file's TreeFile and data pieces into temp files in the
+  /// mirror, as Push; the end of the stream commits them and the header's removals as one
+  /// change set (basic_hub::commit_set). A cancelled or short stream publishes nothing.
+  class tree_reactor final : public grpc::ServerReadReactor<v1::TreeRequest> {
+   public:
+    tree_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::TreeReply* reply)
+        : service_(service), hub_(service.hub_), ctx_(ctx), reply_(reply) {
+      StartRead(&request_);
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        if (ctx_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "tree push cancelled; nothing was changed"});
+        return hub_.post([this] { publish(); });
+      }
+      hub_.post([this] {
+        auto status = guarded([&] { take(request_); });
+        if (!status.ok()) return finish(status);
+        StartRead(&request_);
+      });
+    }
+
+    void OnDone() override { delete this; }
+
+   private:
+    void take(const v1::TreeRequest& request) {
+      switch (request.body_case()) {
+        case v1::TreeRequest::kHeader: {
+          if (header_) throw error(errc::invalid_argument, "tree push: a second header");
+          header_ = request.header();
+          if (!header_->path().empty()) check_folder(header_->path());
+          for (const auto& r : header_->remove()) removals_.push_back(beneath(r));
+          return;
+        }
+        case v1::TreeRequest::kFile: {
+          if (!header_) throw error(errc::invalid_argument, "tree push: the first message must be the header");
+          close_file();
+          const auto& f = request.file();
+          if (f.size() < 0) throw error(errc::invalid_argument, "tree push: '" + f.path() + "' has no size");
+          if (uploads_.size() + removals_.size() >= hub_.options().max_set_files)
+            throw error(errc::too_large, "tree push: more than " + std::to_string(hub_.options().max_set_files) +
+                                             " changes in one set (max_set_files); nothing was changed");
+          expected_ = static_cast<std::uint64_t>(f.size());
+          uploads_.push_back(hub_.begin_upload(header_->session(), beneath(f.path()), expected_));
+          return;
+        }
+        case v1::TreeRequest::kData:
+          if (uploads_.empty()) throw error(errc::invalid_argument, "tree push: data before any file");
+          uploads_.back().append(request.data());
+          return;
+        case v1::TreeRequest::BODY_NOT_SET: break;
+      }
+      throw error(errc::invalid_argument, "tree push: a message with no body");
+    }
+
+    /// `rel` beneath the header's folder, checked as a path of its own.
+    std::string beneath(const std::string& rel) const {
+      check_path(rel);
+      return header_->path().empty() ? rel : header_->path() + "/" + rel;
+    }
+
+    /// The file before the next one (or the end) must have come whole.
+    void close_file() {
+      if (uploads_.empty() || uploads_.back().size() == expected_) return;
+      throw error(errc::invalid_argument, "tree push: received " + std::to_string(uploads_.back().size()) + " of " +
+                                              std::to_string(expected_) + " bytes of a file; nothing was changed");
+    }
+
+    void publish() {
+      auto status = guarded([&] {
+        if (!header_) throw error(errc::invalid_argument, "tree push: no header was sent; nothing was changed");
+        close_file();
+        results_ = hub_.commit_set(header_->session(), std::move(uploads_), removals_);
+        uploads_.clear();
+      });
+      if (!status.ok()) return finish(status);
+      reply_->set_session(header_->session());
+      for (const auto& r : results_) fill(*reply_->add_changes(), r);
+      if (!results_.empty())
+        for (const auto& m : results_.front().members) reply_->add_members(m);
+      if (!header_->wait_all() || results_.empty()) return Finish(grpc::Status::OK);
+      wait_all();
+    }
+
+    /// Answers once every member holds every change (or the wait ran out: the reply then
+    /// names each member missing any of them).
+    void wait_all() {
+      const auto timeout = std::chrono::milliseconds(header_->timeout_ms() ? header_->timeout_ms() : 120'000);
+      struct tally {
+        std::mutex mu;
+        std::size_t left;
+        std::set<std::string> missing;
+      };
+      auto t = std::make_shared<tally>();
+      t->left = results_.size();
+      // The last answer finishes the call, and this reactor with it: the loop must not
+      // touch a member once it may have come.
+      const auto targets = std::move(results_);
+      auto& hub = hub_;
+      for (const auto& r : targets)
+        hub.when_delivered(r.session, r.path, r.version, timeout, [this, t](std::vector<std::string> missing) {
+          std::lock_guard g(t->mu);
+          t->missing.insert(missing.begin(), missing.end());
+          if (--t->left > 0) return;
+          for (const auto& m : t->missing) reply_->add_missing(m);
+          Finish(grpc::Status::OK);
+        });
+    }
+
+    void finish(grpc::Status status) {
+      uploads_.clear();  // unpublished uploads remove their temp files
+      Finish(status);
+    }
+
+    assistant_service& service_;
+    server_hub& hub_;
+    grpc::CallbackServerContext* ctx_;
+    v1::TreeReply* reply_;
+    v1::TreeRequest request_;
+    std::optional<v1::TreeHeader> header_;
+    std::vector<server_hub::upload> uploads_;
+    std::vector<std::string> removals_;
+    std::uint64_t expected_ = 0;
+    std::vector<write_result> results_;
   };
 
   /// Cat: streams the mirror's copy in 1 MiB pieces read on the executor, or relays a

@@ -52,6 +52,10 @@ struct hub_options {
   std::uint64_t max_file_bytes = std::uint64_t{64} << 30;
   /// Live files one session may hold (a write of a new path beyond it is refused).
   std::uint64_t max_files_per_session = 1'000'000;
+  /// Files one change set may carry: each upload holds its temp file and folder open until
+  /// the set commits, so this bounds the descriptors a set takes (a larger tree is pushed
+  /// as several sets, each whole).
+  std::size_t max_set_files = 4096;
   /// Sessions one node may be a member of (a join beyond it is refused).
   std::size_t max_sessions_per_node = 10'000;
   /// Hellos one node id may say within a minute (a reconnect loop, or someone replaying a

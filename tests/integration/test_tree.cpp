@@ -1,0 +1,156 @@
+/// `meshhub push SESSION DIR [PATH]`: a folder as change sets, judged on the nodes' disks —
+/// nested folders, empty files, Unicode and spaces in names, unchanged files skipped,
+/// --delete, excludes, and the refusals that change nothing.
+#include "mesh.hpp"
+
+using namespace meshhub::it;
+
+namespace {
+
+/// A small tree: nested folders, an empty file, names with spaces and Unicode.
+std::map<std::string, std::string> sample_tree() {
+  std::map<std::string, std::string> files;
+  for (int d = 0; d < 5; ++d)
+    for (int f = 0; f < 8; ++f)
+      files["src/d" + std::to_string(d) + "/f" + std::to_string(f) + ".txt"] =
+          std::string(static_cast<std::size_t>(100 + 37 * f + d), static_cast<char>('a' + (d + f) % 26));
+  files["empty"] = "";
+  files["with space/naïve – ünïcode.md"] = "unicode";
+  files["deep/a/b/c/d/e.bin"] = std::string(3 << 20, 'z');  // bigger than one piece
+  return files;
+}
+
+void write_tree(const fs::path& root, const std::map<std::string, std::string>& files) {
+  for (const auto& [rel, bytes] : files) {
+    fs::create_directories((root / rel).parent_path());
+    write_file(root / rel, bytes);
+  }
+}
+
+bool node_holds(const mesh& m, const std::string& id, const std::string& session, const std::string& base,
+                const std::map<std::string, std::string>& files) {
+  for (const auto& [rel, bytes] : files) {
+    const auto p = m.node_file(id, session, base.empty() ? rel : base + "/" + rel);
+    std::error_code ec;
+    if (!fs::exists(p, ec) || read_file(p) != bytes) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("push DIR: a folder lands whole on every member, a second push sends nothing, --delete removes", "[tree]") {
+  mesh m("tree");
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+
+  auto files = sample_tree();
+  const fs::path dir = m.src("tree");
+  write_tree(dir, files);
+
+  const json first = m.cli_json({"push", "s", dir.string(), "proj", "--wait", "all", "--json"}, {}, 120s);
+  INFO(first.dump().substr(0, 2000));
+  CHECK(u64(first, "files") == files.size());
+  CHECK(u64(first, "unchanged") == 0);
+  CHECK(u64(first, "change_sets") == 1);
+  CHECK(first["missing"].empty());
+  CHECK(string_set(first["members"]) == std::set<std::string>{"n1", "n2"});
+  for (const auto& id : ids) CHECK(node_holds(m, id, "s", "proj", files));
+  CHECK(read_file(m.mirror_file("s", "proj/with space/naïve – ünïcode.md")) == "unicode");
+
+  SECTION("an unchanged tree moves no file") {
+    const json again = m.cli_json({"push", "s", dir.string(), "proj", "--json"});
+    CHECK(u64(again, "files") == 0);
+    CHECK(u64(again, "bytes") == 0);
+    CHECK(u64(again, "unchanged") == files.size());
+    CHECK(u64(again, "change_sets") == 0);
+  }
+
+  SECTION("an edit, a new file and --delete: only they move") {
+    files["src/d0/f0.txt"] = "edited";
+    write_file(dir / "src/d0/f0.txt", "edited");
+    files["new.txt"] = "new";
+    write_file(dir / "new.txt", "new");
+    fs::remove(dir / "src/d1/f1.txt");
+    files.erase("src/d1/f1.txt");
+    const json r = m.cli_json({"push", "s", dir.string(), "proj", "--delete", "--wait", "all", "--json"}, {}, 120s);
+    INFO(r.dump().substr(0, 2000));
+    CHECK(u64(r, "files") == 2);
+    CHECK(u64(r, "removed") == 1);
+    CHECK(u64(r, "unchanged") == files.size() - 2);
+    for (const auto& id : ids) {
+      CHECK(node_holds(m, id, "s", "proj", files));
+      CHECK_FALSE(fs::exists(m.node_file(id, "s", "proj/src/d1/f1.txt")));
+    }
+  }
+
+  SECTION("excludes: --exclude and .meshhubignore keep files out, and --delete leaves excluded ones") {
+    write_file(dir / ".meshhubignore", "# build output\n*.o\nbuild/\n");
+    write_file(dir / "x.o", "object");
+    fs::create_directories(dir / "build");
+    write_file(dir / "build/out", "out");
+    write_file(dir / "notes.tmp", "tmp");
+    const json r = m.cli_json({"push", "s", dir.string(), "proj", "--exclude", "*.tmp", "--delete", "--wait", "all", "--json"},
+                              {}, 120s);
+    INFO(r.dump().substr(0, 2000));
+    CHECK(u64(r, "files") == 0);  // .meshhubignore is the rules, never pushed
+    CHECK(u64(r, "removed") == 0);
+    for (const auto& id : ids) {
+      CHECK_FALSE(fs::exists(m.node_file(id, "s", "proj/x.o")));
+      CHECK_FALSE(fs::exists(m.node_file(id, "s", "proj/build/out")));
+      CHECK_FALSE(fs::exists(m.node_file(id, "s", "proj/notes.tmp")));
+      CHECK(node_holds(m, id, "s", "proj", files));
+    }
+  }
+}
+
+TEST_CASE("push DIR: what cannot be pushed is refused by name and nothing changes", "[tree]") {
+  mesh m("tree-bad");
+  m.add_node("n1");
+  m.wait_connected({"n1"});
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1"});
+  const fs::path dir = m.src("tree");
+  write_tree(dir, {{"a.txt", "a"}, {"sub/b.txt", "b"}});
+
+  SECTION("a symlink in the tree") {
+    fs::create_symlink("/etc/passwd", dir / "sub/escape");
+    const auto r = m.cli({"push", "s", dir.string()});
+    INFO(r.describe());
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains("sub/escape: a symlink"));
+    CHECK_THAT(r.err, Catch::Contains("nothing was sent"));
+  }
+  SECTION("a folder that does not exist") {
+    const auto r = m.cli({"push", "s", (dir / "nope").string()});
+    INFO(r.describe());
+    CHECK(r.exit_code != 0);
+  }
+  SECTION("a PATH that escapes the session") {
+    const auto r = m.cli({"push", "s", dir.string(), "../out"});
+    INFO(r.describe());
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains("nothing was sent"));
+  }
+  SECTION("an exclude this subset does not have") {
+    const auto r = m.cli({"push", "s", dir.string(), "--exclude", "!keep"});
+    INFO(r.describe());
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains("not supported"));
+  }
+  SECTION("an unknown session") {
+    const auto r = m.cli({"push", "nosuch", dir.string()});
+    INFO(r.describe());
+    CHECK(r.exit_code != 0);
+  }
+  SECTION("--delete for a file") {
+    const auto r = m.cli({"push", "s", (dir / "a.txt").string(), "--delete"});
+    INFO(r.describe());
+    CHECK(r.exit_code == 2);
+  }
+  CHECK(m.ls_json("s")["files"].empty());
+  CHECK_FALSE(fs::exists(m.node_file("n1", "s", "a.txt")));
+}
