@@ -6,9 +6,9 @@
 /// stay free of them.
 #include "cli/mcp.hpp"
 #include "cli/progress.hpp"
+#include "cli/reply_json.hpp"
 #include "cli/text.hpp"
-#include "cli/tree.hpp"
-#include "meshhub/detail/unique_fd.hpp"
+#include "cli/tree_push.hpp"
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
 #include "common/status_name.hpp"
@@ -47,6 +47,8 @@ using namespace std::chrono_literals;
 namespace meshhub::cli {
 
 namespace v1 = meshhub::v1;
+using programs::never_reached_hub;
+using programs::refused_before_change;
 /// Ordered, so the printed keys follow the order docs/cli.md lists them in.
 using json = nlohmann::ordered_json;
 
@@ -103,30 +105,9 @@ struct command {
 // Errors
 // ---------------------------------------------------------------------------------------
 
-/// Codes with which the hub refuses a change before making it: saying so spares the user
-/// from checking whether half a write landed.
-bool refused_before_change(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::NOT_FOUND:
-    case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return true;
-    default: return false;
-  }
-}
-
 void print_error(const invocation& call, std::string_view message) {
   std::fprintf(stderr, "meshhub: %s: %.*s\n", call.command.c_str(), static_cast<int>(message.size()),
                message.data());
-}
-
-/// gRPC fails a call with this message when no connection could be made, before the
-/// request left the client: the hub never saw it.
-bool never_reached_hub(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-         status.error_message().rfind("failed to connect to all addresses", 0) == 0;
 }
 
 /// The command that shows whether a change the client cannot vouch for took effect.
@@ -205,28 +186,6 @@ int unary_call(const invocation& call, unary_rpc<Request, Reply> rpc, const Requ
 // Protocol messages as JSON and as table cells
 // ---------------------------------------------------------------------------------------
 
-template <typename Repeated>
-std::vector<std::string> strings(const Repeated& repeated) {
-  return {repeated.begin(), repeated.end()};
-}
-
-json session_json(const v1::SessionInfo& info) {
-  return {{"name", info.name()},
-          {"members", strings(info.members())},
-          {"files", info.files()},
-          {"bytes", info.bytes()},
-          {"pending_waves", info.pending_waves()}};
-}
-
-json write_json(const v1::WriteReply& reply) {
-  return {{"session", reply.session()},
-          {"path", reply.path()},
-          {"version", reply.version()},
-          {"size", reply.size()},
-          {"digest", to_hex(reply.content_digest())},
-          {"members", strings(reply.members())},
-          {"missing", strings(reply.missing())}};
-}
 
 json member_json(const v1::FileEntry& member) {
   return {{"node", member.node()}, {"version", member.version()}, {"state", member.state()}};
@@ -634,209 +593,76 @@ int run_push(const invocation& call) {
   return push_stream(call, source, path, ::isatty(STDERR_FILENO) == 1, "pushed", source.label);
 }
 
-/// What the session holds beneath `base` ("" = everything): session path → (size, content
-/// digest as the wire carries it); nullopt when the hub refused (reported).
-std::optional<std::map<std::string, std::pair<std::uint64_t, std::string>>> held_beneath(const invocation& call,
-                                                                                       const std::string& base) {
-  v1::ListRequest request;
-  request.set_session(call.opts.session);
-  request.set_path(base);
-  v1::ListReply reply;
-  grpc::ClientContext context;
-  set_deadline(context, programs::unary_deadline);
-  const auto status = call.hub.List(&context, request, &reply);
-  // A folder the session does not have yet holds nothing — if the session itself exists.
-  if (status.error_code() == grpc::StatusCode::NOT_FOUND && !base.empty()) {
-    if (!held_beneath(call, "")) return std::nullopt;
-    return std::map<std::string, std::pair<std::uint64_t, std::string>>{};
-  }
-  if (!status.ok()) {
-    report_status(call, status);
-    return std::nullopt;
-  }
-  std::map<std::string, std::pair<std::uint64_t, std::string>> held;
-  for (const auto& f : reply.files())
-    if (f.mirror().link().empty()) held[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
-  return held;
-}
-
-/// One PushTree call: `files` and `removals` (relative to `base`) as one change set.
-/// False when the call failed (already reported).
-bool push_tree_set(const invocation& call, const std::string& base, const std::vector<const tree_file*>& files,
-                   const std::vector<std::string>& removals, progress_bar& bar, v1::TreeReply& reply) {
-  grpc::ClientContext context;
-  if (call.opts.wait_all()) set_deadline(context, wait_deadline(call.opts));
-  const auto writer = call.hub.PushTree(&context, &reply);
-  v1::TreeRequest request;
-  auto& header = *request.mutable_header();
-  header.set_session(call.opts.session);
-  header.set_path(base);
-  header.set_wait_all(call.opts.wait_all());
-  header.set_timeout_ms(timeout_ms(call.opts));
-  for (const auto& r : removals) header.add_remove(r);
-  bool open = writer->Write(request);
-  std::string failure;
-  for (const auto* f : files) {
-    if (!open) break;
-    request.Clear();
-    request.mutable_file()->set_path(f->rel);
-    request.mutable_file()->set_size(static_cast<std::int64_t>(f->size));
-    open = writer->Write(request);
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> in{std::fopen(f->local.c_str(), "rb"), std::fclose};
-    if (!in) {
-      failure = "cannot read " + f->local.string() + ": " + std::strerror(errno);
-      break;
-    }
-    std::uint64_t sent = 0;
-    for (;;) {
-      request.Clear();
-      std::string& piece = *request.mutable_data();
-      piece.resize(piece_bytes);
-      const std::size_t got = std::fread(piece.data(), 1, piece.size(), in.get());
-      piece.resize(got);
-      if (got == 0) break;
-      sent += got;
-      if (sent > f->size) break;
-      if (open) open = writer->Write(request);
-      bar.advance(got);
-    }
-    if (std::ferror(in.get()) || sent != f->size) {
-      failure = f->local.string() + " changed while it was being read";
-      break;
-    }
-  }
-  if (!failure.empty()) {
-    context.TryCancel();  // tells the hub to commit nothing of this set
-    (void)writer->Finish();
-    bar.abandon();
-    print_error(call, failure + "; the push was cancelled, nothing of this change set was changed");
-    return false;
-  }
-  if (open) writer->WritesDone();
-  const auto status = writer->Finish();
-  if (!status.ok()) {
-    bar.abandon();
-    report_status(call, status, true);
-    return false;
-  }
-  return true;
-}
-
 /// push SESSION DIR [PATH]: the files of DIR beneath PATH, those the session already holds
-/// with the same content skipped, as change sets of at most `set_files` changes each.
+/// with the same content skipped, as change sets (cli/tree_push.hpp).
 int run_push_tree(const invocation& call) {
-  // The hub's max_set_files by default: a larger tree goes as several sets, each whole.
-  constexpr std::size_t set_files = 4096;
   const auto& opts = call.opts;
-  const std::filesystem::path dir = opts.local_file;
-  std::string base = opts.path;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  if (!base.empty())
-    if (const auto problem = path_problem(base); !problem.empty()) {
-      print_error(call, "PATH '" + base + "': " + problem + "; nothing was sent");
-      return 2;
-    }
-  exclude_rules excludes;
-  local_tree tree;
+  tree_plan plan;
+  plan.session = opts.session;
+  plan.base = opts.path;
+  const auto unary = [](grpc::ClientContext& context) { set_deadline(context, programs::unary_deadline); };
   try {
-    for (const auto& e : opts.excludes) excludes.add(e, "--exclude");
-    excludes.add_file(dir / ignore_file_name);
-    tree = walk_tree(dir, excludes);
-  } catch (const std::exception& e) {
+    plan_tree_push(plan, call.hub, opts.local_file, opts.excludes, opts.delete_missing, unary);
+  } catch (const tree_push_error& e) {
+    if (!e.status.ok()) return report_status(call, e.status);
     print_error(call, std::string(e.what()) + "; nothing was sent");
-    return 2;
+    return e.usage ? 2 : 1;
   }
-  if (!tree.refused.empty()) {
-    std::string named;
-    for (std::size_t i = 0; i < tree.refused.size() && i < 10; ++i) named += (i ? "; " : "") + tree.refused[i];
-    if (tree.refused.size() > 10) named += "; and " + std::to_string(tree.refused.size() - 10) + " more";
-    print_error(call, "cannot push " + count_of(tree.refused.size(), "path") + " of " + dir.string() + " (" + named +
-                          "); exclude them (--exclude, .meshhubignore) or remove them; nothing was sent");
-    return 1;
-  }
-  const auto held = held_beneath(call, base);
-  if (!held) return 1;
-  const auto session_path = [&](const std::string& rel) { return base.empty() ? rel : base + "/" + rel; };
 
-  // Unchanged files (same size and content digest as the session's) are not sent.
-  std::vector<const tree_file*> send;
-  std::set<std::string> local_paths;
-  std::uint64_t bytes = 0;
-  std::size_t unchanged = 0;
-  for (const auto& f : tree.files) {
-    local_paths.insert(session_path(f.rel));
-    if (auto it = held->find(session_path(f.rel)); it != held->end() && it->second.first == f.size) {
-      unique_fd fd(::open(f.local.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-      if (fd && to_bytes(content_digest_of_fd(fd.get())) == it->second.second) {
-        ++unchanged;
-        continue;
-      }
-    }
-    send.push_back(&f);
-    bytes += f.size;
-  }
-  std::vector<std::string> removals;
-  if (opts.delete_missing)
-    for (const auto& [path, info] : *held) {
-      const auto rel = base.empty() ? path : path.substr(base.size() + 1);
-      if (!local_paths.contains(path) && !excludes.excludes_path(rel)) removals.push_back(rel);
-    }
-
-  progress_bar bar(static_cast<std::int64_t>(bytes), ::isatty(STDERR_FILENO) == 1 && !opts.json);
+  progress_bar bar(static_cast<std::int64_t>(plan.bytes), ::isatty(STDERR_FILENO) == 1 && !opts.json);
   std::vector<v1::TreeReply> replies;
-  for (std::size_t at = 0; at < send.size() || (at == 0 && !removals.empty());) {
-    const auto take = std::min(set_files, send.size() - at);
-    std::vector<const tree_file*> batch(send.begin() + static_cast<std::ptrdiff_t>(at),
-                                        send.begin() + static_cast<std::ptrdiff_t>(at + take));
-    at += take;
-    const bool last = at >= send.size();
-    // Removals travel with the last set, so a tree never loses files before the new ones land.
-    std::vector<std::string> remove_now;
-    if (last) remove_now = std::move(removals);
-    if (batch.size() + remove_now.size() > set_files) {
-      print_error(call, "--delete would remove " + std::to_string(remove_now.size()) +
-                            " paths with the last set, more than one set holds; nothing more was sent");
+  for (const auto& set : tree_sets(plan)) {
+    grpc::ClientContext context;
+    if (opts.wait_all()) set_deadline(context, wait_deadline(opts));
+    grpc::Status status;
+    try {
+      status = push_tree_set(call.hub, context, plan, set, opts.wait_all(), timeout_ms(opts),
+                             [&bar](std::uint64_t n) { bar.advance(n); }, replies.emplace_back());
+    } catch (const tree_push_error& e) {
+      bar.abandon();
+      print_error(call, e.what());
       return 1;
     }
-    if (batch.empty() && remove_now.empty()) break;
-    if (!push_tree_set(call, base, batch, remove_now, bar, replies.emplace_back())) return 1;
-    if (last) break;
+    if (!status.ok()) {
+      bar.abandon();
+      return report_status(call, status, true);
+    }
   }
   bar.finish();
 
-  std::size_t files = 0, removed = 0;
-  std::set<std::string> members, missing;
-  json changes = json::array();
-  for (const auto& r : replies) {
-    for (const auto& c : r.changes()) {
-      (c.content_digest().empty() ? removed : files) += 1;
-      changes.push_back(write_json(c));
-    }
-    members.insert(r.members().begin(), r.members().end());
-    missing.insert(r.missing().begin(), r.missing().end());
-  }
-  const std::string target = opts.session + ':' + (base.empty() ? "/" : base);
+  const auto done = outcome_of(replies);
+  const std::vector<std::string> members(done.members.begin(), done.members.end());
+  const std::vector<std::string> missing(done.missing.begin(), done.missing.end());
   if (opts.json) {
+    json changes = json::array();
+    for (const auto& r : replies)
+      for (const auto& c : r.changes()) changes.push_back(write_json(c));
     print_json({{"session", opts.session},
-                {"path", base},
-                {"files", files},
-                {"bytes", bytes},
-                {"removed", removed},
-                {"unchanged", unchanged},
+                {"path", plan.base},
+                {"files", done.files},
+                {"bytes", plan.bytes},
+                {"removed", done.removed},
+                {"unchanged", plan.unchanged},
                 {"change_sets", replies.size()},
-                {"members", json(std::vector<std::string>(members.begin(), members.end()))},
-                {"missing", json(std::vector<std::string>(missing.begin(), missing.end()))},
+                {"members", members},
+                {"missing", missing},
                 {"changes", std::move(changes)}});
   } else {
-    std::printf("pushed %s (%s) to %s, removed %zu, %zu unchanged; %s\n", count_of(files, "file").c_str(),
-                human_bytes(bytes).c_str(), target.c_str(), removed, unchanged, count_of(members.size(), "member").c_str());
+    const std::string target = opts.session + ':' + (plan.base.empty() ? "/" : plan.base);
+    if (replies.empty()) {
+      std::printf("nothing to push to %s: %s unchanged\n", target.c_str(), count_of(plan.unchanged, "file").c_str());
+    } else {
+      std::printf("pushed %s (%s) to %s, removed %zu, %zu unchanged; %s\n", count_of(done.files, "file").c_str(),
+                  human_bytes(plan.bytes).c_str(), target.c_str(), done.removed, plan.unchanged,
+                  count_of(members.size(), "member").c_str());
+    }
     if (opts.wait_all() && missing.empty() && !members.empty())
-      std::printf("%s every change\n", members.size() == 1 ? "the member holds" : ("all " + count_of(members.size(), "member") + " hold").c_str());
+      std::printf("%s every change\n",
+                  members.size() == 1 ? "the member holds" : ("all " + count_of(members.size(), "member") + " hold").c_str());
   }
   std::fflush(stdout);
   if (missing.empty()) return 0;
-  print_error(call, "not every member holds every change: missing " +
-                        join(std::vector<std::string>(missing.begin(), missing.end()), ", "));
+  print_error(call, "not every member holds every change: missing " + join(missing, ", "));
   return 1;
 }
 

@@ -5,6 +5,8 @@
 #include "cli/mcp.hpp"
 #include "cli/mcp_text.hpp"
 #include "cli/mcp_tools.hpp"
+#include "cli/reply_json.hpp"
+#include "cli/tree_push.hpp"
 #include "common/grpc_config.hpp"
 #include "common/status_name.hpp"
 #include "meshhub/digest.hpp"
@@ -41,6 +43,8 @@ namespace meshhub::cli::mcp {
 namespace {
 
 namespace v1 = meshhub::v1;
+using programs::never_reached_hub;
+using programs::refused_before_change;
 namespace fs = std::filesystem;
 
 inline constexpr std::string_view server_version = "0.1.0";
@@ -74,23 +78,6 @@ bool wait_all(const json& args) { return text_arg(args, "wait", "none") == "all"
 
 // ---------------------------------------------------------------------------------------
 // Failures, worded as the CLI words them (docs/cli.md)
-
-bool refused_before_change(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::NOT_FOUND:
-    case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return true;
-    default: return false;
-  }
-}
-
-bool never_reached_hub(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-         status.error_message().rfind("failed to connect to all addresses", 0) == 0;
-}
 
 /// Runs `stop` while a wait goes on: heartbeats as progress notifications, once a second,
 /// so an agent (and its user) sees the call is alive and what it waits for.
@@ -130,28 +117,11 @@ class heartbeat {
   std::thread thread_;  // last: starts once everything it reads exists
 };
 
-template <typename Repeated>
-std::vector<std::string> strings(const Repeated& repeated) {
-  return {repeated.begin(), repeated.end()};
-}
-
-json session_json(const v1::SessionInfo& info) {
-  return {{"name", info.name()},
-          {"members", strings(info.members())},
-          {"files", info.files()},
-          {"bytes", info.bytes()},
-          {"pending_waves", info.pending_waves()}};
-}
-
+/// A change, as `--json` shows it, and whether the content already was the current version.
 json change_json(const v1::WriteReply& reply) {
-  return {{"session", reply.session()},
-          {"path", reply.path()},
-          {"version", reply.version()},
-          {"size", reply.size()},
-          {"digest", to_hex(reply.content_digest())},
-          {"members", strings(reply.members())},
-          {"missing", strings(reply.missing())},
-          {"unchanged", reply.unchanged()}};
+  json out = write_json(reply);
+  out["unchanged"] = reply.unchanged();
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -686,6 +656,10 @@ class mesh_tools {
     const std::string local = text_arg(args, "local_path");
     check_session(session, nothing_changed);
     const fs::path file = allowed_local_path(local);
+    std::error_code folder_ec;
+    if (fs::is_directory(file, folder_ec)) return push_folder(args, call, session, file);
+    if (flag_arg(args, "delete") || args.contains("exclude"))
+      throw tool_failure("delete and exclude apply to a folder, and '" + local + "' is not one; " + nothing_changed);
     const std::string path = text_arg(args, "path", file.filename().string());
     check_file(path, nothing_changed);
 
@@ -698,8 +672,7 @@ class mesh_tools {
     });
     struct stat info {};
     if (::fstat(fd, &info) != 0) throw tool_failure("cannot read " + meshhub::detail::quoted(local) + ": " + std::strerror(errno) + "; " + nothing_changed);
-    if (S_ISDIR(info.st_mode))
-      throw tool_failure("'" + local + "' is a folder; push sends one file (push each file, or write_file); " + nothing_changed);
+    if (S_ISDIR(info.st_mode)) return push_folder(args, call, session, file);
     if (!S_ISREG(info.st_mode)) throw tool_failure("'" + local + "' is not a regular file; " + nothing_changed);
     const auto size = static_cast<std::int64_t>(info.st_size);
     auto read_total = std::make_shared<std::uint64_t>(0);
@@ -719,6 +692,68 @@ class mesh_tools {
     json out = change_json(reply);
     out["local_path"] = file.string();
     return change_result(std::move(out), reply);
+  }
+
+  /// A folder: its files beneath `path` (default: the session root) as change sets, those
+  /// the session already holds skipped (cli/tree_push.hpp, as `meshhub push DIR`).
+  tool_result push_folder(const json& args, call_context& call, const std::string& session, const fs::path& dir) {
+    tree_plan plan;
+    plan.session = session;
+    plan.base = text_arg(args, "path");
+    std::vector<std::string> excludes;
+    if (args.contains("exclude"))
+      for (const auto& e : args["exclude"]) excludes.push_back(e.get<std::string>());
+    const bool wait = wait_all(args);
+    try {
+      plan_tree_push(plan, *hub_, dir, excludes, flag_arg(args, "delete"), [&](grpc::ClientContext& context) {
+        context.set_deadline(std::chrono::system_clock::now() + programs::unary_deadline);
+      });
+    } catch (const tree_push_error& e) {
+      if (!e.status.ok()) fail_change(e.status, call, session, false);
+      throw tool_failure(std::string(e.what()) + "; " + nothing_changed);
+    }
+    std::vector<v1::TreeReply> replies;
+    std::uint64_t sent = 0;
+    auto last_progress = std::chrono::steady_clock::now() - progress_interval;
+    const auto total = static_cast<double>(plan.bytes);
+    for (const auto& set : tree_sets(plan)) {
+      call.check_cancelled();
+      call_scope scope(call, wait ? std::chrono::seconds(settings_.timeout_seconds) + wait_slack : std::chrono::hours(24 * 365));
+      grpc::Status status;
+      try {
+        status = push_tree_set(*hub_, scope.context, plan, set, wait, static_cast<std::uint32_t>(settings_.timeout_seconds) * 1000u,
+                               [&](std::uint64_t n) {
+                                 sent += n;
+                                 if (const auto now = std::chrono::steady_clock::now(); now - last_progress >= progress_interval) {
+                                   last_progress = now;
+                                   call.progress(static_cast<double>(sent), total, "uploaded " + std::to_string(sent) + " bytes");
+                                 }
+                               },
+                               replies.emplace_back());
+      } catch (const tree_push_error& e) {
+        throw tool_failure(e.what());
+      }
+      if (!status.ok()) fail_change(status, call, session, wait);
+    }
+    call.check_cancelled();
+    const auto done = outcome_of(replies);
+    json out{{"session", session},
+             {"path", plan.base},
+             {"local_path", dir.string()},
+             {"files", done.files},
+             {"bytes", plan.bytes},
+             {"removed", done.removed},
+             {"unchanged_files", plan.unchanged},
+             {"change_sets", replies.size()},
+             {"members", std::vector<std::string>(done.members.begin(), done.members.end())},
+             {"missing", std::vector<std::string>(done.missing.begin(), done.missing.end())}};
+    if (done.missing.empty()) return tool_result::ok(std::move(out));
+    std::string missing;
+    for (const auto& m : done.missing) missing += (missing.empty() ? "" : ", ") + m;
+    std::string text = "the hub holds every change of the folder, but these members did not confirm them in time: " + missing +
+                       " (the changes were made; they reach them when they catch up)\n" +
+                       out.dump(-1, ' ', false, json::error_handler_t::replace);
+    return tool_result::failed(std::move(text), std::move(out));
   }
 
   // --- search_files ---

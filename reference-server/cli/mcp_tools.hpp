@@ -252,21 +252,28 @@ inline std::vector<tool_spec> make_tools(const std::vector<std::string>& session
        s::result(s::change_properties(), {"session", "path", "version", "members", "missing"}), false, true, true});
 
   tools.push_back(
-      {"push", "Push a local file",
-       "Send a file of the machine this server runs on into a session (any size; progress notifications while it "
-       "uploads). `local_path` must lie below a folder the server was allowed to push from (--push-from; default "
-       "its working directory); a folder cannot be pushed yet." + nothing + scope,
+      {"push", "Push a local file or folder",
+       "Send a file or a folder of the machine this server runs on into a session (any size; progress notifications "
+       "while it uploads). A folder's files land beneath `path` (default: the session root) as one change set — all "
+       "or none — and files the session already holds with the same content are skipped; `delete` also removes what "
+       "the session holds beneath `path` that the folder lacks; `exclude` takes gitignore-style patterns (no '!' "
+       "or '**'), as does a .meshhubignore in the folder; symlinks in a folder are refused by name. `local_path` must "
+       "lie below a folder the server was allowed to push from (--push-from; default its working directory)." +
+           nothing + scope,
        s::object({{"session", s::session_arg()},
-                  {"local_path", s::string_arg("the local file (absolute, or relative to the server's working directory)")},
-                  {"path", s::path_arg("where it goes in the session (default: the file's name)")},
-                  {"wait", s::wait_arg()}},
+                  {"local_path", s::string_arg("the local file or folder (absolute, or relative to the server's working directory)")},
+                  {"path", s::path_arg("where it goes in the session (default: the file's name; for a folder, the root)")},
+                  {"wait", s::wait_arg()},
+                  {"delete", {{"type", "boolean"}, {"description", "a folder: remove what the session holds beneath path that the folder lacks"}}},
+                  {"exclude", {{"type", "array"}, {"items", {{"type", "string"}}}, {"description", "a folder: patterns of files and folders to skip"}}}},
                  {"session", "local_path"}),
        s::result([] {
          auto p = s::change_properties();
          p["local_path"] = s::type("string");
+         for (const char* count : {"files", "bytes", "removed", "unchanged_files", "change_sets"}) p[count] = s::type("integer");
          return p;
        }(),
-                 {"session", "path", "version", "size", "digest", "members", "missing"}),
+                 {"session", "path", "members", "missing"}),
        false, true, true});
 
   tools.push_back(

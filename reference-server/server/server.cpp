@@ -497,30 +497,54 @@ class assistant_service final : public v1::Assistant::CallbackService {
     });
   }
 
-  /// Push: header first, then data pieces into a temp file in the mirror; the end of the
-  /// stream publishes the version. A cancelled or short stream publishes nothing.
-  class push_reactor final : public grpc::ServerReadReactor<v1::PushRequest> {
+  /// A client stream the hub takes one message at a time on its executor (the next read
+  /// starts once the last message is on disk, so a fast client cannot outrun the hub's
+  /// memory) and publishes at its end: `Derived::take(request)` per message,
+  /// `Derived::publish()` at the end, `Derived::finish(status)` on a failure. A derived
+  /// constructor calls `start()` last, so no read completes into a half-built reactor.
+  template <class Derived, class Request>
+  class upload_reactor : public grpc::ServerReadReactor<Request> {
    public:
-    push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply)
-        : service_(service), hub_(service.hub_), ctx_(ctx), reply_(reply) {
-      StartRead(&request_);
-    }
-
     void OnReadDone(bool ok) override {
       if (!ok) {
-        if (ctx_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "push cancelled; nothing was changed"});
-        return hub_.post([this] { publish(); });
+        if (ctx_->IsCancelled()) return self().finish({grpc::StatusCode::CANCELLED, what_ + " cancelled; nothing was changed"});
+        return hub_.post([this] { self().publish(); });
       }
       hub_.post([this] {
-        auto status = guarded([&] { take(request_); });
-        if (!status.ok()) return finish(status);
-        StartRead(&request_);
+        auto status = guarded([&] { self().take(request_); });
+        if (!status.ok()) return self().finish(status);
+        this->StartRead(&request_);
       });
     }
 
-    void OnDone() override { delete this; }
+    void OnDone() override { delete &self(); }
+
+   protected:
+    upload_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, std::string what)
+        : service_(service), hub_(service.hub_), ctx_(ctx), what_(std::move(what)) {}
+    void start() { this->StartRead(&request_); }
+
+    assistant_service& service_;
+    server_hub& hub_;
+    grpc::CallbackServerContext* ctx_;
 
    private:
+    Derived& self() { return static_cast<Derived&>(*this); }
+    Request request_;
+    std::string what_;
+  };
+
+  /// Push: header first, then data pieces into a temp file in the mirror; the end of the
+  /// stream publishes the version. A cancelled or short stream publishes nothing.
+  class push_reactor final : public upload_reactor<push_reactor, v1::PushRequest> {
+   public:
+    push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply)
+        : upload_reactor(service, ctx, "push"), reply_(reply) {
+      start();
+    }
+
+   private:
+    friend upload_reactor;
     void take(const v1::PushRequest& request) {
       if (request.has_header()) {
         if (upload_) throw error(errc::invalid_argument, "push: a second header");
@@ -556,11 +580,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
       Finish(status);
     }
 
-    assistant_service& service_;
-    server_hub& hub_;
-    grpc::CallbackServerContext* ctx_;
     v1::WriteReply* reply_;
-    v1::PushRequest request_;
     v1::PushHeader header_;
     std::optional<server_hub::upload> upload_;
   };
@@ -568,28 +588,15 @@ class assistant_service final : public v1::Assistant::CallbackService {
   /// PushTree: a header, then each file's TreeFile and data pieces into temp files in the
   /// mirror, as Push; the end of the stream commits them and the header's removals as one
   /// change set (basic_hub::commit_set). A cancelled or short stream publishes nothing.
-  class tree_reactor final : public grpc::ServerReadReactor<v1::TreeRequest> {
+  class tree_reactor final : public upload_reactor<tree_reactor, v1::TreeRequest> {
    public:
     tree_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::TreeReply* reply)
-        : service_(service), hub_(service.hub_), ctx_(ctx), reply_(reply) {
-      StartRead(&request_);
+        : upload_reactor(service, ctx, "tree push"), reply_(reply) {
+      start();
     }
-
-    void OnReadDone(bool ok) override {
-      if (!ok) {
-        if (ctx_->IsCancelled()) return finish({grpc::StatusCode::CANCELLED, "tree push cancelled; nothing was changed"});
-        return hub_.post([this] { publish(); });
-      }
-      hub_.post([this] {
-        auto status = guarded([&] { take(request_); });
-        if (!status.ok()) return finish(status);
-        StartRead(&request_);
-      });
-    }
-
-    void OnDone() override { delete this; }
 
    private:
+    friend upload_reactor;
     void take(const v1::TreeRequest& request) {
       switch (request.body_case()) {
         case v1::TreeRequest::kHeader: {
@@ -679,11 +686,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
       Finish(status);
     }
 
-    assistant_service& service_;
-    server_hub& hub_;
-    grpc::CallbackServerContext* ctx_;
     v1::TreeReply* reply_;
-    v1::TreeRequest request_;
     std::optional<v1::TreeHeader> header_;
     std::vector<server_hub::upload> uploads_;
     std::vector<std::string> removals_;

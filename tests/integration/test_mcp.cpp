@@ -349,7 +349,22 @@ TEST_CASE("mcp: every tool against a hub and two nodes, each change checked on t
   CHECK(saw_total);
   write_file(m.dir() / "outside.txt", "secret\n");
   CHECK(contains(c.call_tool_error("push", {{"session", "s"}, {"local_path", (m.dir() / "outside.txt").string()}}), "outside"));
-  CHECK(contains(c.call_tool_error("push", {{"session", "s"}, {"local_path", m.src("").string()}, {"path", "dir"}}), "folder"));
+  // push of a folder: its files as one change set, a second push sends nothing.
+  for (const auto& [rel, bytes] : std::map<std::string, std::string>{{"a.txt", "alpha\n"}, {"sub/b.txt", "bravo\n"}, {"sub/empty", ""}}) {
+    fs::create_directories((m.src("folder") / rel).parent_path());
+    write_file(m.src("folder") / rel, bytes);
+  }
+  const json folder = c.call_tool("push", {{"session", "s"}, {"local_path", m.src("folder").string()}, {"path", "tree"}, {"wait", "all"}});
+  CHECK(folder.value("files", 0) == 3);
+  CHECK(folder.value("change_sets", 0) == 1);
+  for (const auto& id : ids) {
+    CHECK(read_file(m.node_file(id, "s", "tree/sub/b.txt")) == "bravo\n");
+    CHECK(fs::exists(m.node_file(id, "s", "tree/sub/empty")));
+  }
+  const json again = c.call_tool("push", {{"session", "s"}, {"local_path", m.src("folder").string()}, {"path", "tree"}});
+  CHECK(again.value("files", 1) == 0);
+  CHECK(again.value("unchanged_files", 0) == 3);
+  CHECK(contains(c.call_tool_error("push", {{"session", "s"}, {"local_path", m.src("folder").string()}, {"path", "../dir"}}), "nothing was changed"));
   CHECK(contains(c.call_tool_error("push", {{"session", "s"}, {"local_path", m.src("nope.bin").string()}}), "nothing was changed"));
   for (const auto& id : ids) {
     CHECK_FALSE(fs::exists(m.node_file(id, "s", "outside.txt")));

@@ -24,7 +24,7 @@ struct keeping_host : node::replica_host {
   std::vector<inbound_message> replies;
   bool refuse_guard = false;
   std::vector<file_version> guarded;
-  void reply(inbound_message m) { replies.push_back(std::move(m)); }
+  void reply(const inbound_message& m) { replies.push_back(m); }
   void guard(std::unique_lock<std::mutex>& lk, const file_version& f, workspace* ws) {
     REQUIRE(lk.owns_lock());
     guarded.push_back(f);

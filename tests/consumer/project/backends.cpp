@@ -22,7 +22,7 @@ static_assert(meshhub::lock_policy<meshhub::named_mutex_lock>);
 /// A replica that keeps the receiver's answers.
 struct keeping_host : meshhub::node::replica_host {
   std::vector<meshhub::inbound_message> replies;
-  void reply(meshhub::inbound_message m) { replies.push_back(std::move(m)); }
+  void reply(const meshhub::inbound_message& m) { replies.push_back(m); }
 };
 
 /// Zero when a session and its member round-trip through an in-memory SQLite store and a

@@ -1,0 +1,223 @@
+#pragma once
+/// Pushing a local folder into a session, shared by `meshhub push DIR` (main.cpp) and the
+/// MCP server's `push` (mcp.cpp): the plan (the walk, what the session already holds, what
+/// to send and remove) and one change set on the wire (a PushTree call). The callers keep
+/// their own loop over the sets, their own context per call and their own reporting.
+#include <grpcpp/grpcpp.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cli/tree.hpp"
+#include "meshhub/detail/unique_fd.hpp"
+#include "meshhub/v1/assistant.grpc.pb.h"
+
+namespace meshhub::cli {
+
+/// Changes per PushTree call: the hub's `max_set_files` by default (each open upload holds
+/// two descriptors until its set commits); a larger tree goes as several sets, each whole.
+inline constexpr std::size_t tree_set_changes = 4096;
+/// A file's bytes travel in pieces this large.
+inline constexpr std::size_t tree_piece_bytes = 1u << 20;
+
+/// A push that stopped: `usage` for a mistake in what was asked (a bad PATH or exclude);
+/// `status` set when the hub refused or could not be reached (nothing sent otherwise).
+struct tree_push_error : std::runtime_error {
+  tree_push_error(std::string what, bool usage_error = false, grpc::Status s = grpc::Status::OK)
+      : std::runtime_error(std::move(what)), usage(usage_error), status(std::move(s)) {}
+  bool usage;
+  grpc::Status status;
+};
+
+/// What a folder push will do, decided before any byte is sent.
+struct tree_plan {
+  std::string session, base;  ///< base: the session folder the files land under ("" = the root)
+  local_tree tree;
+  std::vector<const tree_file*> send;  ///< into `tree.files`
+  std::vector<std::string> removals;   ///< relative to base (--delete)
+  std::uint64_t bytes = 0;             ///< of `send`
+  std::size_t unchanged = 0;           ///< files the session already holds with this content
+
+  tree_plan() = default;
+  tree_plan(const tree_plan&) = delete;  // `send` points into `tree`
+  tree_plan& operator=(const tree_plan&) = delete;
+};
+
+/// Session path → (size, content digest as the wire carries it) of what `session` holds
+/// beneath `base`. A folder the session does not have holds nothing, if the session exists.
+inline std::map<std::string, std::pair<std::uint64_t, std::string>> held_beneath(
+    v1::Assistant::Stub& hub, const std::string& session, const std::string& base,
+    const std::function<void(grpc::ClientContext&)>& prepare) {
+  v1::ListRequest request;
+  request.set_session(session);
+  request.set_path(base);
+  v1::ListReply reply;
+  grpc::ClientContext context;
+  prepare(context);
+  const auto status = hub.List(&context, request, &reply);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND && !base.empty()) {
+    (void)held_beneath(hub, session, "", prepare);  // throws when the session is what is missing
+    return {};
+  }
+  if (!status.ok()) throw tree_push_error(status.error_message(), false, status);
+  std::map<std::string, std::pair<std::uint64_t, std::string>> held;
+  for (const auto& f : reply.files())
+    if (f.mirror().link().empty()) held[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
+  return held;
+}
+
+/// Walks `dir` (excludes from `exclude_patterns` and DIR/.meshhubignore), asks the hub what
+/// the session holds beneath `base`, and decides: files whose size and content digest the
+/// session already has are skipped; with `delete_missing`, what the session holds beneath
+/// `base` that the folder lacks (and no exclude names) is removed. Throws tree_push_error.
+inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std::filesystem::path& dir,
+                           const std::vector<std::string>& exclude_patterns, bool delete_missing,
+                           const std::function<void(grpc::ClientContext&)>& prepare) {
+  auto& base = plan.base;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  if (!base.empty())
+    if (const auto problem = path_problem(base); !problem.empty())
+      throw tree_push_error("PATH '" + base + "': " + problem, true);
+  exclude_rules excludes;
+  try {
+    for (const auto& e : exclude_patterns) excludes.add(e, "--exclude");
+    excludes.add_file(dir / ignore_file_name);
+  } catch (const std::exception& e) {
+    throw tree_push_error(e.what(), true);
+  }
+  try {
+    plan.tree = walk_tree(dir, excludes);
+  } catch (const std::exception& e) {
+    throw tree_push_error(e.what());
+  }
+  if (!plan.tree.refused.empty()) {
+    std::string named;
+    const auto& refused = plan.tree.refused;
+    for (std::size_t i = 0; i < refused.size() && i < 10; ++i) named += (i ? "; " : "") + refused[i];
+    if (refused.size() > 10) named += "; and " + std::to_string(refused.size() - 10) + " more";
+    throw tree_push_error("cannot push " + std::to_string(refused.size()) + " path(s) of " + dir.string() + " (" +
+                          named + "); exclude them (--exclude, .meshhubignore) or remove them");
+  }
+  const auto held = held_beneath(hub, plan.session, base, prepare);
+  const auto session_path = [&](const std::string& rel) { return base.empty() ? rel : base + "/" + rel; };
+  std::set<std::string> local_paths;
+  for (const auto& f : plan.tree.files) {
+    local_paths.insert(session_path(f.rel));
+    if (auto it = held.find(session_path(f.rel)); it != held.end() && it->second.first == f.size) {
+      unique_fd fd(::open(f.local.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (fd && to_bytes(content_digest_of_fd(fd.get())) == it->second.second) {
+        ++plan.unchanged;
+        continue;
+      }
+    }
+    plan.send.push_back(&f);
+    plan.bytes += f.size;
+  }
+  if (delete_missing)
+    for (const auto& [path, info] : held) {
+      const auto rel = base.empty() ? path : path.substr(base.size() + 1);
+      if (!local_paths.contains(path) && !excludes.excludes_path(rel)) plan.removals.push_back(rel);
+    }
+  if (plan.removals.size() > tree_set_changes)
+    throw tree_push_error("--delete would remove " + std::to_string(plan.removals.size()) + " paths, more than one change set holds (" +
+                          std::to_string(tree_set_changes) + ")");
+}
+
+/// The plan's change sets, in path order: each at most `tree_set_changes` changes; the
+/// removals travel with the last, so a tree never loses files before the new ones land.
+struct tree_set {
+  std::vector<const tree_file*> files;
+  std::vector<std::string> removals;
+};
+inline std::vector<tree_set> tree_sets(const tree_plan& plan) {
+  std::vector<tree_set> sets;
+  for (std::size_t at = 0; at < plan.send.size(); at += tree_set_changes) {
+    const auto end = std::min(plan.send.size(), at + tree_set_changes);
+    sets.push_back({{plan.send.begin() + static_cast<std::ptrdiff_t>(at), plan.send.begin() + static_cast<std::ptrdiff_t>(end)}, {}});
+  }
+  if (plan.removals.empty()) return sets;
+  if (sets.empty() || sets.back().files.size() + plan.removals.size() > tree_set_changes) sets.emplace_back();
+  sets.back().removals = plan.removals;
+  return sets;
+}
+
+/// One PushTree call carrying `set`: header, then each file and its bytes (`sent(n)` after
+/// each piece). A file that changes while read cancels the call (the hub commits nothing of
+/// the set) and throws tree_push_error; the hub's refusal comes back as the status.
+inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext& context, const tree_plan& plan,
+                                  const tree_set& set, bool wait_all, std::uint32_t timeout_ms,
+                                  const std::function<void(std::uint64_t)>& sent, v1::TreeReply& reply) {
+  const auto writer = hub.PushTree(&context, &reply);
+  v1::TreeRequest request;
+  auto& header = *request.mutable_header();
+  header.set_session(plan.session);
+  header.set_path(plan.base);
+  header.set_wait_all(wait_all);
+  header.set_timeout_ms(timeout_ms);
+  for (const auto& r : set.removals) header.add_remove(r);
+  bool open = writer->Write(request);
+  for (const auto* f : set.files) {
+    if (!open) break;
+    request.Clear();
+    request.mutable_file()->set_path(f->rel);
+    request.mutable_file()->set_size(static_cast<std::int64_t>(f->size));
+    open = writer->Write(request);
+    std::string failure;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> in{std::fopen(f->local.c_str(), "rb"), std::fclose};
+    std::uint64_t done = 0;
+    if (!in) failure = "cannot read " + f->local.string() + ": " + std::strerror(errno);
+    while (in && open && failure.empty()) {
+      request.Clear();
+      std::string& piece = *request.mutable_data();
+      piece.resize(tree_piece_bytes);
+      const std::size_t got = std::fread(piece.data(), 1, piece.size(), in.get());
+      piece.resize(got);
+      if (got == 0) break;
+      done += got;
+      if (done > f->size) break;
+      open = writer->Write(request);
+      sent(got);
+    }
+    if (failure.empty() && open && (std::ferror(in.get()) || done != f->size))
+      failure = f->local.string() + " changed while it was being read";
+    if (!failure.empty()) {
+      context.TryCancel();  // tells the hub to commit nothing of this set
+      (void)writer->Finish();
+      throw tree_push_error(failure + "; the push was cancelled, nothing of this change set was changed");
+    }
+  }
+  if (open) writer->WritesDone();
+  return writer->Finish();
+}
+
+/// Files and removals the replies report, and the members (and, after a wait, those
+/// missing any change).
+struct tree_outcome {
+  std::size_t files = 0, removed = 0;
+  std::set<std::string> members, missing;
+};
+inline tree_outcome outcome_of(const std::vector<v1::TreeReply>& replies) {
+  tree_outcome out;
+  for (const auto& r : replies) {
+    for (const auto& c : r.changes()) (c.content_digest().empty() ? out.removed : out.files) += 1;
+    out.members.insert(r.members().begin(), r.members().end());
+    out.missing.insert(r.missing().begin(), r.missing().end());
+  }
+  return out;
+}
+
+}  // namespace meshhub::cli
