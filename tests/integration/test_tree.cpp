@@ -154,3 +154,27 @@ TEST_CASE("push DIR: what cannot be pushed is refused by name and nothing change
   CHECK(m.ls_json("s")["files"].empty());
   CHECK_FALSE(fs::exists(m.node_file("n1", "s", "a.txt")));
 }
+
+TEST_CASE("push DIR: a node offline during the push catches up with the whole tree", "[tree]") {
+  mesh m("tree-offline");
+  m.add_node("n1");
+  m.add_node("n2");
+  m.wait_connected({"n1", "n2"});
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  m.kill_node("n2");  // gone without a goodbye, as a crashed machine
+
+  const auto files = sample_tree();
+  const fs::path dir = m.src("tree");
+  write_tree(dir, files);
+  const auto pushed = m.cli({"push", "s", dir.string(), "--wait", "all", "--timeout", "2", "--json"}, {}, 120s);
+  INFO(pushed.describe(2000));
+  CHECK(pushed.exit_code == 1);  // the change landed, but not every member holds it
+  const json r = parse_json(pushed.out, pushed.command);
+  CHECK(u64(r, "files") == files.size());
+  CHECK(string_set(r["missing"]) == std::set<std::string>{"n2"});  // the wait names who lacks the tree
+  CHECK(node_holds(m, "n1", "s", "", files));
+
+  m.add_node("n2");
+  wait_until(60s, [&] { return node_holds(m, "n2", "s", "", files); }, "n2 holds the whole tree after it reconnects");
+}
