@@ -711,7 +711,14 @@ class assistant_service final : public v1::Assistant::CallbackService {
       write_next_locked();
     }
 
-    void OnDone() override { delete this; }
+    void OnDone() override {
+      const auto live = live_;
+      {
+        std::lock_guard g(live->mu);  // waits for a node answer being handed over right now
+        live->alive = false;
+      }
+      delete this;
+    }
 
    private:
     static constexpr std::size_t piece_size = 1 << 20;
@@ -736,7 +743,9 @@ class assistant_service final : public v1::Assistant::CallbackService {
 
     void ask_node() {
       auto status = guarded([&] {
-        hub_.ask_node(request_.node(), node_command::kind::read, request_.session(), request_.path(), [this](command_result r) {
+        hub_.ask_node(request_.node(), node_command::kind::read, request_.session(), request_.path(), [this, live = live_](command_result r) {
+          std::lock_guard l(live->mu);
+          if (!live->alive) return;  // the call ended (the client went away): drop the rest
           std::lock_guard g(mu_);
           if (!r.error.empty()) {
             final_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node " + request_.node() + ": " + r.error);
@@ -783,6 +792,13 @@ class assistant_service final : public v1::Assistant::CallbackService {
     std::deque<v1::CatReply> pieces_;
     std::optional<grpc::Status> final_;
     bool writing_ = false, finished_ = false;
+    /// A node's answers keep arriving on hub threads after the call may have ended (a client
+    /// that stops reading mid-file): they reach this reactor only while it lives.
+    struct liveness {
+      std::recursive_mutex mu;  // recursive: a Finish inside a handover may end the call inline
+      bool alive = true;
+    };
+    std::shared_ptr<liveness> live_ = std::make_shared<liveness>();
   };
 
   /// Events: follows the hub's event stream. A client too slow to keep up loses events

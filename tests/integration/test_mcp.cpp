@@ -106,7 +106,8 @@ TEST_CASE("mcp: the handshake in both eras, the tool list, and JSON-RPC errors",
     }
     // Annotations tell an agent which tools only look.
     c.initialize("2025-11-25");
-    for (const auto& t : c.request("tools/list")["tools"]) {
+    const json listed = c.request("tools/list");  // a named object: the loop must not outlive it
+    for (const auto& t : listed["tools"]) {
       const std::string name = t["name"];
       const bool looks = name == "list_sessions" || name == "list_files" || name == "read_file" || name == "search_files" ||
                          name == "status";
