@@ -79,8 +79,6 @@ class exclude_rules {
     return excludes(rel, false);
   }
 
-  [[nodiscard]] bool empty() const noexcept { return rules_.empty(); }
-
  private:
   struct rule {
     std::string pattern;

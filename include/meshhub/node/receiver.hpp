@@ -115,7 +115,6 @@ class receiver {
   [[nodiscard]] local_index& index() noexcept { return index_; }
   [[nodiscard]] session_folders& folders() noexcept { return folders_; }
   [[nodiscard]] const session_folders& folders() const noexcept { return folders_; }
-  [[nodiscard]] const log_sink& log() const noexcept { return log_; }
 
   /// A new connection: staleness is judged within one connection (the hub re-derives what
   /// this node needs at every hello, and a hub restarted on a fresh store numbers anew).
