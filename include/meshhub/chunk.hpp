@@ -75,20 +75,24 @@ template <codec_policy Codec>
   return c;
 }
 
-/// Reads one chunk of an open file with `pread` and encodes it. Throws `errc::io` when
-/// the file is shorter than `where` says (it changed under us).
-template <codec_policy Codec>
-[[nodiscard]] chunk read_chunk(int fd, chunk_span where, const Codec& codec, std::string& scratch) {
-  scratch.resize(where.size);
+/// Reads exactly `size` bytes at `offset` of an open file into `out` with `pread`. Throws
+/// `errc::io` when the file is shorter (it changed under us).
+inline void read_exactly(int fd, std::uint64_t offset, std::size_t size, std::string& out) {
+  out.resize(size);
   std::size_t done = 0;
-  while (done < where.size) {
-    const ssize_t n = ::pread(fd, scratch.data() + done, where.size - done,
-                              static_cast<off_t>(where.offset + done));
+  while (done < size) {
+    const ssize_t n = ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("read chunk", errno);
     if (n == 0) throw error(errc::io, "read chunk: file shorter than expected (changed while sending)");
     done += static_cast<std::size_t>(n);
   }
+}
+
+/// Reads one chunk of an open file and encodes it (`read_exactly`'s errors).
+template <codec_policy Codec>
+[[nodiscard]] chunk read_chunk(int fd, chunk_span where, const Codec& codec, std::string& scratch) {
+  read_exactly(fd, where.offset, where.size, scratch);
   return encode_chunk(codec, where, std::as_bytes(std::span(scratch)));
 }
 

@@ -252,6 +252,13 @@ class basic_hub {
     waiting_.when_delivered(session_name, path, version, timeout, std::move(done));
   }
 
+  /// The same for every (path, version) of a change set, answered once: `missing` names
+  /// each member lacking any of them.
+  void when_delivered(std::string_view session_name, std::vector<std::pair<std::string, std::uint64_t>> versions,
+                      std::chrono::milliseconds timeout, std::function<void(std::vector<std::string>)> done) {
+    waiting_.when_delivered(session_name, std::move(versions), timeout, std::move(done));
+  }
+
   /// Answers every pending wait (with whoever is still missing) and relayed command (with
   /// an error), and from now on answers new ones at once: for a transport shutting down.
   void stop_waiting() {
@@ -421,6 +428,7 @@ class basic_hub {
 
   void handle(const std::string& node, const chunk_ack& ack) { nodes_.note_chunk_ack(node, ack); }
   void handle(const std::string& node, const file_ack& ack) { catch_up_.on_file_ack(node, ack); }
+  void handle(const std::string& node, const batch_ack& ack) { catch_up_.on_batch_ack(node, ack); }
   void handle(const std::string& node, const command_result& result) { nodes_.on_command_result(node, result); }
 
   hub_options options_;

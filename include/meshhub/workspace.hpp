@@ -204,6 +204,38 @@ inline std::string temp_name() {
 
 }  // namespace detail
 
+/// The folders a batch of renames and unlinks touched, each fsynced once at the end (a
+/// thousand files in one folder cost one folder fsync, not a thousand). Nothing the batch
+/// did may be acknowledged before `sync` returns.
+class folder_syncs {
+ public:
+  /// Remembers the folder open as `fd` (duplicated: the caller may close its own).
+  void add(int fd, std::string_view what) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw_errno("stat the folder of '" + std::string(what) + "'", errno);
+    for (auto& f : folders_)
+      if (f.dev == st.st_dev && f.ino == st.st_ino) return;
+    unique_fd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!copy) throw_errno("keep the folder of '" + std::string(what) + "'", errno);
+    folders_.push_back({st.st_dev, st.st_ino, std::move(copy), std::string(what)});
+  }
+  /// fsyncs every folder remembered, then forgets them.
+  void sync() {
+    for (auto& f : folders_) detail::fsync_or_throw(f.fd.get(), "the folder of '" + f.what + "'");
+    folders_.clear();
+  }
+  [[nodiscard]] bool empty() const noexcept { return folders_.empty(); }
+
+ private:
+  struct folder {
+    dev_t dev;
+    ino_t ino;
+    unique_fd fd;
+    std::string what;
+  };
+  std::vector<folder> folders_;
+};
+
 /// A file being written: a temp file in its final folder until `commit()` publishes it.
 /// Destroying an uncommitted writer removes the temp file.
 ///
@@ -402,8 +434,9 @@ class workspace {
     return out;
   }
 
-  /// Removes a file durably (unlink, fsync folder). Returns false when it was not there.
-  bool remove(std::string_view rel) const {
+  /// Removes a file durably (unlink, fsync folder — or, given `later`, leave the folder to
+  /// the caller's `folder_syncs`). Returns false when it was not there.
+  bool remove(std::string_view rel, folder_syncs* later = nullptr) const {
     check_path(rel);
     auto [parent, leaf] = detail::split_parent(rel);
     const auto dir = existing_folder(parent);
@@ -414,7 +447,8 @@ class workspace {
       if (errno == EISDIR) throw_resolve_error(rel, errno);
       throw_errno("remove '" + std::string(rel) + "'", errno);
     }
-    detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
+    if (later) later->add(dir.get(), rel);
+    else detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");
     return true;
   }
 

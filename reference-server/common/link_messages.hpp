@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "meshhub/codec/kind.hpp"
 #include "meshhub/digest.hpp"
@@ -75,6 +76,21 @@ inline v1::HubMessage to_proto(const node_command& c) {
 
 inline v1::HubMessage to_proto(const chunk_message& c) {
   v1::HubMessage m;
+  if (c.is_batch()) {
+    auto* out = m.mutable_batch();
+    out->set_session(c.file.session);
+    for (const auto& f : c.batch) {
+      auto* e = out->add_files();
+      e->set_path(f.path);
+      e->set_version(f.version);
+      e->set_size(f.size);
+      e->set_content_digest(to_bytes(f.content));
+      e->set_removed(f.removed);
+      e->set_codec(static_cast<v1::Codec>(f.codec));
+      e->set_payload(f.payload);
+    }
+    return m;
+  }
   auto* out = m.mutable_chunk();
   set_file(out, c.file);
   out->set_index(c.body.index);
@@ -112,6 +128,12 @@ inline std::optional<inbound_message> from_proto(const v1::NodeMessage& m) {
       auto& a = m.file_ack();
       return file_ack{{a.session(), a.path(), a.version()}, digest_or_zero(a.content_digest()), a.ok(), a.error()};
     }
+    case v1::NodeMessage::kBatchAck: {
+      batch_ack out;
+      for (auto& a : m.batch_ack().files())
+        out.files.push_back({{a.session(), a.path(), a.version()}, digest_or_zero(a.content_digest()), a.ok(), a.error()});
+      return out;
+    }
     case v1::NodeMessage::kResult: {
       auto& r = m.result();
       command_result out{r.id(), r.last(), r.error(), {}, r.data()};
@@ -143,6 +165,12 @@ inline std::optional<file_version> file_of(const v1::HubMessage& m) {
   }
 }
 
+/// A codec number from the wire; an unknown one keeps an out-of-range value, which
+/// decoding refuses by name.
+inline codec_kind codec_or_unknown(int value) {
+  return value == v1::CODEC_IDENTITY || value == v1::CODEC_ZLIB ? codec_from_wire(value) : static_cast<codec_kind>(0xff);
+}
+
 /// A hub message as the receiver takes it (the chunk's payload is moved out of `m`);
 /// nullopt for one with no known body. Throws `errc::corrupt` for a field no file can have
 /// (a content digest that is not 32 bytes). A chunk's malformed digest or unknown codec
@@ -169,12 +197,22 @@ inline std::optional<outbound_message> from_proto(v1::HubMessage&& m) {
       body.index = c.index();
       body.offset = c.offset();
       body.raw_size = c.raw_size();
-      // An unknown codec keeps an out-of-range value, which decoding refuses by name.
-      body.codec = c.codec() == v1::CODEC_IDENTITY || c.codec() == v1::CODEC_ZLIB ? codec_from_wire(c.codec())
-                                                                                 : static_cast<codec_kind>(0xff);
+      body.codec = codec_or_unknown(c.codec());
       body.payload = std::move(*c.mutable_payload());
       body.raw_digest = digest_or_zero(c.digest());
       return std::make_shared<const chunk_message>(file_of(c), std::move(body));
+    }
+    case v1::HubMessage::kBatch: {
+      // A malformed field of one file (its digest, its codec) makes that file fail
+      // verification, so the receiver refuses it alone.
+      auto& b = *m.mutable_batch();
+      std::vector<batched_file> files;
+      files.reserve(static_cast<std::size_t>(b.files_size()));
+      for (auto& f : *b.mutable_files())
+        files.push_back({f.path(), f.version(), f.size(), digest_or_zero(f.content_digest()), f.removed(),
+                         codec_or_unknown(f.codec()), std::move(*f.mutable_payload())});
+      if (files.empty()) return std::nullopt;  // nothing to store, nothing to answer
+      return std::make_shared<const chunk_message>(b.session(), std::move(files));
     }
     case v1::HubMessage::kRemove: return file_remove{file_of(m.remove())};
     case v1::HubMessage::kLink: return file_link{file_of(m.link()), m.link().target()};
@@ -190,6 +228,13 @@ inline std::optional<outbound_message> from_proto(v1::HubMessage&& m) {
   return std::nullopt;
 }
 
+inline void fill_ack(v1::FileAck& a, const file_ack& x) {
+  set_file(&a, x.file);
+  if (x.ok && x.content != digest{}) a.set_content_digest(to_bytes(x.content));
+  a.set_ok(x.ok);
+  a.set_error(x.error);
+}
+
 /// What a node says, as the wire carries it; `node` names this node in listed entries.
 inline v1::NodeMessage to_proto(const inbound_message& in, const std::string& node) {
   v1::NodeMessage m;
@@ -201,11 +246,9 @@ inline v1::NodeMessage to_proto(const inbound_message& in, const std::string& no
           set_file(&a, x.file);
           a.set_index(x.index);
         } else if constexpr (std::is_same_v<T, file_ack>) {
-          auto& a = *m.mutable_file_ack();
-          set_file(&a, x.file);
-          if (x.ok && x.content != digest{}) a.set_content_digest(to_bytes(x.content));
-          a.set_ok(x.ok);
-          a.set_error(x.error);
+          fill_ack(*m.mutable_file_ack(), x);
+        } else if constexpr (std::is_same_v<T, batch_ack>) {
+          for (const auto& a : x.files) fill_ack(*m.mutable_batch_ack()->add_files(), a);
         } else {
           auto& r = *m.mutable_result();
           r.set_id(x.id);

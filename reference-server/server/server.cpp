@@ -660,25 +660,14 @@ class assistant_service final : public v1::Assistant::CallbackService {
     /// names each member missing any of them).
     void wait_all() {
       const auto timeout = std::chrono::milliseconds(header_->timeout_ms() ? header_->timeout_ms() : 120'000);
-      struct tally {
-        std::mutex mu;
-        std::size_t left;
-        std::set<std::string> missing;
-      };
-      auto t = std::make_shared<tally>();
-      t->left = results_.size();
-      // The last answer finishes the call, and this reactor with it: the loop must not
-      // touch a member once it may have come.
-      const auto targets = std::move(results_);
-      auto& hub = hub_;
-      for (const auto& r : targets)
-        hub.when_delivered(r.session, r.path, r.version, timeout, [this, t](std::vector<std::string> missing) {
-          std::lock_guard g(t->mu);
-          t->missing.insert(missing.begin(), missing.end());
-          if (--t->left > 0) return;
-          for (const auto& m : t->missing) reply_->add_missing(m);
-          Finish(grpc::Status::OK);
-        });
+      std::vector<std::pair<std::string, std::uint64_t>> versions;
+      versions.reserve(results_.size());
+      for (const auto& r : results_) versions.emplace_back(r.path, r.version);
+      // The answer finishes the call, and this reactor with it (it may come inline).
+      hub_.when_delivered(header_->session(), std::move(versions), timeout, [this](std::vector<std::string> missing) {
+        for (const auto& m : missing) reply_->add_missing(m);
+        Finish(grpc::Status::OK);
+      });
     }
 
     void finish(grpc::Status status) {

@@ -112,6 +112,17 @@ class in_process_node {
     std::lock_guard g(state_mu_);
     return begins_;
   }
+  /// Every file version whose bytes were sent here, in order: each begin, and each file of
+  /// a batch (removals not counted).
+  std::vector<file_version> sent_files() const {
+    std::lock_guard g(state_mu_);
+    return sent_;
+  }
+  /// Batches received.
+  std::size_t batches() const {
+    std::lock_guard g(state_mu_);
+    return batches_;
+  }
   std::size_t peak_queued() const { return link_ ? link_->peak_queued_chunks() : 0; }
 
  private:
@@ -141,8 +152,17 @@ class in_process_node {
     }
     {
       std::lock_guard g(state_mu_);
-      if (const auto* b = std::get_if<file_begin>(&m)) begins_.push_back(*b);
-      if (const auto* c = std::get_if<chunk_ptr>(&m)) received_[(*c)->file.path].emplace_back((*c)->file.version, (*c)->body.index);
+      if (const auto* b = std::get_if<file_begin>(&m)) {
+        begins_.push_back(*b);
+        sent_.push_back(b->file);
+      }
+      if (const auto* c = std::get_if<chunk_ptr>(&m); c && (*c)->is_batch()) {
+        ++batches_;
+        for (const auto& f : (*c)->batch)
+          if (!f.removed) sent_.push_back({(*c)->file.session, f.path, f.version});
+      } else if (c) {
+        received_[(*c)->file.path].emplace_back((*c)->file.version, (*c)->body.index);
+      }
     }
     if (std::holds_alternative<node_command>(m)) ++commands_;
     receiver_.handle(m);
@@ -163,6 +183,8 @@ class in_process_node {
   std::map<std::string, std::vector<std::pair<std::uint64_t, std::uint32_t>>> received_;
   std::atomic<std::chrono::microseconds> jitter_{std::chrono::microseconds{0}};
   std::vector<file_begin> begins_;
+  std::vector<file_version> sent_;
+  std::size_t batches_ = 0;
 };
 
 }  // namespace meshhub::testing

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <numeric>
 #include <random>
@@ -295,7 +296,7 @@ TEMPLATE_LIST_TEST_CASE("hub: a member that joins later receives the current fil
   f.hub.remove("s", "drop.txt");
   f.hub.join("s", {"late"});
   REQUIRE(eventually([&] { return f.holds(n, "s", "keep.txt", "v2"); }));
-  CHECK(n.begins().size() == 1);  // only the current version of keep.txt; nothing for drop.txt
+  CHECK(n.sent_files().size() == 1);  // only the current version of keep.txt; nothing for drop.txt
   CHECK(eventually([&] { return f.hub.store().pending_waves().empty(); }));
 }
 
@@ -452,4 +453,44 @@ TEMPLATE_LIST_TEST_CASE("hub: a file over max_file_bytes is refused, declared or
   CHECK_FALSE(f.hub.store().file("s", "over.bin"));
   CHECK_FALSE(f.hub.store().file("s", "declared.bin"));
   CHECK(testing::read_file(mirror / "full.bin") == std::string(1000, 'a'));
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a change set's small files travel in batches, to members online and to one that comes later",
+                        "[hub]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  auto& n1 = f.add_node("n1");
+  auto& n2 = f.add_node("n2");
+  f.hub.join("s", {"n1", "n2", "late"});
+  f.hub.write("s", "dir/gone.txt", "soon removed");
+  std::vector<std::pair<std::string, std::string>> files;
+  for (int i = 0; i < 300; ++i)
+    files.emplace_back("src/d" + std::to_string(i % 7) + "/f" + std::to_string(i) + ".txt", mixed_bytes(i * 13 % 2000, i));
+  files.emplace_back("big.bin", mixed_bytes(3 * small_chunk + 5, 99));  // more than a chunk: a wave of its own
+  std::vector<typename TestType::upload> uploads;
+  for (auto& [path, bytes] : files) {
+    uploads.push_back(f.hub.begin_upload("s", path));
+    uploads.back().append(bytes);
+  }
+  const auto results = f.hub.commit_set("s", std::move(uploads), {"dir/gone.txt"});
+  std::vector<std::pair<std::string, std::uint64_t>> versions;
+  for (auto& r : results) versions.emplace_back(r.path, r.version);
+  auto wait = [&](std::chrono::milliseconds timeout) {
+    std::promise<std::vector<std::string>> missing;
+    f.hub.when_delivered("s", versions, timeout, [&](std::vector<std::string> m) { missing.set_value(std::move(m)); });
+    return missing.get_future().get();
+  };
+  CHECK(wait(300ms) == std::vector<std::string>{"late"});
+  auto& late = f.add_node("late");  // catches up: the small files in a repair batch
+  CHECK(wait(20s).empty());
+  for (auto* n : {&n1, &n2, &late}) {
+    for (auto& [path, bytes] : files) CHECK(f.holds(*n, "s", path, bytes));
+    CHECK_FALSE(std::filesystem::exists(n->session("s").root() / "dir/gone.txt"));
+    // Many files per message: the 300 small ones (≤ 2 KiB) fit a few 64 KiB batches.
+    CHECK(n->batches() >= 1);
+    CHECK(n->batches() <= 20);
+    CHECK(n->begins().size() <= 2);  // big.bin (and, before the set, gone.txt)
+  }
+  CHECK(f.hub.store().pending_waves().empty());
+  CHECK(f.count(event_kind::file_delivered, "late") >= files.size());
 }

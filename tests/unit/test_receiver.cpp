@@ -3,8 +3,11 @@
 // refusal leaves the disk as it was.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -19,16 +22,18 @@ using meshhub::node::receiver;
 
 namespace {
 
-/// A replica host that keeps every answer; `refuse_guard` makes its guard refuse.
+/// A replica host that keeps every answer; `refuse_guard` makes its guard refuse (only
+/// for `refuse_only`, when that names a path).
 struct keeping_host : node::replica_host {
   std::vector<inbound_message> replies;
   bool refuse_guard = false;
+  std::string refuse_only;
   std::vector<file_version> guarded;
   void reply(const inbound_message& m) { replies.push_back(m); }
   void guard(std::unique_lock<std::mutex>& lk, const file_version& f, workspace* ws) {
     REQUIRE(lk.owns_lock());
     guarded.push_back(f);
-    if (refuse_guard && ws) throw node::refusal{"the host keeps the local copy"};
+    if (refuse_guard && ws && (refuse_only.empty() || f.path == refuse_only)) throw node::refusal{"the host keeps the local copy"};
   }
   template <class T>
   std::vector<T> all() const {
@@ -308,4 +313,103 @@ TEST_CASE("receiver: a skill link replaces the session's copy, and a link to som
   CHECK(std::filesystem::is_symlink(f.at("s", "skills/tool")));
   f.node->handle(file_link{{"s", "notes/tool", 3}, "tool"});
   CHECK_THAT(f.last_ack().error, Catch::Contains("not a skill link"));
+}
+
+namespace {
+
+/// A batch of `session`'s files as the hub sends it: (path, version, bytes), a removal
+/// where bytes is nullopt.
+chunk_ptr make_batch(const std::string& session,
+                     const std::vector<std::tuple<std::string, std::uint64_t, std::optional<std::string>>>& files) {
+  std::vector<batched_file> out;
+  zlib_codec codec;
+  for (const auto& [path, version, bytes] : files) {
+    batched_file f{path, version, 0, {}, !bytes, codec_kind::identity, {}};
+    if (bytes) {
+      f.size = bytes->size();
+      f.content = content_digest_of(*bytes);
+      f.codec = codec.encode(std::as_bytes(std::span(*bytes)), f.payload);
+    }
+    out.push_back(std::move(f));
+  }
+  return std::make_shared<const chunk_message>(session, std::move(out));
+}
+
+}  // namespace
+
+TEST_CASE("receiver: a batch stores every file durably and answers once, a file in order per path", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "old.txt", 1}, "old"));
+  f.send(make_file({"s", "dir/gone.txt", 1}, "gone soon"));
+  const auto before = f.host.replies.size();
+  const std::string text = pattern(3000);
+  f.node->handle(make_batch("s", {{"a.txt", 1, text},
+                                  {"dir/deep/b.txt", 1, std::string("b")},
+                                  {"empty", 1, std::string()},
+                                  {"old.txt", 2, std::string("new")},
+                                  {"dir/gone.txt", 2, std::nullopt},
+                                  {"never-was.txt", 3, std::nullopt}}));
+  REQUIRE(f.host.replies.size() == before + 1);  // one answer for the whole batch
+  const auto answer = std::get<batch_ack>(f.host.replies.back());
+  REQUIRE(answer.files.size() == 6);
+  for (const auto& a : answer.files) CHECK(a.ok);
+  CHECK(f.read("s", "a.txt") == text);
+  CHECK(f.read("s", "dir/deep/b.txt") == "b");
+  CHECK(f.read("s", "empty").empty());
+  CHECK(f.read("s", "old.txt") == "new");
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "dir/gone.txt")));
+  // The index learned all of it; no temp file is left beside the targets.
+  CHECK(f.node->index().get("s", "old.txt")->version == 2);
+  CHECK(f.node->index().get("s", "dir/gone.txt")->deleted);
+  CHECK(f.node->index().get("s", "a.txt")->content == content_digest_of(text));
+  for (const auto& e : std::filesystem::recursive_directory_iterator(f.dir / "node" / "s"))
+    CHECK_FALSE(e.path().filename().string().starts_with(".meshhub-tmp-"));
+  // The host's guard ran before each hub version replaced a path.
+  CHECK(std::count(f.host.guarded.begin(), f.host.guarded.end(), file_version{"s", "old.txt", 2}) == 1);
+}
+
+TEST_CASE("receiver: a batch refuses its bad files alone and leaves their paths as they were", "[receiver]") {
+  fixture f;
+  f.send(make_file({"s", "newer.txt", 5}, "v5"));
+  f.send(make_file({"s", "kept.txt", 1}, "mine"));
+  auto good = make_batch("s", {{"ok.txt", 1, std::string("fine")},
+                               {"corrupt.txt", 1, std::string("will be altered")},
+                               {"newer.txt", 4, std::string("v4, older than what is here")},
+                               {"../escape.txt", 1, std::string("x")},
+                               {"kept.txt", 2, std::string("refused by the guard")}});
+  // Alter one file's bytes after its digest was taken, as a corrupt wire would.
+  auto files = good->batch;
+  files[1].payload[0] ^= 0x20;
+  f.host.refuse_guard = true;
+  f.host.refuse_only = "kept.txt";
+  f.node->handle(std::make_shared<const chunk_message>("s", std::move(files)));
+  const auto answer = std::get<batch_ack>(f.host.replies.back());
+  REQUIRE(answer.files.size() == 5);
+  CHECK(answer.files[0].ok);
+  CHECK_FALSE(answer.files[1].ok);
+  CHECK_THAT(answer.files[1].error, Catch::Contains("corrupt"));
+  CHECK_FALSE(answer.files[2].ok);
+  CHECK_THAT(answer.files[2].error, Catch::Contains("stale"));
+  CHECK_FALSE(answer.files[3].ok);
+  CHECK_FALSE(answer.files[4].ok);
+  CHECK(f.read("s", "ok.txt") == "fine");
+  CHECK_FALSE(std::filesystem::exists(f.at("s", "corrupt.txt")));
+  CHECK(f.read("s", "newer.txt") == "v5");
+  CHECK(f.read("s", "kept.txt") == "mine");
+  CHECK_FALSE(std::filesystem::exists(f.dir / "node" / "escape.txt"));
+  for (const auto& e : std::filesystem::recursive_directory_iterator(f.dir / "node" / "s"))
+    CHECK_FALSE(e.path().filename().string().starts_with(".meshhub-tmp-"));
+}
+
+TEST_CASE("receiver: a batch's older file is stale while a newer version of its path is being received", "[receiver]") {
+  fixture f;
+  const auto big = make_file({"s", "a.bin", 7}, pattern(3 * small_chunk));
+  f.send(big, 1);  // v7 is on its way (one chunk of three)
+  f.node->handle(make_batch("s", {{"a.bin", 6, std::string("v6")}}));
+  const auto answer = std::get<batch_ack>(f.host.replies.back());
+  REQUIRE(answer.files.size() == 1);
+  CHECK_FALSE(answer.files[0].ok);
+  for (std::size_t i = 1; i < big.chunks.size(); ++i) f.node->handle(big.chunks[i]);  // v7 completes untouched
+  CHECK(f.last_ack().ok);
+  CHECK(f.read("s", "a.bin") == pattern(3 * small_chunk));
 }

@@ -196,7 +196,7 @@ TEST_CASE("recovery: an acknowledgement lost before the store recorded it costs 
   auto& again = f.node("n1");
   again.connect();  // its root digest equals the mirror's: in sync without a transfer
   CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
-  CHECK(again.begins().empty());
+  CHECK(again.sent_files().empty());
   REQUIRE(eventually([&] { return f.of(event_kind::node_reconciled).size() == 1; }));
   CHECK(f.of(event_kind::node_reconciled)[0].detail.starts_with("in sync"));
 }
@@ -220,7 +220,7 @@ TEST_CASE("reconcile: files changed or removed behind the node's back are found 
   ws.remove("lost.txt");
   ws.write("removed.txt", "came back");
   ws.write("stray.txt", "never on the hub");
-  const auto sent_before = n1.begins().size();
+  const auto sent_before = n1.sent_files().size();
   n1.connect();
   CHECK(eventually([&] { return f.holds(n1, "edit.txt", "hub:edit.txt") && f.holds(n1, "lost.txt", "hub:lost.txt") &&
                                 f.lacks(n1, "removed.txt"); }));
@@ -235,8 +235,8 @@ TEST_CASE("reconcile: files changed or removed behind the node's back are found 
   CHECK_THAT(drift[0].detail, !Catch::Contains("keep.txt"));
   // Only what differed was sent.
   std::set<std::string> sent;
-  auto begins = n1.begins();
-  for (auto i = sent_before; i < begins.size(); ++i) sent.insert(begins[i].file.path);
+  auto files = n1.sent_files();
+  for (auto i = sent_before; i < files.size(); ++i) sent.insert(files[i].path);
   CHECK(sent == std::set<std::string>{"edit.txt", "lost.txt"});
   CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
 }
@@ -260,8 +260,8 @@ TEST_CASE("reconcile: a file written while the node's listing is on its way back
   REQUIRE(eventually([&] { return n1.commands_seen() == 1; }));  // the LIST ran; its answer is held
   f.hub->write("s", "b.txt", "written meanwhile");
   const auto begun = [&] {
-    for (const auto& b : n1.begins())
-      if (b.file.path == "b.txt") return true;
+    for (const auto& f : n1.sent_files())
+      if (f.path == "b.txt") return true;
     return false;
   };
   // Nothing is delivered to a node while its listing is outstanding.
@@ -316,7 +316,7 @@ TEST_CASE("node changes: based on the current version they are accepted and reac
   CHECK(eventually([&] { return f.holds(f.node("n2"), "notes.md", "n1's edit"); }));
   CHECK(f.mirror("notes.md") == "n1's edit");
   CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
-  for (auto& b : f.node("n1").begins()) CHECK(b.file.version != 2);  // never sent back to its origin
+  for (auto& sent : f.node("n1").sent_files()) CHECK(sent.version != 2);  // never sent back to its origin
 
   // The same content again (an answer lost in a crash): nothing new.
   auto again = node_write(*f.hub, "n1", 1, "notes.md", "n1's edit");

@@ -1,10 +1,13 @@
 #pragma once
 /// The hub's view of one node link. Several waves (and their dispatch policies' threads)
 /// send to one link at once; this guard makes "a node never receives version v after
-/// v+1 of a path" hold on the wire itself: a begin or removal names the path's current
-/// version, and a chunk of any other version is dropped — under the same lock as its
-/// enqueue, so no chunk of v can slip in after the begin of v+1. (A skill link is a version
-/// of its path like a begin or a removal.)
+/// v+1 of a path" hold on the wire itself: a begin, a removal or a file of a batch names
+/// the path's current version, and a chunk of any other version is dropped — under the
+/// same lock as its enqueue, so no chunk of v can slip in after the begin of v+1. (A skill
+/// link is a version of its path like a begin or a removal. A batch is one message for
+/// every member, so an older file in it still travels; the node, which holds or is
+/// receiving the newer version, refuses it as stale.)
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,7 +23,9 @@ class ordered_link final : public node_link {
 
   bool try_send(outbound_message message) override {
     std::lock_guard g(mu_);
-    if (auto* c = std::get_if<chunk_ptr>(&message)) {
+    if (auto* c = std::get_if<chunk_ptr>(&message); c && (*c)->is_batch()) {
+      return announce_batch(**c, message);
+    } else if (c) {
       auto it = current_.find({(*c)->file.session, (*c)->file.path});
       if (it == current_.end() || it->second != (*c)->file.version) return true;  // superseded: dropped on purpose
     } else if (auto* b = std::get_if<file_begin>(&message)) {
@@ -43,6 +48,17 @@ class ordered_link final : public node_link {
     if (file.version < current) return true;
     if (!inner_->try_send(std::move(message))) return false;
     current = file.version;
+    return true;
+  }
+
+  /// A batch announces each of its files. It is shared by every member, so one whose path
+  /// went past it on this wire still travels, and the node refuses it as stale.
+  bool announce_batch(const chunk_message& batch, outbound_message& message) {
+    if (!inner_->try_send(std::move(message))) return false;
+    for (const auto& f : batch.batch) {
+      auto& current = current_[{batch.file.session, f.path}];
+      current = std::max(current, f.version);
+    }
     return true;
   }
 

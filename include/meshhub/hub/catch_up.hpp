@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -126,34 +127,37 @@ class catch_up {
 
   /// A node stored (or refused) a version.
   void on_file_ack(const std::string& node, const file_ack& ack) {
-    if (!nodes_.note_file_ack(node, ack)) return;  // a node this hub never saw
-    const path_key key{ack.file.session, ack.file.path};
-    bool catching_up = false;
-    std::size_t attempts = 0;  // of this path, when the node refused it
-    {
-      std::lock_guard g(mu_);
-      auto& p = progress_[node];
-      catching_up = p.catching_up;
-      if (ack.ok) {
-        p.retries.erase(key);
-      } else {
-        auto& r = p.retries[key];
-        attempts = ++r.first;
-        r.second = std::chrono::steady_clock::now() + Engine::retry_backoff(attempts);
-      }
-    }
-    if (!ack.ok) {
-      const bool corrupt = ack.error.find("corrupt") != std::string::npos;
-      events_.emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
-                   ack.file.version, ack.error);
-      if (attempts <= options_.max_delivery_retries) request_after(node, Engine::retry_backoff(attempts));
-      return;
-    }
-    // Only a member's copy counts; a node that left meanwhile changes nothing.
-    if (!is_member(node, ack.file.session)) return;
+    const auto settled = settle(node, ack);
+    if (!settled.counts) return;
     MESHHUB_FAILPOINT("before_ack_record");
     note_delivery(node, ack.file);
     events_.emit(event_kind::file_delivered, ack.file.session, node, ack.file.path, ack.file.version, {});
+    if (settled.catching_up) request(node);
+  }
+
+  /// A node answered a batch: each file settles as a file_ack would, and what it stored is
+  /// recorded in one store transaction per session.
+  void on_batch_ack(const std::string& node, const batch_ack& ack) {
+    std::map<std::string, std::vector<node_version>> held;  // per session
+    std::map<std::string, bool> member;                      // per session, asked once
+    bool catching_up = false;
+    for (const auto& a : ack.files) {
+      const auto settled = settle(node, a, false);
+      catching_up = catching_up || settled.catching_up;
+      if (!settled.ok) continue;
+      auto m = member.find(a.file.session);
+      if (m == member.end()) m = member.emplace(a.file.session, is_member(node, a.file.session)).first;
+      if (m->second) held[a.file.session].push_back({a.file.path, a.file.version});
+    }
+    if (!held.empty()) {
+      MESHHUB_FAILPOINT("before_ack_record");
+    }
+    for (const auto& [session, files] : held) {
+      for (auto& done : store_.record_deliveries(node, session, files))
+        events_.emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
+      for (const auto& f : files) events_.emit(event_kind::file_delivered, session, node, f.path, f.version, {});
+      waiting_.recheck(session);
+    }
     if (catching_up) request(node);
   }
 
@@ -172,6 +176,45 @@ class catch_up {
   }
 
  private:
+  /// How an acknowledgement settled: `ok` — the node stored it; `counts` — and it is a
+  /// member's copy, to be recorded; `catching_up` — the node is catching up (ask again).
+  struct settled_ack {
+    bool ok = false, counts = false, catching_up = false;
+  };
+
+  /// The registry's and the retries' part of an acknowledgement: the delivery ends; a
+  /// refusal is reported and retried after its backoff. Membership is checked only when
+  /// `check_member` (a batch asks once per session).
+  settled_ack settle(const std::string& node, const file_ack& ack, bool check_member = true) {
+    if (!nodes_.note_file_ack(node, ack)) return {};  // a node this hub never saw
+    const path_key key{ack.file.session, ack.file.path};
+    settled_ack out;
+    std::size_t attempts = 0;  // of this path, when the node refused it
+    {
+      std::lock_guard g(mu_);
+      auto& p = progress_[node];
+      out.catching_up = p.catching_up;
+      if (ack.ok) {
+        p.retries.erase(key);
+      } else {
+        auto& r = p.retries[key];
+        attempts = ++r.first;
+        r.second = std::chrono::steady_clock::now() + Engine::retry_backoff(attempts);
+      }
+    }
+    if (!ack.ok) {
+      const bool corrupt = ack.error.find("corrupt") != std::string::npos;
+      events_.emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
+                   ack.file.version, ack.error);
+      if (attempts <= options_.max_delivery_retries) request_after(node, Engine::retry_backoff(attempts));
+      return {false, false, false};
+    }
+    out.ok = true;
+    // Only a member's copy counts; a node that left meanwhile changes nothing.
+    out.counts = !check_member || is_member(node, ack.file.session);
+    return out;
+  }
+
   /// One node's progress on its current connection.
   struct progress {
     bool round_pending = false;  ///< a catch-up round is queued
@@ -299,15 +342,38 @@ class catch_up {
         wanted_need.push_back(i);
       }
     }
-    const auto admitted = nodes_.reserve(node, wanted, options_.catch_up_window);
-    const bool catching_up = !admitted.chosen.empty() || admitted.busy || waiting_retry;
+    // Small files and removals go first, in one batch wave per session of up to
+    // max_set_files; the window of single deliveries is for the rest.
+    std::vector<std::pair<path_key, std::uint64_t>> small, large;
+    std::vector<std::size_t> small_need, large_need;
+    for (std::size_t i = 0; i < wanted.size(); ++i) {
+      const bool batch = waves_.batchable(needed[wanted_need[i]].file) && small.size() < options_.max_set_files;
+      (batch ? small : large).push_back(wanted[i]);
+      (batch ? small_need : large_need).push_back(wanted_need[i]);
+    }
+    const auto batched = small.size() > 1 ? nodes_.reserve(node, small, std::numeric_limits<std::size_t>::max())
+                                          : node_registry::reservation{};
+    if (small.size() == 1) {  // one file alone travels as a wave of its own
+      large.insert(large.begin(), small.front());
+      large_need.insert(large_need.begin(), small_need.front());
+    }
+    const auto admitted = nodes_.reserve(node, large, options_.catch_up_window);
+    const bool catching_up = !batched.chosen.empty() || !admitted.chosen.empty() || admitted.busy || waiting_retry;
     {
       std::lock_guard g(mu_);
       progress_[node].catching_up = catching_up;
     }
     if (!catching_up && nodes_.clear_lagging(node)) events_.emit(event_kind::node_caught_up, {}, node, {}, 0, {});
+    if (!batched.chosen.empty()) {
+      std::map<std::string, std::vector<std::string>> by_session;  // paths per session
+      for (auto chosen : batched.chosen) {
+        const auto& x = needed[small_need[chosen]];
+        by_session[x.session].push_back(x.file.path);
+      }
+      for (auto& [session, paths] : by_session) repair_batch(node, session, paths);
+    }
     for (auto chosen : admitted.chosen) {
-      const auto& x = needed[wanted_need[chosen]];
+      const auto& x = needed[large_need[chosen]];
       // Deliver the version that is current *now*, read under the session's write lock so
       // the bytes and the version agree even if a write is racing us.
       auto lock = locks_.of(x.session);
@@ -323,6 +389,28 @@ class catch_up {
         events_.emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
       }
     }
+  }
+
+  /// Starts a repair batch wave of `paths` (reserved for `node`) at the versions current
+  /// now, read under the session's write lock as a single repair's is. A path whose current
+  /// version no longer fits a batch is left to the next round.
+  void repair_batch(const std::string& node, const std::string& session, const std::vector<std::string>& paths) {
+    bool left = false;
+    {
+      auto lock = locks_.of(session);
+      std::lock_guard g(*lock);
+      std::vector<file_record> versions;
+      for (const auto& path : paths) {
+        nodes_.release(node, {session, path});
+        auto current = store_.file(session, path);
+        if (current && waves_.batchable(*current)) versions.push_back(std::move(*current));
+        else left = left || current.has_value();
+      }
+      waves_.start_batch(
+          session, std::move(versions), [this, session](const std::string& path) { return mirror_.open_version(session, path); },
+          {node}, /*repair=*/true);
+    }
+    if (left) request_after(node, Engine::retry_backoff(0));
   }
 
   const hub_options& options_;

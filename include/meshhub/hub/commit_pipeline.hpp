@@ -202,7 +202,7 @@ class commit_pipeline {
     publish_set(session, files, set, records);
     MESHHUB_FAILPOINT("published");
     std::vector<write_result> out;
-    for (std::size_t i = 0; i < set.size(); ++i) announce(set[i], records[i]);
+    announce_set(session, set, records);
     for (std::size_t i = 0; i < files.size(); ++i) {
       out.push_back({session, set[i].path, records[i].version, set[i].size, set[i].content, false, records[i].members, {}, {}, false});
       if (on_committed_) on_committed_(set[i]);
@@ -258,23 +258,16 @@ class commit_pipeline {
   /// retried the way a restart would; one that still fails is left to recovery.
   void publish_set(const std::string& session, std::vector<upload>& files, const std::vector<change>& set,
                    const std::vector<change_record>& records) {
-    std::vector<std::pair<dev_t, ino_t>> synced;
-    auto sync_folder = [&](int fd, const std::string& path) {
-      struct stat st {};
-      if (::fstat(fd, &st) != 0) throw_errno("stat the folder of '" + path + "'", errno);
-      if (std::find(synced.begin(), synced.end(), std::pair{st.st_dev, st.st_ino}) != synced.end()) return;
-      detail::fsync_or_throw(fd, "the folder of '" + path + "'");
-      synced.emplace_back(st.st_dev, st.st_ino);
-    };
+    folder_syncs folders;
     const auto ws = mirror_.of(session);
     for (std::size_t i = 0; i < set.size(); ++i) {
       const auto& c = set[i];
       try {
         if (i < files.size()) {
           files[i].writer_.rename_into_place();
-          sync_folder(files[i].writer_.folder_fd(), c.path);
+          folders.add(files[i].writer_.folder_fd(), c.path);
         } else {
-          ws.remove(c.path);
+          ws.remove(c.path, &folders);
         }
       } catch (const std::exception&) {
         if (!mirror_.publish_staged({records[i].wave_id, c.session, c.path, records[i].version, c.content, c.deleted, {}, c.staged,
@@ -282,6 +275,7 @@ class commit_pipeline {
           throw;
       }
     }
+    folders.sync();
   }
 
   write_result commit(change c, durable_writer* writer, const std::optional<change_origin>& origin) {
@@ -346,23 +340,47 @@ class commit_pipeline {
   /// members, or for the library to every connected node. The caller holds the session's
   /// write lock.
   void announce(const change& c, const change_record& rec) {
-    store_.mark_published(rec.wave_id);
-    std::vector<std::pair<std::string, std::uint32_t>> targets;
-    if (is_library_session(c.session)) {
-      for (auto& node : nodes_.connected()) targets.emplace_back(node, 0);
-    } else {
-      for (auto& m : rec.members) targets.emplace_back(m, 0);
+    const auto targets = published(c, rec);
+    const file_record version{c.path, rec.version, c.size, c.content, c.deleted, c.link};
+    unique_fd fd;
+    if (Engine::carries_bytes(version)) fd = mirror_.open_version(c.session, c.path);
+    std::vector<std::pair<std::string, std::uint32_t>> from_start;
+    for (auto& t : targets) from_start.emplace_back(t, 0);
+    waves_.start(c.session, version, std::move(fd), from_start);
+  }
+
+  /// `announce` for a change set: the versions that may travel in batches (small files,
+  /// removals) go together in one batch wave, the others each in a wave of their own.
+  void announce_set(const std::string& session, const std::vector<change>& set, const std::vector<change_record>& records) {
+    std::vector<file_record> batched;
+    std::vector<std::string> targets;
+    for (std::size_t i = 0; i < set.size(); ++i) {
+      const auto& c = set[i];
+      const file_record version{c.path, records[i].version, c.size, c.content, c.deleted, c.link};
+      if (!waves_.batchable(version)) {
+        announce(c, records[i]);
+        continue;
+      }
+      targets = published(c, records[i]);  // one transaction's changes: the same members
+      batched.push_back(version);
     }
+    if (batched.empty()) return;
+    waves_.start_batch(session, std::move(batched),
+                       [this, session](const std::string& path) { return mirror_.open_version(session, path); }, targets);
+  }
+
+  /// The bookkeeping of a change about to be waved: marked published, `wave_started` (and
+  /// `wave_completed` at once when no member waits for it). Returns its targets: the
+  /// members, or for the library every connected node.
+  std::vector<std::string> published(const change& c, const change_record& rec) {
+    store_.mark_published(rec.wave_id);
+    const auto targets = is_library_session(c.session) ? nodes_.connected() : rec.members;
     events_.emit(event_kind::wave_started, c.session, {}, c.path, rec.version,
                  std::to_string(targets.size()) + (is_library_session(c.session) ? " node(s)" : " member(s)") +
                      (c.deleted ? ", removal" : "") + (c.link.empty() ? "" : ", link to skill '" + c.link + "'") +
                      (c.origin.empty() ? "" : ", from node " + c.origin));
-    const bool none = targets.empty();
-    const file_record version{c.path, rec.version, c.size, c.content, c.deleted, c.link};
-    unique_fd fd;
-    if (Engine::carries_bytes(version)) fd = mirror_.open_version(c.session, c.path);
-    waves_.start(c.session, version, std::move(fd), targets);
-    if (none) events_.emit(event_kind::wave_completed, c.session, {}, c.path, rec.version, "no members");
+    if (targets.empty()) events_.emit(event_kind::wave_completed, c.session, {}, c.path, rec.version, "no members");
+    return targets;
   }
 
   /// `<stem>.conflict-<node>-<version><ext>` beside `path`, numbered on when taken.

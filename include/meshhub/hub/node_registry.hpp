@@ -222,6 +222,38 @@ class node_registry {
     return a;
   }
 
+  /// Admits a batch of `session`'s `files` (path, version) to `node` under the rules of
+  /// `begin_delivery`, all at once: each becomes its path's delivery in flight (a batch
+  /// never resumes, so their resume points go). Null when the node cannot take it now.
+  link_ptr begin_batch(const std::string& node, const std::string& session,
+                       const std::vector<std::pair<std::string, std::uint64_t>>& files, bool repair) {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end() || !it->second.link || it->second.reconciling > 0 || (it->second.lagging && !repair)) return nullptr;
+    auto& n = it->second;
+    for (const auto& [path, version] : files) {
+      const path_key key{session, path};
+      n.active[key] = version;
+      n.resume.erase(key);
+    }
+    return n.link;
+  }
+
+  /// The batch `begin_batch` admitted ended before the node had all of it.
+  void end_batch(const std::string& node, const std::string& session,
+                 const std::vector<std::pair<std::string, std::uint64_t>>& files) {
+    std::lock_guard g(mu_);
+    for (const auto& [path, version] : files) end_locked(node, {session, path, version});
+  }
+
+  /// Whether `node` still takes a batch wave's messages over `link`: it is the node's
+  /// connection and the node does not lag (unless `repair`).
+  [[nodiscard]] bool sending_to(const std::string& node, const std::shared_ptr<node_link>& link, bool repair) const {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    return it != nodes_.end() && it->second.link == link && (!it->second.lagging || repair);
+  }
+
   /// The delivery of `file` to `node` ended (sent, refused, or dropped).
   void end_delivery(const std::string& node, const file_version& file) {
     std::lock_guard g(mu_);
@@ -301,6 +333,16 @@ class node_registry {
     n.sent_high.erase({ack.file.session, ack.file.path, ack.file.version});
     if (ack.ok) ++n.files_acked;
     return true;
+  }
+
+  /// A batch went to the node's queue: a chunk sent, never a re-sent one (a batch that
+  /// did not arrive is sent again as new deliveries).
+  void count_batch_sent(const std::string& node, std::uint64_t payload) {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
+    ++it->second.chunks_sent;
+    it->second.bytes_sent += payload;
   }
 
   /// A chunk of `file` went to the node's queue (for the sent / re-sent counters).

@@ -34,7 +34,13 @@ struct hub_options {
   std::size_t control_threads = 1;
   /// Transfer chunk size (1 KiB … 4 MiB).
   std::size_t chunk_size = default_chunk_size;
-  /// Deliveries one node may have in flight while it catches up (≥ 1).
+  /// Files up to this size (and removals) travel in batches — many whole files in one
+  /// message of at most chunk_size bytes, stored by the node with one flush and answered
+  /// with one acknowledgement — when a change set or a catch-up round carries several;
+  /// larger files stream chunk by chunk in waves of their own. 0: no batches.
+  std::size_t batch_file_bytes = std::size_t{1} << 20;
+  /// Deliveries one node may have in flight while it catches up (≥ 1), besides one batch
+  /// wave of at most max_set_files files.
   std::size_t catch_up_window = 4;
   /// Recent events kept for `events --replay`.
   std::size_t event_history = 1024;

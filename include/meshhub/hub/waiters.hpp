@@ -11,10 +11,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "meshhub/concepts.hpp"
@@ -31,14 +33,22 @@ class waiters {
 
   waiters(const Store& store, thread_pool& pool) : store_(store), pool_(pool) {}
 
+  /// (path, version) pairs one wait is for.
+  using versions = std::vector<std::pair<std::string, std::uint64_t>>;
+
   /// Calls `done(missing)` once every member holds `version` of the path, or once
   /// `timeout` passed (then `missing` names who does not). May call inline.
   void when_delivered(std::string_view session, std::string_view path, std::uint64_t version,
                       std::chrono::milliseconds timeout, answer done) {
+    when_delivered(session, versions{{std::string(path), version}}, timeout, std::move(done));
+  }
+
+  /// The same for many paths at once (a change set): answered once every member holds
+  /// every one of `wanted`, or at the deadline naming each member missing any of them.
+  void when_delivered(std::string_view session, versions wanted, std::chrono::milliseconds timeout, answer done) {
     auto w = std::make_shared<waiter>();
     w->session = session;
-    w->path = path;
-    w->version = version;
+    w->wanted = std::move(wanted);
     w->done = std::move(done);
     bool stopping;
     {
@@ -58,7 +68,7 @@ class waiters {
     {
       std::lock_guard g(mu_);
       for (auto& w : waiting_)
-        if (w->session == session && (path.empty() || w->path == path)) due.push_back(w);
+        if (w->session == session && (path.empty() || w->wants(path))) due.push_back(w);
     }
     for (auto& w : due) check(w);
   }
@@ -77,19 +87,24 @@ class waiters {
 
  private:
   struct waiter {
-    std::string session, path;
-    std::uint64_t version = 0;
+    std::string session;
+    versions wanted;
     answer done;
     std::atomic<bool> fired{false};
+    /// Whether a delivery of `path` may answer it (a wait for many paths checks on every one).
+    [[nodiscard]] bool wants(const std::string& path) const { return wanted.size() != 1 || wanted.front().first == path; }
   };
 
+  /// The members that lack some of `w.wanted`: one pass over what each member holds.
   std::vector<std::string> missing(const waiter& w) const {
+    std::map<std::string_view, std::uint64_t> wanted;
+    for (auto& [path, version] : w.wanted) wanted[path] = std::max(wanted[path], version);
     std::vector<std::string> out;
     for (auto& m : store_.members(w.session)) {
-      std::uint64_t have = 0;
+      std::size_t held = 0;
       for (auto& nv : store_.node_versions(m, w.session))
-        if (nv.path == w.path) have = nv.version;
-      if (have < w.version) out.push_back(m);
+        if (auto it = wanted.find(nv.path); it != wanted.end() && nv.version >= it->second) ++held;
+      if (held < wanted.size()) out.push_back(m);
     }
     return out;
   }

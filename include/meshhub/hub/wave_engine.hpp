@@ -121,6 +121,56 @@ class wave_engine {
     if (runs) pool_.post([this, w] { pump(w); });
   }
 
+  /// Opens the mirror's copy of one path of a batch wave's session for reading.
+  using open_fn = std::function<unique_fd(const std::string& path)>;
+
+  /// Whether `version` may travel in a batch: a removal, or a file of at most
+  /// batch_file_bytes and one chunk (an empty one included); never a skill's link.
+  [[nodiscard]] bool batchable(const file_record& version) const noexcept {
+    return options_.batch_file_bytes > 0 && version.link.empty() &&
+           (version.deleted || version.size <= std::min(options_.batch_file_bytes, options_.chunk_size));
+  }
+
+  /// Starts delivering many `batchable` versions of one session to `targets` as a batch
+  /// wave: its "chunks" are batches, each one shared message of whole files (encoded once)
+  /// of at most chunk_size bytes, paced, backlogged and lagged exactly like a file's chunks.
+  /// A batch opens its files (`open`) only when it is made, so a wave of thousands of files
+  /// holds no descriptor per file; a file whose bytes no longer match its version was
+  /// replaced meanwhile and is left out (the newer version has its own wave). The caller
+  /// holds the session's write lock, as for `start`.
+  void start_batch(const std::string& session, std::vector<file_record> versions, open_fn open,
+                   const std::vector<std::string>& targets, bool repair = false) {
+    if (versions.empty()) return;
+    auto w = std::make_shared<wave>();
+    w->repair = repair;
+    w->file = {session, {}, 0};
+    w->open = std::move(open);
+    w->bounds.push_back(0);
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < versions.size(); ++i) {
+      // Paths and fields count too, so a batch of many empty files stays one chunk's size.
+      const std::size_t cost = (versions[i].deleted ? 0 : versions[i].size) + versions[i].path.size() + 64;
+      if (i > w->bounds.back() && bytes + cost > options_.chunk_size) {
+        w->bounds.push_back(i);
+        bytes = 0;
+      }
+      bytes += cost;
+    }
+    w->bounds.push_back(versions.size());
+    w->chunk_count = static_cast<std::uint32_t>(w->bounds.size() - 1);
+    w->files = std::move(versions);
+    const auto paths = w->paths();
+    for (auto& node : targets)
+      if (auto link = nodes_.begin_batch(node, session, paths, repair)) w->targets.push_back({node, std::move(link), 0, false, false});
+    if (w->targets.empty()) return;
+    MESHHUB_FAILPOINT("first_send");
+    {
+      std::lock_guard g(mu_);
+      waves_.insert(w);
+    }
+    pool_.post([this, w] { pump(w); });
+  }
+
   /// The node's queue has room again: resume the waves parked on it.
   void on_drained(const std::string& node) {
     std::vector<std::shared_ptr<wave>> resume;
@@ -159,6 +209,18 @@ class wave_engine {
     std::uint32_t produced = 0;       ///< chunks read and encoded so far
     bool repair = false;              ///< brings one node up to date (lagging or not)
     bool parked = false;
+    // A batch wave (`file` names the session only): batch k carries files[bounds[k],
+    // bounds[k + 1]).
+    std::vector<file_record> files;
+    std::vector<std::size_t> bounds;
+    open_fn open;
+    [[nodiscard]] bool is_batch() const noexcept { return !bounds.empty(); }
+    [[nodiscard]] std::vector<std::pair<std::string, std::uint64_t>> paths() const {
+      std::vector<std::pair<std::string, std::uint64_t>> out;
+      out.reserve(files.size());
+      for (auto& f : files) out.emplace_back(f.path, f.version);
+      return out;
+    }
     bool waits_for(const std::string& node) const {
       return std::any_of(targets.begin(), targets.end(), [&](auto& t) { return !t.dropped && t.node == node; });
     }
@@ -177,7 +239,9 @@ class wave_engine {
         waves_.erase(w);
         for (auto& t : w->targets) targets.push_back(t.node);
       }
-      for (auto& t : targets) nodes_.end_delivery(t, w->file);
+      for (auto& t : targets)
+        if (w->is_batch()) nodes_.end_batch(t, w->file.session, w->paths());
+        else nodes_.end_delivery(t, w->file);
       events_.emit(event_kind::delivery_failed, w->file.session, {}, w->file.path, w->file.version, e.what());
       for (auto& t : targets) on_catch_up_(t, retry_backoff(1));
     }
@@ -207,7 +271,8 @@ class wave_engine {
         for (std::size_t i = 0; i < w->targets.size(); ++i) {
           auto& t = w->targets[i];
           if (t.dropped) continue;
-          if (!nodes_.delivering(t.node, t.link, w->file, w->repair)) {
+          if (w->is_batch() ? !nodes_.sending_to(t.node, t.link, w->repair)
+                            : !nodes_.delivering(t.node, t.link, w->file, w->repair)) {
             t.dropped = true;
             continue;
           }
@@ -245,13 +310,10 @@ class wave_engine {
       }
       for (auto& [index, takers] : offers) deliver(w, index, takers);
       if (produce) {
-        const auto span = *chunk_spans(w->size, options_.chunk_size, w->produced).begin();
-        chunk c = read_chunk(w->fd.get(), span, codec_, scratch);
-        if (options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks && !c.payload.empty())
-          c.payload[c.payload.size() / 2] ^= 0x5a;
+        auto made = w->is_batch() ? make_batch(*w, w->produced, scratch) : make_chunk(*w, w->produced, scratch);
         chunks_encoded_.fetch_add(1);
         std::lock_guard g(mu_);
-        w->backlog.push_back(std::make_shared<const chunk_message>(w->file, std::move(c)));
+        w->backlog.push_back(std::move(made));
         ++w->produced;
         // Keep what someone still needs, and never more than the window.
         std::uint32_t oldest_needed = w->produced;
@@ -263,6 +325,59 @@ class wave_engine {
         }
       }
     }
+  }
+
+  /// Reads and encodes chunk `index` of a file's wave.
+  chunk_ptr make_chunk(const wave& w, std::uint32_t index, std::string& scratch) {
+    const auto span = *chunk_spans(w.size, options_.chunk_size, index).begin();
+    chunk c = read_chunk(w.fd.get(), span, codec_, scratch);
+    if (corrupt_next()) corrupt(c.payload);
+    return std::make_shared<const chunk_message>(w.file, std::move(c));
+  }
+
+  /// Reads and encodes batch `index` of a batch wave: each file read whole and checked
+  /// against its version's content digest. One that no longer matches (or is gone) was
+  /// replaced after its wave began: it is left out, and its members' delivery of it ends.
+  chunk_ptr make_batch(const wave& w, std::uint32_t index, std::string& scratch) {
+    std::vector<batched_file> out;
+    std::vector<std::pair<std::string, std::uint64_t>> left_out;
+    for (auto i = w.bounds[index]; i < w.bounds[index + 1]; ++i) {
+      const auto& v = w.files[i];
+      batched_file f{v.path, v.version, v.size, v.content, v.deleted, codec_kind::identity, {}};
+      if (!v.deleted && v.size > 0) {
+        bool replaced = false;
+        try {
+          read_exactly(w.open(v.path).get(), 0, v.size, scratch);
+          replaced = content_digest_of(scratch) != v.content;
+        } catch (const error& e) {
+          // Gone or shorter: replaced meanwhile. Anything else is the mirror's trouble.
+          replaced = e.code() == errc::not_found || e.code() == errc::io;
+          if (!replaced) events_.emit(event_kind::delivery_failed, w.file.session, {}, v.path, v.version, e.what());
+          left_out.emplace_back(v.path, v.version);
+          continue;
+        }
+        if (replaced) {
+          left_out.emplace_back(v.path, v.version);
+          continue;
+        }
+        f.codec = codec_.encode(std::as_bytes(std::span(scratch)), f.payload);
+        if (corrupt_next()) corrupt(f.payload);
+      }
+      out.push_back(std::move(f));
+    }
+    if (!left_out.empty())
+      for (auto& t : w.targets) {
+        // What was left out, catch-up sends as the store then has it.
+        nodes_.end_batch(t.node, w.file.session, left_out);
+        on_catch_up_(t.node, retry_backoff(1));
+      }
+    return std::make_shared<const chunk_message>(w.file.session, std::move(out));
+  }
+
+  /// Test aid (`test_corrupt_chunks`): whether the next payload made is to be corrupted.
+  bool corrupt_next() { return options_.test_corrupt_chunks > 0 && corrupted_.fetch_add(1) < options_.test_corrupt_chunks; }
+  static void corrupt(std::string& payload) {
+    if (!payload.empty()) payload[payload.size() / 2] ^= 0x5a;
   }
 
   /// Hands chunk `index` to the members whose cursor is there, through the dispatch
@@ -283,8 +398,9 @@ class wave_engine {
         targets.push_back(o.target);
       }
     }
-    const auto payload = message->body.payload.size();
-    dispatch_.broadcast(links, message, [this, w, index, payload, targets](std::size_t i, bool accepted) {
+    const auto payload = message->payload_bytes();
+    const bool batch = message->is_batch();
+    dispatch_.broadcast(links, message, [this, w, index, payload, batch, targets](std::size_t i, bool accepted) {
       bool wake = false;
       std::string node;
       {
@@ -297,7 +413,10 @@ class wave_engine {
         }
         wake = std::exchange(w->parked, false);
       }
-      if (!node.empty()) nodes_.count_sent(node, w->file, index, payload);
+      if (!node.empty()) {
+        if (batch) nodes_.count_batch_sent(node, payload);
+        else nodes_.count_sent(node, w->file, index, payload);
+      }
       if (wake) pool_.post([this, w] { pump(w); });
     });
   }

@@ -171,35 +171,61 @@ class local_index {
   /// given) is the stat of a file with exactly that content.
   void put(std::string_view session, std::string_view path, std::uint64_t version, const digest& content,
            std::uint64_t size, const std::optional<file_stat>& stat) {
+    db_.transaction([&] { put_row(session, {std::string(path), version, content, size, stat, false}); });
+  }
+
+  /// What both sides agree on for one path: a file (`put`) or, `removed`, its absence
+  /// (`tombstone`).
+  struct agreement {
+    std::string path;
+    std::uint64_t version = 0;
+    digest content{};
+    std::uint64_t size = 0;
+    std::optional<file_stat> stat;
+    bool removed = false;
+  };
+
+  /// `put` and `tombstone` for many paths of one session in one transaction (a batch the
+  /// node stored at once: one commit, not one per file).
+  void agree(std::string_view session, std::span<const agreement> rows) {
+    if (rows.empty()) return;
     db_.transaction([&] {
-      auto& q = db_.stmt(
+      for (const auto& r : rows) r.removed ? tombstone_row(session, r.path, r.version) : put_row(session, r);
+    });
+  }
+
+  /// Both sides agree `path` is absent since `version`.
+  void tombstone(std::string_view session, std::string_view path, std::uint64_t version) {
+    db_.transaction([&] { tombstone_row(session, path, version); });
+  }
+
+ private:
+  void put_row(std::string_view session, const agreement& r) {
+    auto& q = db_.stmt(
           "INSERT INTO files(session, path, version, size, digest, deleted,"
           " st_mtime_ns, st_ctime_ns, st_ino, st_size, st_taken_ns) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
           " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
           " digest = excluded.digest, deleted = 0, st_mtime_ns = excluded.st_mtime_ns,"
           " st_ctime_ns = excluded.st_ctime_ns, st_ino = excluded.st_ino, st_size = excluded.st_size,"
           " st_taken_ns = excluded.st_taken_ns");
-      if (stat)
-        q.bind(session, path, version, size, content, stat->mtime_ns, stat->ctime_ns, stat->ino, stat->size,
-               stat->taken_ns);
-      else
-        q.bind(session, path, version, size, content, nullptr, nullptr, nullptr, nullptr, nullptr);
-      q.run();
-    });
+    if (const auto& st = r.stat)
+      q.bind(session, r.path, r.version, r.size, r.content, st->mtime_ns, st->ctime_ns, st->ino, st->size, st->taken_ns);
+    else
+      q.bind(session, r.path, r.version, r.size, r.content, nullptr, nullptr, nullptr, nullptr, nullptr);
+    q.run();
   }
 
-  /// Both sides agree `path` is absent since `version`.
-  void tombstone(std::string_view session, std::string_view path, std::uint64_t version) {
-    db_.transaction([&] {
-      db_.stmt(
-             "INSERT INTO files(session, path, version, size, digest, deleted) VALUES (?, ?, ?, 0, ?, 1)"
-             " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = 0,"
-             " digest = excluded.digest, deleted = 1, st_mtime_ns = NULL, st_ctime_ns = NULL, st_ino = NULL,"
-             " st_size = NULL, st_taken_ns = NULL")
-          .bind(session, path, version, digest{})
-          .run();
-    });
+  void tombstone_row(std::string_view session, std::string_view path, std::uint64_t version) {
+    db_.stmt(
+           "INSERT INTO files(session, path, version, size, digest, deleted) VALUES (?, ?, ?, 0, ?, 1)"
+           " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = 0,"
+           " digest = excluded.digest, deleted = 1, st_mtime_ns = NULL, st_ctime_ns = NULL, st_ino = NULL,"
+           " st_size = NULL, st_taken_ns = NULL")
+        .bind(session, path, version, digest{})
+        .run();
   }
+
+ public:
 
   /// Drops every row of `session` (its folder is gone: the rows describe nothing). True
   /// when there were rows.

@@ -6,7 +6,9 @@
 /// - a chunk_ack only after the chunk's bytes are fdatasync'ed and the partial's sidecar
 ///   says so (partial_store.hpp), so `chunks_done` in a later hello is always true;
 /// - a file_ack{ok} only after the file is in the session folder durably (fsync of the
-///   data, rename, fsync of both folders — workspace::adopt / workspace::write);
+///   data, rename, fsync of both folders — workspace::adopt / workspace::write); in a
+///   batch_ack, only after one flush of every file written, the renames and one fsync of
+///   each folder they touched;
 /// - nothing from a transfer that failed verification ever reaches the session folder;
 /// - every malformed or hostile message becomes a refusing file_ack or an error result,
 ///   never a crash;
@@ -18,8 +20,13 @@
 /// per-node queue is where that slowness stays). Other threads — the agent's uploader —
 /// share the disk through `disk_mutex()`, `index()` and `folders()`: every decision that
 /// reads the disk and then writes the disk or the index holds the disk mutex.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <concepts>
+#include <cstring>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -165,6 +172,7 @@ class receiver {
     guarded(b.file, [&] { begin(b); });
   }
   void on(const chunk_ptr& c) {
+    if (c->is_batch()) return take_batch(*c);
     guarded(c->file, [&] { take_chunk(*c); });
   }
   void on(const file_remove& r) {
@@ -364,13 +372,160 @@ class receiver {
       const bool is_link = ws && link_name && node_skill_link(*ws, *link_name);
       if (!through_link && !is_link) guard(lk, file);
       if (ws) {
-        if (!through_link) existed = ws->remove(p);
-        index_tombstone(file);
+        if (!through_link) existed = ws->remove(p, batch_ ? &batch_->folders : nullptr);
+        if (batch_) batch_->agreed.push_back({p, v, {}, 0, std::nullopt, true});
+        else index_tombstone(file);
       }
     }
     applied_[{s, p}] = v;
-    say(log_, log_level::info, "removed ", s, "/", p, " v", v, existed ? "" : " (was absent)");
-    host_.reply(file_ack{file, {}, true, {}});
+    say(log_, batch_ ? log_level::debug : log_level::info, "removed ", s, "/", p, " v", v, existed ? "" : " (was absent)");
+    answer(file_ack{file, {}, true, {}});
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Batches
+  // -------------------------------------------------------------------------------------
+
+  /// What a batch gathers while it runs; its answers go out together at the end.
+  struct batch_work {
+    batch_ack answer;
+    folder_syncs folders;                          ///< folders the batch renamed into or unlinked from
+    std::vector<local_index::agreement> agreed;  ///< the index rows, written in one transaction
+  };
+
+  /// A batch's file, written under a temp name beside its target and not yet durable.
+  struct staged_file {
+    file_version file;
+    digest content;
+    std::uint64_t size;
+    std::shared_ptr<workspace> ws;
+    durable_writer writer;
+    bool flushed = false;
+  };
+
+  /// A batch of whole small files and removals of one session: every removal is done and
+  /// every file checked (name, staleness, its bytes against its content digest) and written
+  /// under a temp name beside its target, none made durable one by one; then one flush makes
+  /// all of them durable, each is renamed into place (the host's guard run just before,
+  /// under the disk mutex), each folder touched is fsynced once, the index learns all of it
+  /// in one transaction, and one batch_ack answers for every file. A file that fails is
+  /// refused alone. Removals go first: a file may take the place of a folder they empty.
+  void take_batch(const chunk_message& m) {
+    const auto& session = m.file.session;
+    batch_work work;
+    batch_ = &work;
+    struct end_batch {
+      receiver& r;
+      ~end_batch() { r.batch_ = nullptr; }
+    } ending{*this};
+    std::vector<staged_file> staged;
+    std::uint64_t bytes = 0;
+    for (const auto& f : m.batch) bytes += f.removed ? 0 : f.size;
+    if (!host_.pace(bytes)) return;  // stopping: unanswered, the hub sends it again later
+    try {
+      check_delivered_session(session);
+    } catch (const error& e) {
+      for (const auto& f : m.batch) refuse({session, f.path, f.version}, e.what());
+      return host_.reply(std::move(work.answer));
+    }
+    {
+      std::unique_lock lk(disk_mu_);
+      (void)session_folder(session);  // a deleted session folder forgets its rows first
+    }
+    for (const auto& f : m.batch)
+      if (f.removed) guarded({session, f.path, f.version}, [&] { remove({session, f.path, f.version}); });
+    for (const auto& f : m.batch)
+      if (!f.removed) guarded({session, f.path, f.version}, [&] { stage({session, f.path, f.version}, f, staged); });
+    flush(staged);
+    std::vector<staged_file*> placed;
+    {
+      std::unique_lock lk(disk_mu_);
+      for (auto& st : staged)
+        if (st.flushed) guarded(st.file, [&] {
+          if (!is_library_session(session)) host_.guard(lk, st.file, st.ws.get());
+          st.writer.rename_into_place();
+          work.folders.add(st.writer.folder_fd(), st.file.path);
+          std::optional<file_stat> stat;
+          try {
+            stat = file_stat::of_fd(st.writer.fd());
+          } catch (const std::exception&) {
+          }
+          work.agreed.push_back({st.file.path, st.file.version, st.content, st.size, stat, false});
+          placed.push_back(&st);
+        });
+      try {
+        work.folders.sync();
+      } catch (const std::exception& e) {
+        // Renamed but perhaps not durable: nothing of it may be acknowledged.
+        for (auto& a : work.answer.files)
+          if (a.ok) a = {a.file, {}, false, std::string("not durable: ") + e.what()};
+        for (auto* st : placed) refuse(st->file, std::string("not durable: ") + e.what());
+        return answer_batch(m, work.answer);
+      }
+      try {
+        index_.agree(session, work.agreed);
+      } catch (const std::exception& e) {
+        say(log_, log_level::warn, "index not updated for a batch of ", work.agreed.size(), " file(s) of ", session, ": ",
+            e.what(), " (the next survey reconciles it)");
+      }
+    }
+    for (auto* st : placed) applied(st->file, st->content, st->size);
+    say(log_, log_level::info, "stored a batch of ", m.batch.size(), " file(s) of ", session, " (", bytes, " bytes, ",
+        placed.size(), " written)");
+    answer_batch(m, work.answer);
+  }
+
+  /// Sends a batch's answers in the batch's order (they were gathered phase by phase).
+  void answer_batch(const chunk_message& m, batch_ack& answer) {
+    std::map<std::string_view, std::size_t> order;
+    for (std::size_t i = 0; i < m.batch.size(); ++i) order.emplace(m.batch[i].path, i);
+    std::stable_sort(answer.files.begin(), answer.files.end(),
+                     [&](const file_ack& a, const file_ack& b) { return order[a.file.path] < order[b.file.path]; });
+    host_.reply(std::move(answer));
+  }
+
+  /// Checks one file of a batch and writes it under a temp name beside its target.
+  void stage(const file_version& file, const batched_file& f, std::vector<staged_file>& staged) {
+    check_names(file);
+    if (is_stale(file)) throw refusal{"stale version"};
+    const std::string what = file.path + " v" + std::to_string(file.version);
+    if (f.size > max_chunk_size)
+      throw refusal{"corrupt batched file " + what + ": " + std::to_string(f.size) + " bytes, more than one chunk"};
+    try {
+      decode_payload(f.codec, std::as_bytes(std::span(f.payload)), f.size, raw_);
+    } catch (const error& e) {
+      throw refusal{"corrupt batched file " + what + ": " + e.what()};
+    }
+    if (content_digest_of(raw_) != f.content) throw refusal{"corrupt batched file " + what + ": content digest mismatch"};
+    partials_.discard(file.session, file.path);  // an older version's partial (a newer one is stale above)
+    std::shared_ptr<workspace> ws;
+    {
+      std::lock_guard lk(disk_mu_);
+      ws = folders_.open(file.session, true);
+    }
+    auto writer = ws->writer(file.path);
+    writer.append(raw_);
+    staged.push_back({file, f.content, f.size, std::move(ws), std::move(writer)});
+  }
+
+  /// One flush for every staged file (`syncfs` once per filesystem they are on). A
+  /// filesystem that cannot flush refuses its files.
+  void flush(std::vector<staged_file>& staged) {
+    std::vector<std::pair<dev_t, int>> done;  // filesystem → its syncfs result (errno, 0 = ok)
+    auto result_for = [&](int fd) {
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) return errno;
+      for (auto& [dev, err] : done)
+        if (dev == st.st_dev) return err;
+      const int err = ::syncfs(fd) == 0 ? 0 : errno;
+      done.emplace_back(st.st_dev, err);
+      return err;
+    };
+    for (auto& st : staged) {
+      const int err = result_for(st.writer.fd());
+      if (err != 0) refuse(st.file, std::string("flush: ") + std::strerror(err));
+      st.flushed = err == 0;
+    }
   }
 
   /// Makes `skills/<name>` a link into the node's library (the symlink wave): the
@@ -405,17 +560,24 @@ class receiver {
   /// from the hub", not the removal of every file); then the host judges the path.
   void guard(std::unique_lock<std::mutex>& lk, const file_version& file) {
     if (is_library_session(file.session)) return;
-    host_.member_of(file.session);  // the hub sends this node the session's files: it is a member
-    auto ws = folders_.open(file.session, false);
+    auto ws = session_folder(file.session);
+    host_.guard(lk, file, ws.get());
+  }
+
+  /// The session's folder, if it has one (the disk mutex held): the hub sends this node the
+  /// session's files, so it is a member; without a folder its index rows are forgotten.
+  std::shared_ptr<workspace> session_folder(const std::string& session) {
+    if (is_library_session(session)) return folders_.open(session, false);
+    host_.member_of(session);
+    auto ws = folders_.open(session, false);
     if (!ws) {
       try {
-        if (index_.forget(file.session))
-          say(log_, log_level::info, "session folder ", file.session, " is gone: forgot its index rows");
+        if (index_.forget(session)) say(log_, log_level::info, "session folder ", session, " is gone: forgot its index rows");
       } catch (const std::exception& e) {
-        say(log_, log_level::warn, "cannot forget the index rows of session ", file.session, ": ", e.what());
+        say(log_, log_level::warn, "cannot forget the index rows of session ", session, ": ", e.what());
       }
     }
-    host_.guard(lk, file, ws.get());
+    return ws;
   }
 
   static void check_names(const file_version& file) {
@@ -427,24 +589,33 @@ class receiver {
     }
   }
 
-  [[nodiscard]] bool is_stale(const file_version& file) const {
-    auto it = applied_.find({file.session, file.path});
-    if (it == applied_.end() || file.version >= it->second) return false;
-    say(log_, log_level::debug, "stale ", file.session, "/", file.path, " v", file.version, " (v", it->second,
-        " already applied)");
+  /// Whether a newer version of the path was applied on this connection, or is being
+  /// received (a batch's older file may follow a newer version's begin on the wire).
+  [[nodiscard]] bool is_stale(const file_version& file) {
+    std::uint64_t newer = 0;
+    if (auto it = applied_.find({file.session, file.path}); it != applied_.end() && file.version < it->second) newer = it->second;
+    if (auto* t = partials_.find(file.session, file.path); t && file.version < t->version) newer = std::max(newer, t->version);
+    if (newer == 0) return false;
+    say(log_, log_level::debug, "stale ", file.session, "/", file.path, " v", file.version, " (v", newer, " is here)");
     return true;
   }
 
   void applied(const file_version& file, const digest& content, std::uint64_t size) {
     applied_[{file.session, file.path}] = file.version;
-    say(log_, log_level::info, "stored ", file.session, "/", file.path, " v", file.version, " (", size, " bytes, ",
-        to_hex(content).substr(0, 16), ")");
-    host_.reply(file_ack{file, content, true, {}});
+    say(log_, batch_ ? log_level::debug : log_level::info, "stored ", file.session, "/", file.path, " v", file.version, " (",
+        size, " bytes, ", to_hex(content).substr(0, 16), ")");
+    answer(file_ack{file, content, true, {}});
   }
 
   void refuse(const file_version& file, const std::string& why) {
     say(log_, log_level::warn, "refused ", file.session, "/", file.path, " v", file.version, ": ", why);
-    host_.reply(file_ack{file, {}, false, why});
+    answer(file_ack{file, {}, false, why});
+  }
+
+  /// Sends a file's answer, or keeps it for the batch's one answer while a batch runs.
+  void answer(file_ack a) {
+    if (batch_) batch_->answer.files.push_back(std::move(a));
+    else host_.reply(std::move(a));
   }
 
   /// Records that both sides agree on `file`. An index that lags the disk is safe (the
@@ -575,6 +746,7 @@ class receiver {
   /// Last version applied per (session, path) on this connection: older ones are stale.
   std::map<std::pair<std::string, std::string>, std::uint64_t> applied_;
   std::string raw_;  ///< decode buffer, reused across chunks
+  batch_work* batch_ = nullptr;  ///< the batch being taken, while `take_batch` runs
 };
 
 }  // namespace meshhub::node

@@ -98,7 +98,7 @@ class in_process_link final : public node_link {
         std::lock_guard g(mu_);
         if (stopped_ || chunks_ >= bound_) return false;  // a full queue refuses without waiting
       }
-      spend_wire((*c)->body.payload.size(), blocking_wire_free_);
+      spend_wire((*c)->payload_bytes(), blocking_wire_free_);
       return enqueue(std::move(message), true);
     }
     return enqueue(std::move(message), c != nullptr);
@@ -202,7 +202,7 @@ class in_process_link final : public node_link {
       const chunk_ptr* c = std::get_if<chunk_ptr>(&m);
       // Non-blocking: the chunk stays counted while it crosses the wire (as a gRPC write
       // stays queued until OnWriteDone). Blocking: the sender already paid for the wire.
-      if (c && !blocking_.load()) spend_wire((*c)->body.payload.size(), wire_free);
+      if (c && !blocking_.load()) spend_wire((*c)->payload_bytes(), wire_free);
       bool drained = false;
       if (c) {
         std::lock_guard g(mu_);
@@ -327,6 +327,7 @@ class memory_sink {
   }
 
   void on(const chunk_ptr& c) {
+    if (c->is_batch()) return take_batch(*c);
     std::unique_lock g(mu_);
     auto it = transfers_.find({c->file.session, c->file.path});
     if (it == transfers_.end() || it->second.file != c->file || c->body.index != it->second.done) {
@@ -371,6 +372,41 @@ class memory_sink {
       g.lock();
       finish_locked(g, {file.session, file.path});
     }
+  }
+
+  /// A batch: each file checked (decoded, its content digest) and answered in one batch_ack.
+  void take_batch(const chunk_message& m) {
+    batch_ack answer;
+    std::string raw;
+    for (const auto& f : m.batch) {
+      const file_version file{m.file.session, f.path, f.version};
+      bool ok = true;
+      std::string why;
+      if (options_.verify && !f.removed) {
+        try {
+          decode_payload(f.codec, std::as_bytes(std::span(f.payload)), f.size, raw);
+          ok = content_digest_of(raw) == f.content;
+          if (!ok) why = "corrupt batched file: content digest mismatch";
+        } catch (const error& e) {
+          ok = false;
+          why = std::string("corrupt batched file: ") + e.what();
+        }
+      }
+      if (!ok) {
+        failures_.fetch_add(1);
+        answer.files.push_back({file, {}, false, why});
+        continue;
+      }
+      {
+        std::lock_guard g(mu_);
+        transfers_.erase({file.session, file.path});
+        done_[key_of(file)] = clock::now();
+      }
+      answer.files.push_back({file, f.content, true, {}});
+    }
+    chunks_.fetch_add(1);
+    cv_.notify_all();
+    reply_(std::move(answer));
   }
 
   void on(const file_remove& r) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "meshhub/chunk.hpp"
+#include "meshhub/codec/kind.hpp"
 #include "meshhub/digest.hpp"
 
 namespace meshhub {
@@ -55,8 +56,23 @@ struct node_command {
   std::string session, path;
 };
 
-/// One chunk of one file version on its way to every member of a wave. Made once,
-/// shared read-only by every link (`std::shared_ptr<const chunk_message>`).
+/// One whole small file version inside a batch, or the removal of a path. The file is one
+/// chunk (index 0; no chunk for an empty file or a removal), and its content digest covers
+/// it, so the receiver verifies each file without a digest per chunk.
+struct batched_file {
+  std::string path;
+  std::uint64_t version = 0;
+  std::uint64_t size = 0;
+  digest content{};
+  bool removed = false;
+  codec_kind codec = codec_kind::identity;
+  std::string payload;  ///< the encoded bytes
+};
+
+/// What a wave sends to every member, made once and shared read-only by every link
+/// (`std::shared_ptr<const chunk_message>`): one chunk of one file version, or a *batch* —
+/// many whole small files (and removals) of one session in one message, which the node
+/// stores with one flush and acknowledges with one `batch_ack`.
 ///
 /// A transport usually needs its own serialized form (a gRPC `ByteBuffer`); `encoded`
 /// makes it once, on first use, and every other link reuses it — so a chunk is
@@ -64,8 +80,19 @@ struct node_command {
 class chunk_message {
  public:
   chunk_message(file_version file, chunk body) : file(std::move(file)), body(std::move(body)) {}
+  /// A batch of `session`'s files (`file` then names the session only).
+  chunk_message(std::string session, std::vector<batched_file> files)
+      : file{std::move(session), {}, 0}, batch(std::move(files)), batched_(true) {}
   const file_version file;
   const chunk body;
+  const std::vector<batched_file> batch;  ///< a batch's files (none left is possible: all superseded)
+  [[nodiscard]] bool is_batch() const noexcept { return batched_; }
+  /// The encoded bytes this message carries (what the sent-bytes counters count).
+  [[nodiscard]] std::uint64_t payload_bytes() const noexcept {
+    std::uint64_t n = body.payload.size();
+    for (const auto& f : batch) n += f.payload.size();
+    return n;
+  }
 
   /// The transport's encoding of this message, made by `make()` on first call. One hub
   /// uses one transport, so one `T` per message.
@@ -76,6 +103,7 @@ class chunk_message {
   }
 
  private:
+  const bool batched_ = false;
   mutable std::once_flag once_;
   mutable std::shared_ptr<const void> cache_;
 };
@@ -109,7 +137,11 @@ struct command_result {
   std::vector<node_entry> entries;
   std::string data;
 };
-using inbound_message = std::variant<chunk_ack, file_ack, command_result>;
+/// The answer to a batch: one file_ack per file of it, sent once the stored ones are durable.
+struct batch_ack {
+  std::vector<file_ack> files;
+};
+using inbound_message = std::variant<chunk_ack, file_ack, batch_ack, command_result>;
 
 /// A partial transfer a node reports in its hello.
 struct partial_transfer {
