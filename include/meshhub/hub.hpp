@@ -268,11 +268,12 @@ class basic_hub {
 
   // ---- reads --------------------------------------------------------------------------
 
-  /// The mirror's files beneath `folder` ("" = all) and each member's copy.
-  [[nodiscard]] std::vector<listed_file_state> list(std::string_view session_name, std::string_view folder) const {
+  /// The mirror's files beneath `folder` ("" = all) and, `with_members`, each member's copy.
+  [[nodiscard]] std::vector<listed_file_state> list(std::string_view session_name, std::string_view folder,
+                                                    bool with_members = true) const {
     require_session(session_name);
     check_folder(folder);
-    const auto members = store_.members(session_name);
+    const auto members = with_members ? store_.members(session_name) : std::vector<std::string>{};
     std::map<std::string, std::map<std::string, std::uint64_t>> held;  // node → path → version
     for (auto& m : members)
       for (auto& nv : store_.node_versions(m, session_name)) held[m][nv.path] = nv.version;

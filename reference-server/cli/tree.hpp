@@ -1,6 +1,6 @@
 #pragma once
 /// What `meshhub push SESSION DIR` sends: the regular files beneath DIR, minus what the
-/// excludes name, each with its session path, size and content digest. Free of gRPC: the
+/// excludes name, each with its session path, size and stat. Free of gRPC: the
 /// walk and the matching are tested and read on their own.
 ///
 /// Excludes (`--exclude PATTERN`, and the lines of `DIR/.meshhubignore`) are a subset of
@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -25,6 +26,7 @@
 
 #include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
+#include "meshhub/file_stat.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
 
@@ -93,6 +95,7 @@ struct tree_file {
   std::string rel;  ///< from DIR's top, '/'-separated
   std::filesystem::path local;
   std::uint64_t size = 0;
+  file_stat stat;  ///< as the walk saw it
 };
 
 /// The walk's result: the files to consider, and what cannot be sent (named, so the
@@ -139,7 +142,17 @@ inline local_tree walk_tree(const std::filesystem::path& dir, const exclude_rule
       out.refused.push_back(rel + ": " + problem);
       continue;
     }
-    out.files.push_back({rel, it->path(), static_cast<std::uint64_t>(fs::file_size(it->path(), ec))});
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) {
+      out.refused.push_back(rel + ": " + std::strerror(errno));
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      out.refused.push_back(rel + ": changed while the folder was read");
+      continue;
+    }
+    const auto seen = file_stat::of(st);
+    out.files.push_back({rel, it->path(), seen.size, seen});
   }
   std::sort(out.files.begin(), out.files.end(), [](const auto& a, const auto& b) { return a.rel < b.rel; });
   std::sort(out.refused.begin(), out.refused.end());

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/digest_cache.hpp"
 #include "cli/tree.hpp"
 #include "meshhub/detail/unique_fd.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
@@ -51,6 +52,7 @@ struct tree_plan {
   std::vector<std::string> removals;   ///< relative to base (--delete)
   std::uint64_t bytes = 0;             ///< of `send`
   std::size_t unchanged = 0;           ///< files the session already holds with this content
+  digest_cache digests;                ///< the folder's stat cache
 
   tree_plan() = default;
   tree_plan(const tree_plan&) = delete;  // `send` points into `tree`
@@ -65,6 +67,7 @@ inline std::map<std::string, std::pair<std::uint64_t, std::string>> held_beneath
   v1::ListRequest request;
   request.set_session(session);
   request.set_path(base);
+  request.set_files_only(true);
   v1::ListReply reply;
   grpc::ClientContext context;
   prepare(context);
@@ -92,6 +95,7 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
   if (!base.empty())
     if (const auto problem = path_problem(base); !problem.empty())
       throw tree_push_error("PATH '" + base + "': " + problem, true);
+  plan.digests = digest_cache(dir);
   exclude_rules excludes;
   try {
     for (const auto& e : exclude_patterns) excludes.add(e, "--exclude");
@@ -118,8 +122,8 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
   for (const auto& f : plan.tree.files) {
     local_paths.insert(session_path(f.rel));
     if (auto it = held.find(session_path(f.rel)); it != held.end() && it->second.first == f.size) {
-      unique_fd fd(::open(f.local.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-      if (fd && to_bytes(content_digest_of_fd(fd.get())) == it->second.second) {
+      const auto content = plan.digests.content_of(f.rel, f.local, f.stat);
+      if (content && to_bytes(*content) == it->second.second) {
         ++plan.unchanged;
         continue;
       }
@@ -127,6 +131,7 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
     plan.send.push_back(&f);
     plan.bytes += f.size;
   }
+  plan.digests.save();
   if (delete_missing)
     for (const auto& [path, info] : held) {
       const auto rel = base.empty() ? path : path.substr(base.size() + 1);
@@ -155,10 +160,24 @@ inline std::vector<tree_set> tree_sets(const tree_plan& plan) {
   return sets;
 }
 
+/// The hub took `set`: each file's digest (as the hub computed it over the bytes sent)
+/// goes into the stat cache with the stat the walk saw, so the next push reads none of
+/// them. A file changed after the walk has another stat then, and is read again.
+inline void remember_sent(tree_plan& plan, const tree_set& set, const v1::TreeReply& reply) {
+  std::map<std::string, const std::string*> digests;  // session path → its digest on the wire
+  for (const auto& c : reply.changes())
+    if (!c.content_digest().empty()) digests[c.path()] = &c.content_digest();
+  for (const auto* f : set.files) {
+    const auto it = digests.find(plan.base.empty() ? f->rel : plan.base + "/" + f->rel);
+    if (it != digests.end() && it->second->size() == digest{}.size()) plan.digests.remember(f->rel, f->stat, digest_from_bytes(*it->second));
+  }
+  plan.digests.save();
+}
+
 /// One PushTree call carrying `set`: header, then each file and its bytes (`sent(n)` after
 /// each piece). A file that changes while read cancels the call (the hub commits nothing of
 /// the set) and throws tree_push_error; the hub's refusal comes back as the status.
-inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext& context, const tree_plan& plan,
+inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext& context, tree_plan& plan,
                                   const tree_set& set, bool wait_all, std::uint32_t timeout_ms,
                                   const std::function<void(std::uint64_t)>& sent, v1::TreeReply& reply) {
   const auto writer = hub.PushTree(&context, &reply);
@@ -201,7 +220,9 @@ inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext&
     }
   }
   if (open) writer->WritesDone();
-  return writer->Finish();
+  auto status = writer->Finish();
+  if (status.ok()) remember_sent(plan, set, reply);
+  return status;
 }
 
 /// Files and removals the replies report, and the members (and, after a wait, those

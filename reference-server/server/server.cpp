@@ -398,7 +398,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
     if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post_control([=, this] {
       reply->set_session(req->session());
-      if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path())); }));
+      if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path(), !req->files_only())); }));
       auto status = guarded([&] {
         hub_.ask_node(req->node(), node_command::kind::list, req->session(), req->path(), [=](command_result r) {
           if (!r.error.empty()) return reactor->Finish({grpc::StatusCode::UNAVAILABLE, "node " + req->node() + ": " + r.error});

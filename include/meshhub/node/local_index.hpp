@@ -47,6 +47,7 @@
 
 #include "meshhub/digest.hpp"
 #include "meshhub/error.hpp"
+#include "meshhub/file_stat.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
@@ -55,37 +56,7 @@
 
 namespace meshhub::node {
 
-/// The part of a file's stat that changes whenever its content may have, and when it was
-/// taken (for the racy-clean rule).
-struct file_stat {
-  std::int64_t mtime_ns = 0;
-  std::int64_t ctime_ns = 0;
-  std::uint64_t ino = 0;
-  std::uint64_t size = 0;
-  std::int64_t taken_ns = 0;  ///< wall-clock time right after the stat call
-
-  /// Same file in the same state, as far as a stat can tell (`taken_ns` aside).
-  [[nodiscard]] bool same_file(const file_stat& o) const noexcept {
-    return mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns && ino == o.ino && size == o.size;
-  }
-
-  [[nodiscard]] static std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-  /// From a stat buffer just filled (so `taken_ns` is now).
-  [[nodiscard]] static file_stat of(const struct stat& st) noexcept {
-    auto ns = [](const timespec& t) { return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; };
-    return {ns(st.st_mtim), ns(st.st_ctim), static_cast<std::uint64_t>(st.st_ino),
-            static_cast<std::uint64_t>(st.st_size), now_ns()};
-  }
-  /// fstat of an open file; throws `errc::io`.
-  [[nodiscard]] static file_stat of_fd(int fd) {
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) throw_errno("fstat", errno);
-    return of(st);
-  }
-};
+using meshhub::file_stat;
 
 /// One row of the index.
 struct index_row {
@@ -503,9 +474,7 @@ class local_index {
     std::optional<file_stat> refresh;
   };
 
-  [[nodiscard]] bool trusted(const file_stat& cached) const noexcept {
-    return cached.taken_ns - std::max(cached.mtime_ns, cached.ctime_ns) > racy_ns_;
-  }
+  [[nodiscard]] bool trusted(const file_stat& cached) const noexcept { return cached.settled(racy_ns_); }
 
   /// `st` is the lstat of a regular file at `path`, or null when nothing is there.
   judgement judge(const workspace& ws, const std::string& path, const index_row* row, const struct stat* st, bool keep_fd) {
