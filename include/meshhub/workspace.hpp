@@ -435,17 +435,29 @@ class workspace {
   }
 
   /// Removes a file durably (unlink, fsync folder — or, given `later`, leave the folder to
-  /// the caller's `folder_syncs`). Returns false when it was not there.
+  /// the caller's `folder_syncs`), and the folders that leaves empty up to the root: a
+  /// folder lives while it holds files, so a file may later take its name (a tree whose
+  /// folder became a file). Returns false when the file was not there.
   bool remove(std::string_view rel, folder_syncs* later = nullptr) const {
     check_path(rel);
     auto [parent, leaf] = detail::split_parent(rel);
-    const auto dir = existing_folder(parent);
+    auto dir = existing_folder(parent);
     if (!dir) return false;
     const std::string name(leaf);
     if (::unlinkat(dir.get(), name.c_str(), 0) != 0) {
       if (errno == ENOENT) return false;
       if (errno == EISDIR) throw_resolve_error(rel, errno);
       throw_errno("remove '" + std::string(rel) + "'", errno);
+    }
+    // Each emptied folder goes from its parent; the last parent touched is what needs a
+    // fsync (a folder removed from it, or the file removed from `dir` when none was).
+    std::string_view folder = parent;
+    while (!folder.empty()) {
+      const auto [above, folder_name] = detail::split_parent(folder);
+      auto up = open_folder(above, false);
+      if (::unlinkat(up.get(), std::string(folder_name).c_str(), AT_REMOVEDIR) != 0) break;  // not empty (or busy): kept
+      dir = std::move(up);
+      folder = above;
     }
     if (later) later->add(dir.get(), rel);
     else detail::fsync_or_throw(dir.get(), "the folder of '" + std::string(rel) + "'");

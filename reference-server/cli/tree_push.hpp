@@ -143,20 +143,31 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
 }
 
 /// The plan's change sets, in path order: each at most `tree_set_changes` changes; the
-/// removals travel with the last, so a tree never loses files before the new ones land.
+/// removals travel with the last, so a tree never loses files before the new ones land —
+/// except a file the session holds where the folder now has a folder of new files: that
+/// removal goes first, in a set of its own (the hub cannot stage a file beneath a file).
 struct tree_set {
   std::vector<const tree_file*> files;
   std::vector<std::string> removals;
 };
 inline std::vector<tree_set> tree_sets(const tree_plan& plan) {
   std::vector<tree_set> sets;
+  std::set<std::string> folders;  // every folder a file to send lies beneath
+  for (const auto* f : plan.send)
+    for (auto slash = f->rel.find('/'); slash != std::string::npos; slash = f->rel.find('/', slash + 1))
+      folders.insert(f->rel.substr(0, slash));
+  std::vector<std::string> later;
+  tree_set clearing;
+  for (const auto& r : plan.removals) (folders.contains(r) ? clearing.removals : later).push_back(r);
+  if (!clearing.removals.empty()) sets.push_back(std::move(clearing));
   for (std::size_t at = 0; at < plan.send.size(); at += tree_set_changes) {
     const auto end = std::min(plan.send.size(), at + tree_set_changes);
     sets.push_back({{plan.send.begin() + static_cast<std::ptrdiff_t>(at), plan.send.begin() + static_cast<std::ptrdiff_t>(end)}, {}});
   }
-  if (plan.removals.empty()) return sets;
-  if (sets.empty() || sets.back().files.size() + plan.removals.size() > tree_set_changes) sets.emplace_back();
-  sets.back().removals = plan.removals;
+  if (later.empty()) return sets;
+  if (sets.empty() || !sets.back().removals.empty() || sets.back().files.size() + later.size() > tree_set_changes)
+    sets.emplace_back();
+  sets.back().removals = std::move(later);
   return sets;
 }
 

@@ -178,3 +178,62 @@ TEST_CASE("push DIR: a node offline during the push catches up with the whole tr
   m.add_node("n2");
   wait_until(60s, [&] { return node_holds(m, "n2", "s", "", files); }, "n2 holds the whole tree after it reconnects");
 }
+
+TEST_CASE("push DIR: a file replaced by a folder and back lands on every member", "[tree]") {
+  mesh m("tree-replace");
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const fs::path dir = m.src("tree");
+  write_tree(dir, {{"a", "a file"}, {"keep.txt", "kept"}});
+  m.cli_ok({"push", "s", dir.string(), "--wait", "all"}, {}, 60s);
+
+  // `a` becomes a folder: its removal goes first, in a change set of its own.
+  fs::remove(dir / "a");
+  write_tree(dir, {{"a/b.txt", "inside a folder now"}, {"a/c/d.txt", "deeper"}});
+  const json to_folder = m.cli_json({"push", "s", dir.string(), "--delete", "--wait", "all", "--json"}, {}, 60s);
+  INFO(to_folder.dump());
+  CHECK(u64(to_folder, "change_sets") == 2);
+  CHECK(to_folder["missing"].empty());
+  for (const auto& id : ids) {
+    CHECK(read_file(m.node_file(id, "s", "a/b.txt")) == "inside a folder now");
+    CHECK(read_file(m.node_file(id, "s", "a/c/d.txt")) == "deeper");
+  }
+
+  // And back: the folder's files go, the folder with them, and a file takes its name.
+  fs::remove_all(dir / "a");
+  write_file(dir / "a", "a file again");
+  const json to_file = m.cli_json({"push", "s", dir.string(), "--delete", "--wait", "all", "--json"}, {}, 60s);
+  INFO(to_file.dump());
+  CHECK(u64(to_file, "change_sets") == 1);
+  CHECK(to_file["missing"].empty());
+  for (const auto& id : ids) {
+    CHECK(read_file(m.node_file(id, "s", "a")) == "a file again");
+    CHECK(read_file(m.node_file(id, "s", "keep.txt")) == "kept");
+  }
+  CHECK(read_file(m.mirror_file("s", "a")) == "a file again");
+}
+
+TEST_CASE("push DIR: 10,000 files go as several change sets and every member holds all of them", "[tree]") {
+  mesh m("tree-10k");
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const fs::path dir = m.src("tree");
+  std::map<std::string, std::string> files;
+  for (int i = 0; i < 10'000; ++i) files["d" + std::to_string(i % 100) + "/f" + std::to_string(i)] = std::to_string(i * 7919);
+  write_tree(dir, files);
+  const json r = m.cli_json({"push", "s", dir.string(), "--wait", "all", "--json"}, {}, 300s);
+  INFO(r.dump().substr(0, 2000));
+  CHECK(u64(r, "files") == files.size());
+  CHECK(u64(r, "change_sets") == 3);  // at most 4,096 changes in one set
+  CHECK(r["missing"].empty());
+  for (const auto& id : ids) CHECK(node_holds(m, id, "s", "", files));
+  const json again = m.cli_json({"push", "s", dir.string(), "--json"}, {}, 120s);
+  CHECK(u64(again, "unchanged") == files.size());
+  CHECK(u64(again, "change_sets") == 0);
+}

@@ -236,7 +236,10 @@ class commit_pipeline {
   /// mirror. Only a path's latest version is published; an older unpublished wave was
   /// superseded (its bytes never need to reach the mirror).
   void recover() {
-    for (auto& w : store_.unpublished_waves()) {
+    // Removals first, as a change set publishes them: a file may take the place of a folder.
+    auto waves = store_.unpublished_waves();
+    std::stable_partition(waves.begin(), waves.end(), [](const wave_record& w) { return w.deleted; });
+    for (auto& w : waves) {
       const auto current = store_.file(w.session, w.path);
       if (current && current->version == w.version && mirror_.publish_staged(w))
         events_.emit(event_kind::change_recovered, w.session, {}, w.path, w.version,
@@ -260,7 +263,11 @@ class commit_pipeline {
                    const std::vector<change_record>& records) {
     folder_syncs folders;
     const auto ws = mirror_.of(session);
-    for (std::size_t i = 0; i < set.size(); ++i) {
+    // Removals first: a file may take the place of a folder they empty.
+    std::vector<std::size_t> order;
+    for (std::size_t i = files.size(); i < set.size(); ++i) order.push_back(i);
+    for (std::size_t i = 0; i < files.size(); ++i) order.push_back(i);
+    for (const auto i : order) {
       const auto& c = set[i];
       try {
         if (i < files.size()) {
