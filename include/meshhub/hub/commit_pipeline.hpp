@@ -154,7 +154,7 @@ class commit_pipeline {
   }
 
   /// Publishes several uploads and removals of one session as one change set (a pushed
-  /// tree): one flush makes every upload's bytes durable (not an fsync per file), one
+  /// tree): one flush makes every upload's bytes durable together (detail::sync_files), one
   /// store transaction journals the whole set, every file is renamed into place and each
   /// folder fsynced once, and then each path's wave starts. A crash before the journal
   /// leaves temp files nobody acknowledged; after it, recovery publishes the whole set. A
@@ -170,7 +170,14 @@ class commit_pipeline {
                                                 up.session_ + "'; nothing was changed");
       set.push_back(change{up.session_, up.path_, up.size(), up.finish_digest(), false, up.writer_.temp_name(), {}, {}, {}});
     }
-    if (!files.empty() && ::syncfs(files.front().writer_.fd()) != 0) throw_errno("flush the change set of '" + session + "'", errno);
+    {
+      std::vector<int> fds;
+      fds.reserve(files.size());
+      for (auto& up : files) fds.push_back(up.writer_.fd());
+      const auto errors = detail::sync_files(fds);
+      for (std::size_t i = 0; i < errors.size(); ++i)
+        if (errors[i] != 0) throw_errno("flush '" + files[i].path_ + "' of the change set of '" + session + "'", errors[i]);
+    }
     MESHHUB_FAILPOINT("mirror_written");
     auto lock = locks_.of(session);
     std::lock_guard g(*lock);

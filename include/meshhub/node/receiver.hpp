@@ -20,7 +20,6 @@
 /// per-node queue is where that slowness stays). Other threads — the agent's uploader —
 /// share the disk through `disk_mutex()`, `index()` and `folders()`: every decision that
 /// reads the disk and then writes the disk or the index holds the disk mutex.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -406,7 +405,7 @@ class receiver {
   /// A batch of whole small files and removals of one session: every removal is done and
   /// every file checked (name, staleness, its bytes against its content digest) and written
   /// under a temp name beside its target, none made durable one by one; then one flush makes
-  /// all of them durable, each is renamed into place (the host's guard run just before,
+  /// all of them durable together, each is renamed into place (the host's guard run just before,
   /// under the disk mutex), each folder touched is fsynced once, the index learns all of it
   /// in one transaction, and one batch_ack answers for every file. A file that fails is
   /// refused alone. Removals go first: a file may take the place of a folder they empty.
@@ -508,23 +507,16 @@ class receiver {
     staged.push_back({file, f.content, f.size, std::move(ws), std::move(writer)});
   }
 
-  /// One flush for every staged file (`syncfs` once per filesystem they are on). A
-  /// filesystem that cannot flush refuses its files.
+  /// One flush for every staged file (detail::sync_files); a file that cannot be made
+  /// durable is refused.
   void flush(std::vector<staged_file>& staged) {
-    std::vector<std::pair<dev_t, int>> done;  // filesystem → its syncfs result (errno, 0 = ok)
-    auto result_for = [&](int fd) {
-      struct stat st {};
-      if (::fstat(fd, &st) != 0) return errno;
-      for (auto& [dev, err] : done)
-        if (dev == st.st_dev) return err;
-      const int err = ::syncfs(fd) == 0 ? 0 : errno;
-      done.emplace_back(st.st_dev, err);
-      return err;
-    };
-    for (auto& st : staged) {
-      const int err = result_for(st.writer.fd());
-      if (err != 0) refuse(st.file, std::string("flush: ") + std::strerror(err));
-      st.flushed = err == 0;
+    std::vector<int> fds;
+    fds.reserve(staged.size());
+    for (const auto& st : staged) fds.push_back(st.writer.fd());
+    const auto errors = detail::sync_files(fds);
+    for (std::size_t i = 0; i < staged.size(); ++i) {
+      staged[i].flushed = errors[i] == 0;
+      if (errors[i] != 0) refuse(staged[i].file, std::string("flush: ") + std::strerror(errors[i]));
     }
   }
 
