@@ -251,7 +251,6 @@ class folder_syncs {
     for (auto& f : folders_) detail::fsync_or_throw(f.fd.get(), "the folder of '" + f.what + "'");
     folders_.clear();
   }
-  [[nodiscard]] bool empty() const noexcept { return folders_.empty(); }
 
  private:
   struct folder {
@@ -481,8 +480,9 @@ class workspace {
     std::string_view folder = parent;
     while (!folder.empty()) {
       const auto [above, folder_name] = detail::split_parent(folder);
-      auto up = open_folder(above, false);
-      if (::unlinkat(up.get(), std::string(folder_name).c_str(), AT_REMOVEDIR) != 0) break;  // not empty (or busy): kept
+      auto up = existing_folder(above);
+      // Not empty, busy, or its parent gone meanwhile: kept, and the file's removal stands.
+      if (!up || ::unlinkat(up.get(), std::string(folder_name).c_str(), AT_REMOVEDIR) != 0) break;
       dir = std::move(up);
       folder = above;
     }

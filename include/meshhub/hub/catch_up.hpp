@@ -207,7 +207,7 @@ class catch_up {
       events_.emit(corrupt ? event_kind::chunk_rejected : event_kind::delivery_failed, ack.file.session, node, ack.file.path,
                    ack.file.version, ack.error);
       if (attempts <= options_.max_delivery_retries) request_after(node, Engine::retry_backoff(attempts));
-      return {false, false, false};
+      return {};
     }
     out.ok = true;
     // Only a member's copy counts; a node that left meanwhile changes nothing.

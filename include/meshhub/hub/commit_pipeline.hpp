@@ -18,9 +18,6 @@
 ///
 /// Lock order: session write lock → `estimates_mu_` (a leaf). The store, the wave engine
 /// and the event bus are called under the session's lock, never under `estimates_mu_`.
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <functional>

@@ -239,8 +239,9 @@ class wave_engine {
         waves_.erase(w);
         for (auto& t : w->targets) targets.push_back(t.node);
       }
+      const auto paths = w->is_batch() ? w->paths() : decltype(w->paths()){};
       for (auto& t : targets)
-        if (w->is_batch()) nodes_.end_batch(t, w->file.session, w->paths());
+        if (w->is_batch()) nodes_.end_batch(t, w->file.session, paths);
         else nodes_.end_delivery(t, w->file);
       events_.emit(event_kind::delivery_failed, w->file.session, {}, w->file.path, w->file.version, e.what());
       for (auto& t : targets) on_catch_up_(t, retry_backoff(1));
@@ -345,18 +346,16 @@ class wave_engine {
       const auto& v = w.files[i];
       batched_file f{v.path, v.version, v.size, v.content, v.deleted, codec_kind::identity, {}};
       if (!v.deleted && v.size > 0) {
-        bool replaced = false;
+        bool current = false;  // the mirror still holds this version's bytes
         try {
           read_exactly(w.open(v.path).get(), 0, v.size, scratch);
-          replaced = content_digest_of(scratch) != v.content;
+          current = content_digest_of(scratch) == v.content;
         } catch (const error& e) {
           // Gone or shorter: replaced meanwhile. Anything else is the mirror's trouble.
-          replaced = e.code() == errc::not_found || e.code() == errc::io;
-          if (!replaced) events_.emit(event_kind::delivery_failed, w.file.session, {}, v.path, v.version, e.what());
-          left_out.emplace_back(v.path, v.version);
-          continue;
+          if (e.code() != errc::not_found && e.code() != errc::io)
+            events_.emit(event_kind::delivery_failed, w.file.session, {}, v.path, v.version, e.what());
         }
-        if (replaced) {
+        if (!current) {
           left_out.emplace_back(v.path, v.version);
           continue;
         }

@@ -425,7 +425,7 @@ class receiver {
       check_delivered_session(session);
     } catch (const error& e) {
       for (const auto& f : m.batch) refuse({session, f.path, f.version}, e.what());
-      return host_.reply(std::move(work.answer));
+      return answer_batch(m, work.answer);
     }
     {
       std::unique_lock lk(disk_mu_);
