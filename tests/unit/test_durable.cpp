@@ -203,7 +203,15 @@ TEST_CASE("remove returns true, then false", "[durable]") {
   CHECK_THROWS_AS(ws.remove("dir"), error);
   CHECK(is_dir_no_follow(t / "ws/dir"));
   CHECK(ws.remove("dir/g"));
-  CHECK(names_in(t / "ws/dir").empty());
+  // The folder its last file left empty goes with it (a file may take its name); the
+  // workspace's root stays.
+  CHECK_FALSE(exists_no_follow(t / "ws/dir"));
+  CHECK(is_dir_no_follow(t / "ws"));
+  ws.write("deep/er/f", "z");
+  ws.write("deep/kept", "k");
+  CHECK(ws.remove("deep/er/f"));
+  CHECK_FALSE(exists_no_follow(t / "ws/deep/er"));
+  CHECK(exists_no_follow(t / "ws/deep/kept"));  // a folder that still holds a file is kept
 }
 
 TEST_CASE("remove_temp_files sweeps planted temp files in nested folders and counts them", "[durable]") {
