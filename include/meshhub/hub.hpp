@@ -31,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -53,6 +54,7 @@
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
+#include "meshhub/skill/quiet.hpp"
 #include "meshhub/skill/publisher.hpp"
 #include "meshhub/transport/link.hpp"
 
@@ -101,7 +103,7 @@ class basic_hub {
                std::move(dispatch_args), std::move(codec_args)),
         catch_up_(options_, store_, mirror_, nodes_, waves_, waiting_, events_, locks_, pool_),
         pipeline_(options_, store_, mirror_, nodes_, waves_, catch_up_, events_, locks_,
-                  [this](const change& c) { promote_when_landed(c); }),
+                  [this](std::span<const change> landed) { promote_when_quiet(landed); }),
         skills_(options_.data_dir, store_, mirror_, pipeline_, events_, locks_),
         control_(options_.control_threads),
         pool_(options_.io_threads,
@@ -114,6 +116,7 @@ class basic_hub {
     pipeline_.recover();
     mirror_.sessions_root().remove_temp_files();
     skills_.recover();
+    pool_.post([this] { promote_waiting_skills(); });
   }
   basic_hub(const basic_hub&) = delete;
   basic_hub& operator=(const basic_hub&) = delete;
@@ -414,17 +417,39 @@ class basic_hub {
     return folder.empty() || path == folder || (path.starts_with(folder) && path.size() > folder.size() && path[folder.size()] == '/');
   }
 
-  /// A change landed a skill's manifest: promote the folder, off the committing thread.
-  void promote_when_landed(const change& c) {
-    auto name = skill_publisher<Lock, Store, pipeline_type>::landed(c, options_.skill_manifest);
-    if (!name) return;
-    pool_.post([this, session_name = c.session, name = *name] {
+  /// Changes landed (one, or a change set): every skill folder they touched waits for
+  /// `skill_quiet` without another change, then is promoted if it holds its manifest — so
+  /// the folder is promoted once and whole, whatever order its files were written in.
+  void promote_when_quiet(std::span<const change> landed) {
+    if (options_.skill_manifest.empty()) return;
+    std::set<std::pair<std::string, std::string>> folders;
+    for (auto& c : landed)
+      if (auto beneath = beneath_skill_link(c.path)) folders.emplace(c.session, std::move(beneath->first));
+    for (auto& [session_name, name] : folders) promote_after_quiet(session_name, name);
+  }
+
+  void promote_after_quiet(const std::string& session_name, const std::string& name) {
+    const auto ticket = quiet_.touch(session_name, name);
+    pool_.post_after(options_.skill_quiet, [this, session_name, name, ticket] {
+      if (!quiet_.settled(session_name, name, ticket)) return;  // a later change waits its own moment
+      const auto manifest = store_.file(session_name, "skills/" + name + "/" + options_.skill_manifest);
+      if (!manifest || manifest->deleted) return;  // not (or no longer) a skill
       try {
         promote_skill(session_name, name);
       } catch (const std::exception& e) {
         events_.emit(event_kind::skill_conflict, session_name, {}, "skills/" + name, 0, std::string("not promoted: ") + e.what());
       }
     });
+  }
+
+  /// At start: the quiet moments a stop cut short. Every skill folder of a user session that
+  /// holds its manifest and is not yet a link waits again.
+  void promote_waiting_skills() {
+    if (options_.skill_manifest.empty()) return;
+    for (auto& session : user_sessions())
+      for (auto& f : store_.files(session.name))
+        if (auto beneath = beneath_skill_link(f.path); !f.deleted && beneath && beneath->second == options_.skill_manifest)
+          promote_after_quiet(session.name, beneath->first);
   }
 
   void handle(const std::string& node, const chunk_ack& ack) { nodes_.note_chunk_ack(node, ack); }
@@ -443,6 +468,7 @@ class basic_hub {
   catch_up_type catch_up_;
   pipeline_type pipeline_;
   publisher_type skills_;
+  skill_quiet quiet_;    ///< skill folders waiting for their quiet moment before promotion
   thread_pool control_;  ///< the control lane
   thread_pool pool_;     ///< last: its threads stop before the state they use is destroyed
 };

@@ -643,6 +643,7 @@ int run_push_tree(const invocation& call) {
                 {"bytes", plan.bytes},
                 {"removed", done.removed},
                 {"unchanged", plan.unchanged},
+                {"in_promoted_skills", plan.in_promoted_skills},
                 {"change_sets", replies.size()},
                 {"members", members},
                 {"missing", missing},
@@ -656,6 +657,9 @@ int run_push_tree(const invocation& call) {
                   human_bytes(plan.bytes).c_str(), target.c_str(), done.removed, plan.unchanged,
                   count_of(members.size(), "member").c_str());
     }
+    if (plan.in_promoted_skills)
+      std::printf("left %s beneath promoted skills as they are (a promoted skill is read-only)\n",
+                  count_of(plan.in_promoted_skills, "file").c_str());
     if (opts.wait_all() && missing.empty() && !members.empty())
       std::printf("%s every change\n",
                   members.size() == 1 ? "the member holds" : ("all " + count_of(members.size(), "member") + " hold").c_str());

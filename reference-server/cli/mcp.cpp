@@ -744,6 +744,7 @@ class mesh_tools {
              {"bytes", plan.bytes},
              {"removed", done.removed},
              {"unchanged_files", plan.unchanged},
+             {"in_promoted_skills", plan.in_promoted_skills},
              {"change_sets", replies.size()},
              {"members", std::vector<std::string>(done.members.begin(), done.members.end())},
              {"missing", std::vector<std::string>(done.missing.begin(), done.missing.end())}};

@@ -270,7 +270,7 @@ inline std::vector<tool_spec> make_tools(const std::vector<std::string>& session
        s::result([] {
          auto p = s::change_properties();
          p["local_path"] = s::type("string");
-         for (const char* count : {"files", "bytes", "removed", "unchanged_files", "change_sets"}) p[count] = s::type("integer");
+         for (const char* count : {"files", "bytes", "removed", "unchanged_files", "in_promoted_skills", "change_sets"}) p[count] = s::type("integer");
          return p;
        }(),
                  {"session", "path", "members", "missing"}),

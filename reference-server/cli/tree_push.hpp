@@ -52,6 +52,9 @@ struct tree_plan {
   std::vector<std::string> removals;   ///< relative to base (--delete)
   std::uint64_t bytes = 0;             ///< of `send`
   std::size_t unchanged = 0;           ///< files the session already holds with this content
+  /// Files beneath a promoted skill's link (`skills/<name>` in the session): left out, since
+  /// a promoted skill is read-only from sessions (docs/skills.md).
+  std::size_t in_promoted_skills = 0;
   digest_cache digests;                ///< the folder's stat cache
 
   tree_plan() = default;
@@ -59,9 +62,20 @@ struct tree_plan {
   tree_plan& operator=(const tree_plan&) = delete;
 };
 
-/// Session path → (size, content digest as the wire carries it) of what `session` holds
-/// beneath `base`. A folder the session does not have holds nothing, if the session exists.
-inline std::map<std::string, std::pair<std::uint64_t, std::string>> held_beneath(
+/// What `session` holds beneath `base`: session path → (size, content digest as the wire
+/// carries it) of each file, and the promoted skills' links. A folder the session does not
+/// have holds nothing, if the session exists.
+struct held_tree {
+  std::map<std::string, std::pair<std::uint64_t, std::string>> files;
+  std::vector<std::string> links;
+
+  /// The link `path` lies beneath, if any.
+  [[nodiscard]] bool beneath_link(const std::string& path) const {
+    return std::any_of(links.begin(), links.end(),
+                       [&](const std::string& l) { return path.size() > l.size() && path.starts_with(l) && path[l.size()] == '/'; });
+  }
+};
+inline held_tree held_beneath(
     v1::Assistant::Stub& hub, const std::string& session, const std::string& base,
     const std::function<void(grpc::ClientContext&)>& prepare) {
   v1::ListRequest request;
@@ -77,15 +91,18 @@ inline std::map<std::string, std::pair<std::uint64_t, std::string>> held_beneath
     return {};
   }
   if (!status.ok()) throw tree_push_error(status.error_message(), false, status);
-  std::map<std::string, std::pair<std::uint64_t, std::string>> held;
-  for (const auto& f : reply.files())
-    if (f.mirror().link().empty()) held[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
+  held_tree held;
+  for (const auto& f : reply.files()) {
+    if (f.mirror().link().empty()) held.files[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
+    else held.links.push_back(f.mirror().path());
+  }
   return held;
 }
 
 /// Walks `dir` (excludes from `exclude_patterns` and DIR/.meshhubignore), asks the hub what
 /// the session holds beneath `base`, and decides: files whose size and content digest the
-/// session already has are skipped; with `delete_missing`, what the session holds beneath
+/// session already has are skipped, and so are files beneath a promoted skill's link (the
+/// skill is read-only; its link stays); with `delete_missing`, what the session holds beneath
 /// `base` that the folder lacks (and no exclude names) is removed. Throws tree_push_error.
 inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std::filesystem::path& dir,
                            const std::vector<std::string>& exclude_patterns, bool delete_missing,
@@ -121,7 +138,11 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
   std::set<std::string> local_paths;
   for (const auto& f : plan.tree.files) {
     local_paths.insert(session_path(f.rel));
-    if (auto it = held.find(session_path(f.rel)); it != held.end() && it->second.first == f.size) {
+    if (!held.links.empty() && held.beneath_link(session_path(f.rel))) {
+      ++plan.in_promoted_skills;
+      continue;
+    }
+    if (auto it = held.files.find(session_path(f.rel)); it != held.files.end() && it->second.first == f.size) {
       const auto content = plan.digests.content_of(f.rel, f.local, f.stat);
       if (content && to_bytes(*content) == it->second.second) {
         ++plan.unchanged;
@@ -133,7 +154,7 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
   }
   plan.digests.save();
   if (delete_missing)
-    for (const auto& [path, info] : held) {
+    for (const auto& [path, info] : held.files) {
       const auto rel = base.empty() ? path : path.substr(base.size() + 1);
       if (!local_paths.contains(path) && !excludes.excludes_path(rel)) plan.removals.push_back(rel);
     }

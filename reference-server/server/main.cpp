@@ -3,7 +3,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdint>
 
 #include "server/server.hpp"
 
@@ -35,6 +37,10 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_MAX_SESSIONS_PER_NODE")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-hellos-per-minute", config.hub.max_hellos_per_minute, "hellos one node id may say in a minute")
       ->envname("MESHHUB_MAX_HELLOS_PER_MINUTE")->check(CLI::PositiveNumber)->capture_default_str();
+  std::int64_t skill_quiet_ms = config.hub.skill_quiet.count();
+  app.add_option("--skill-quiet-ms", skill_quiet_ms,
+                 "a skill folder holding SKILL.md is promoted after this long without a change (ms)")
+      ->envname("MESHHUB_SKILL_QUIET_MS")->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}))->capture_default_str();
   app.add_option("--tls-cert", config.tls_cert, "PEM certificate the hub serves TLS with")->envname("MESHHUB_TLS_CERT");
   app.add_option("--tls-key", config.tls_key, "PEM private key of --tls-cert")->envname("MESHHUB_TLS_KEY");
   app.add_option("--tls-client-ca", config.tls_client_ca,
@@ -45,6 +51,7 @@ int main(int argc, char** argv) {
   app.add_option("--test-corrupt-chunks", config.hub.test_corrupt_chunks,
                  "TEST AID: corrupt the payload of the first N chunks sent (nodes must refuse them)");
   CLI11_PARSE(app, argc, argv);
+  config.hub.skill_quiet = std::chrono::milliseconds(skill_quiet_ms);
 
   // Logs go to stderr: stdout carries the events, one JSON line each.
   spdlog::set_default_logger(spdlog::stderr_color_mt("meshhub-server"));

@@ -1,5 +1,6 @@
-/// Skill promotion through the real hub: a session that lands skills/<name>/SKILL.md has
-/// the folder promoted into $DATA_DIR/skills and linked; a second session with the same
+/// Skill promotion through the real hub: a session whose skills/<name>/ holds SKILL.md and
+/// went quiet has the folder promoted into $DATA_DIR/skills and linked, whole, whatever
+/// order its files came in (one by one, or as a pushed tree); a second session with the same
 /// skill is only linked; other content under the same name is kept beside it as a
 /// conflict; the promoted skill is read-only from sessions; on the nodes the session's copy
 /// becomes a link into their copy of the library (the symlink wave).
@@ -17,15 +18,19 @@ std::map<std::string, std::set<std::string>> skills(mesh& m) {
   return out;
 }
 
+/// The manifest first: the files after it still land, since promotion waits until the
+/// folder is quiet (--skill-quiet-ms, longer here than two CLI calls take under load).
 void write_skill(mesh& m, const std::string& session, const std::string& body) {
+  m.cli_ok({"write", session, "skills/fmt/SKILL.md"}, body);
   m.cli_ok({"write", session, "skills/fmt/format.py", "--wait", "all"}, "def fmt(x): return x\n");
-  m.cli_ok({"write", session, "skills/fmt/SKILL.md", "--wait", "all"}, body);  // the trigger, written last
 }
+
+const hub_options quiet_hub{"", {"--skill-quiet-ms", "3000"}};
 
 }  // namespace
 
 TEST_CASE("a skill landed in a session is promoted, shared, kept apart on conflict, and read-only", "[skills]") {
-  mesh m("skills", hub_options{"", {}});
+  mesh m("skills", quiet_hub);
   m.add_node("n1");
   m.wait_connected({"n1"});
   for (auto s : {"s1", "s2", "s3"}) {
@@ -92,7 +97,7 @@ TEST_CASE("a skill landed in a session is promoted, shared, kept apart on confli
 
 TEST_CASE("a promoted skill reaches a late member as a link, survives a restart, and a removed link is repaired",
           "[skills]") {
-  mesh m("skills-links", hub_options{"", {}});
+  mesh m("skills-links", quiet_hub);
   m.add_node("n1");
   m.wait_connected({"n1"});
   m.cli_ok({"session", "create", "s1"});
@@ -149,5 +154,44 @@ TEST_CASE("a promoted skill reaches a late member as a link, survives a restart,
   CHECK(skills(m)["fmt"].empty());
   m.cli_ok({"write", "s1", "skills/fmt/notes.txt", "--wait", "all"}, "a new version in the making\n");
   CHECK(read_file(m.node_file("n2", "s1", "skills/fmt/notes.txt")) == "a new version in the making\n");
+  m.check_alive();
+}
+
+TEST_CASE("a skill folder pushed as a tree is promoted once, with every file, and one written file by file too",
+          "[skills][tree]") {
+  mesh m("skills-tree", hub_options{"", {"--skill-quiet-ms", "500"}});
+  m.add_node("n1");
+  m.wait_connected({"n1"});
+  m.cli_ok({"session", "create", "s1"});
+  m.cli_ok({"session", "join", "s1", "n1"});
+
+  // A tree whose skill folder sorts SKILL.md before its other files: one change set.
+  const fs::path dir = m.src("tree");
+  const std::map<std::string, std::string> skill{
+      {"SKILL.md", "# lint\nLints.\n"}, {"lint.py", "def lint(): pass\n"}, {"rules/style.toml", "width = 100\n"}};
+  for (const auto& [rel, bytes] : skill) {
+    fs::create_directories((dir / "skills" / "lint" / rel).parent_path());
+    write_file(dir / "skills" / "lint" / rel, bytes);
+  }
+  write_file(dir / "README.md", "a project\n");
+  m.cli_ok({"push", "s1", dir.string(), "--wait", "all"}, {}, 60s);
+  wait_until(
+      30s, [&] { return skills(m)["lint"] == std::set<std::string>{"s1"}; },
+      [] { return std::string("lint promoted from s1"); });
+  for (const auto& [rel, bytes] : skill) CHECK(read_file(m.hub_data() / "skills" / "lint" / rel) == bytes);
+  m.wait_in_sync("s1", "skills/lint", {"n1"}, 30s);
+  CHECK(read_file(m.node_file("n1", "s1", "skills/lint/rules/style.toml")) == "width = 100\n");  // through the link
+  CHECK(m.logged_events("skill_promoted").size() == 1);
+  CHECK(m.logged_events("skill_conflict").empty());
+
+  // The same push again, with --delete, changes nothing: the promoted folder is read-only,
+  // so its files are left out, and its link is not something DIR lacks.
+  const json again = m.cli_json({"push", "s1", dir.string(), "--delete", "--wait", "all", "--json"}, {}, 60s);
+  CHECK(again.value("files", -1) == 0);
+  CHECK(again.value("removed", -1) == 0);
+  CHECK(again.value("in_promoted_skills", -1) == 3);
+  CHECK(again.value("unchanged", -1) == 1);
+  CHECK(skills(m)["lint"] == std::set<std::string>{"s1"});
+  CHECK(m.logged_events("skill_promoted").size() == 1);
   m.check_alive();
 }

@@ -11,6 +11,7 @@
 #include "meshhub/meshhub.hpp"
 #include "meshhub/store/sqlite.hpp"
 #include "support/eventually.hpp"
+#include "support/fs.hpp"
 #include "support/in_process_node.hpp"
 #include "support/temp_dir.hpp"
 
@@ -467,4 +468,49 @@ TEST_CASE("recovery: removing a promoted skill's link ends the session's use of 
   f.restart();  // recovery republishes recorded links only: the removed one stays removed
   CHECK(f.hub->store().file("s", "skills/demo")->deleted);
   CHECK(f.hub->skills()[0].sessions == std::vector<std::string>{"t"});
+}
+
+TEST_CASE("recovery: a skill folder is promoted once it is quiet, whole, in whatever order it was written — across a restart too",
+          "[recovery][skills]") {
+  hub_options o;
+  o.skill_quiet = std::chrono::milliseconds(3'000);  // far longer than a few in-process writes take
+  durable_fixture f(o);
+  f.hub->create_session("s");
+  const auto promoted = [&] { return f.of(event_kind::skill_promoted).size(); };
+  // The event comes when the library holds the folder; the link is recorded right after.
+  const auto linked = [&](const std::string& path) {
+    const auto rec = f.hub->store().file("s", path);
+    return rec && !rec->deleted && !rec->link.empty();
+  };
+
+  // A folder without its manifest is never promoted; one whose manifest goes during the
+  // wait neither (their waits end before the one below).
+  const auto started = std::chrono::steady_clock::now();
+  f.hub->write("s", "skills/draft/notes.md", "later\n");
+  f.hub->write("s", "skills/gone/SKILL.md", "# gone\n");
+  f.hub->remove("s", "skills/gone/SKILL.md");
+
+  // The manifest first, then the rest: every write lands, and the whole folder is promoted once.
+  f.hub->write("s", "skills/demo/SKILL.md", "# demo\n");
+  f.hub->write("s", "skills/demo/tool.py", "print(1)\n");
+  f.hub->write("s", "skills/demo/lib/util.py", "x = 1\n");
+  REQUIRE(std::chrono::steady_clock::now() - started < o.skill_quiet);  // else the test proves nothing
+  CHECK(promoted() == 0);
+  REQUIRE(eventually([&] { return promoted() == 1 && linked("skills/demo"); }));
+  CHECK(std::chrono::steady_clock::now() - started >= o.skill_quiet);
+  const auto library = f.dir / "hub" / "skills" / "demo";
+  CHECK(testing::read_file(library / "tool.py") == "print(1)\n");
+  CHECK(testing::read_file(library / "lib" / "util.py") == "x = 1\n");
+  CHECK(f.hub->store().file("s", "skills/demo")->link == "demo");
+  CHECK(f.hub->store().file("s", "skills/demo/lib/util.py")->deleted);
+
+  // A stop during the wait: the next start waits again and promotes.
+  f.hub->write("s", "skills/late/SKILL.md", "# late\n");
+  f.restart();
+  REQUIRE(eventually([&] { return promoted() == 1 && linked("skills/late"); }));  // events were cleared by the restart
+  CHECK(f.hub->store().file("s", "skills/late")->link == "late");
+  CHECK(testing::read_file(f.dir / "hub" / "skills" / "late" / "SKILL.md") == "# late\n");
+  CHECK_FALSE(f.hub->store().file("s", "skills/draft"));
+  CHECK_FALSE(f.hub->store().file("s", "skills/gone"));
+  CHECK(f.hub->skills().size() == 2);
 }

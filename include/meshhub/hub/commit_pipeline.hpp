@@ -24,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -103,9 +104,9 @@ template <class Store, class Engine>
   requires session_store<Store> && version_store<Store> && wave_journal<Store>
 class commit_pipeline {
  public:
-  /// Told of every change the pipeline published (under the session's write lock; it must
-  /// not block — post what takes time).
-  using committed_hook = std::function<void(const change&)>;
+  /// Told of what the pipeline published: a change, or a change set at once (under the
+  /// session's write lock; it must not block — post what takes time).
+  using committed_hook = std::function<void(std::span<const change>)>;
 
   commit_pipeline(const hub_options& options, Store& store, const mirror<Store>& mirror, node_registry& nodes, Engine& waves,
                   catch_up<Store, Engine>& catching_up, event_bus& events, session_locks& locks, committed_hook on_committed)
@@ -209,8 +210,8 @@ class commit_pipeline {
     announce_set(session, set, records);
     for (std::size_t i = 0; i < files.size(); ++i) {
       out.push_back({session, set[i].path, records[i].version, set[i].size, set[i].content, false, records[i].members, {}, {}, false});
-      if (on_committed_) on_committed_(set[i]);
     }
+    if (on_committed_) on_committed_(set);
     for (std::size_t r = 0; r < removals.size(); ++r) {
       if (removed_at[r] == std::string::npos) {
         const auto rec = store_.file(session, removals[r]);
@@ -337,7 +338,7 @@ class commit_pipeline {
     MESHHUB_FAILPOINT("published");
     announce(c, change);
     write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, conflict_of, false};
-    if (on_committed_) on_committed_(c);
+    if (on_committed_) on_committed_(std::span(&c, 1));
     if (!conflict_of.empty()) {
       events_.emit(event_kind::conflict_preserved, c.session, origin->node, c.path, change.version,
                    "change of '" + conflict_of + "' based on v" + std::to_string(origin->base_version) + " met v" +

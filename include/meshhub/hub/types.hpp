@@ -48,9 +48,13 @@ struct hub_options {
   std::size_t max_delivery_retries = 8;
   /// How long a relayed node command (`ls`/`cat --node`) may take.
   std::chrono::milliseconds node_command_timeout{30'000};
-  /// Skill promotion's trigger: a change that lands `skills/<name>/<skill_manifest>` in a
-  /// session promotes `skills/<name>/` into the global library. Empty: only on request.
+  /// Skill promotion's trigger: a session's `skills/<name>/` holding `skills/<name>/<skill_manifest>`
+  /// is promoted into the global library once quiet (below). Empty: only on request.
   std::string skill_manifest = "SKILL.md";
+  /// How long a skill folder holding its manifest must go without a change before it is
+  /// promoted: promotion makes the folder read-only, so it waits until the agent is done
+  /// writing it, in whatever order (a change set counts as one change).
+  std::chrono::milliseconds skill_quiet{2'000};
   // Limits: what one session, one node or one peer may cost (docs/security.md). Each
   // refusal is `errc::too_large` naming the limit, and changes nothing.
   /// Bytes one file may hold: an upload is refused when it crosses this, or at once when

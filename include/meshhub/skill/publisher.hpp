@@ -65,15 +65,6 @@ class skill_publisher {
     return r;
   }
 
-  /// The skill a change completes (`skills/<name>/<manifest>`), if any: what triggers an
-  /// automatic promotion. An empty `manifest` triggers nothing.
-  [[nodiscard]] static std::optional<std::string> landed(const change& c, std::string_view manifest) {
-    if (manifest.empty() || c.deleted) return std::nullopt;
-    auto beneath = beneath_skill_link(c.path);
-    if (!beneath || beneath->second != manifest) return std::nullopt;
-    return std::move(beneath->first);
-  }
-
  private:
   /// The session's side: tombstones beneath `skills/<name>/`, then the link. The caller
   /// holds the session's write lock.
