@@ -1,6 +1,6 @@
 /// The kill sweep: the main proof of "an acknowledged change is never lost, and after any
 /// crash every member converges". A driver thread changes one session through the CLI —
-/// small and large pushes, overwrites, removals — while the test SIGKILLs the hub at seeded
+/// small and large pushes, overwrites, removals, folder pushes — while the test SIGKILLs the hub at seeded
 /// random moments and restarts it on the same data dir and port (the nodes reconnect by
 /// themselves). After each crash it checks the store file (`PRAGMA integrity_check`) and the
 /// mirror against every change the CLI acknowledged; after a restart, that the nodes
@@ -12,7 +12,9 @@
 /// makes it exactly that change; a change whose CLI failed (in flight at the crash) adds
 /// itself as a possibility, whole or not at all; a change the CLI reported as "nothing was
 /// changed" adds nothing (the CLI's contract). Once the mesh converged, what it shows becomes
-/// the model: a converged version must survive every later crash too.
+/// the model: a converged version must survive every later crash too. A folder push is one
+/// change set: its paths follow the same rules one by one, and after recovery it must have
+/// landed whole or not at all (`sweep_state::check_trees`).
 ///
 /// Reproduce: the seed ($MESHHUB_SEED) and the kill count ($MESHHUB_SOAK) are printed at the
 /// start; they fix the contents, the operations and the kill delays (not the exact
@@ -99,7 +101,15 @@ std::string make_content(std::mt19937_64& rng, std::size_t size) {
 // ---------------------------------------------------------------------------------------
 // One operation and what became of it.
 
+/// The names a folder push may hold beneath its base: each push takes some of them (fresh
+/// contents) and, pushed with --delete, removes the others.
+const std::vector<std::string> tree_names{"a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt", "g.txt", "h.txt",
+                                          "sub/i.txt", "sub/j.txt", "sub/k.txt", "sub/deep/l.txt"};
+
 struct op_spec {
+  /// A folder push: `push s DIR <path> --delete --json`, DIR holding these files (name →
+  /// bytes, a subset of tree_names); empty for a single-file operation.
+  std::map<std::string, std::string> tree;
   bool remove = false;
   bool via_stdin = false;  ///< `write s PATH -` instead of `push s FILE PATH`
   bool wait_all = false;
@@ -128,6 +138,7 @@ struct op_record {
   int hub_start = 0;  ///< the hub start (1-based) the op was sent to
   int kills_before = 0;
   bool remove = false, via_stdin = false, wait_all = false, large = false;
+  bool in_tree = false;  ///< one path of a folder push (the push's records share `index`)
   std::string path;
   std::uint64_t size = 0;
   std::string digest;  ///< content digest of the bytes sent; `absent` for rm
@@ -142,7 +153,9 @@ struct op_record {
   std::string describe() const {
     std::ostringstream o;
     o << "op #" << index << " [hub start " << hub_start << ", after " << kills_before << " kills] ";
-    if (remove)
+    if (in_tree)
+      o << "folder push: " << (remove ? "--delete " + path : path + " (" + std::to_string(size) + " B, digest " + short_digest(digest) + ")");
+    else if (remove)
       o << "rm " << path;
     else
       o << (via_stdin ? "write " : "push ") << path << " (" << size << " B, digest " << short_digest(digest) << ")";
@@ -219,6 +232,73 @@ op_record execute(const op_spec& spec, std::size_t index, const std::string& hub
   return r;
 }
 
+/// Runs one folder push (`spec.tree` beneath `spec.path`, with --delete) and returns one
+/// record per name of tree_names: a file of the folder, or a removal of what it lacks.
+std::vector<op_record> execute_tree(const op_spec& spec, std::size_t index, const std::string& hub, const fs::path& src_dir,
+                                    int hub_start, int kills_before) {
+  const fs::path dir = src_dir / ("tree-" + std::to_string(index));
+  for (const auto& [rel, bytes] : spec.tree) {
+    fs::create_directories((dir / rel).parent_path());
+    write_file(dir / rel, bytes);
+  }
+  std::vector<std::string> args{"--hub", hub, "--timeout", "10", "push", session, dir.string(), spec.path, "--delete"};
+  if (spec.wait_all) args.insert(args.end(), {"--wait", "all"});
+  args.push_back("--json");
+  const auto t0 = steady::now();
+  const cli_result res = run_cli(args, {}, 120s);
+  const auto took = std::chrono::duration_cast<milliseconds>(steady::now() - t0).count();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+
+  json reply;
+  try {
+    if (!res.out.empty()) reply = json::parse(res.out);
+  } catch (const std::exception&) {
+  }
+  const bool acked = reply.is_object() && reply.contains("changes");
+  std::map<std::string, json> changes;  // session path → its change in the reply
+  if (acked)
+    for (const auto& c : reply["changes"]) changes[c.value("path", "")] = c;
+  std::vector<op_record> out;
+  for (const auto& name : tree_names) {
+    op_record r;
+    r.index = index;
+    r.hub_start = hub_start;
+    r.kills_before = kills_before;
+    r.in_tree = true;
+    r.wait_all = spec.wait_all;
+    r.path = spec.path + "/" + name;
+    const auto file = spec.tree.find(name);
+    r.remove = file == spec.tree.end();
+    r.size = r.remove ? 0 : file->second.size();
+    r.digest = r.remove ? absent : content_digest(file->second);
+    r.exit_code = res.exit_code;
+    r.took_ms = took;
+    if (acked) {
+      r.result = outcome::acked;
+      if (const auto c = changes.find(r.path); c != changes.end()) {
+        r.version = u64(c->second, "version");
+        r.reply_digest = c->second.value("digest", "");
+        r.reply_path = c->second.value("path", "");
+        r.reply_size = u64(c->second, "size");
+      } else if (r.remove) {
+        r.reply_path = r.path;  // nothing held there: nothing to remove, no new version
+      } else {
+        r.detail = "CONTRACT: the folder push's reply has no change for " + r.path + ": " + one_line(res.out);
+      }
+      if (res.exit_code != 0) r.detail += (r.detail.empty() ? "" : "; ") + std::string("committed; missing ") +
+                                          reply.value("missing", json::array()).dump();
+    } else if (res.exit_code == 0) {
+      r.detail = "CONTRACT: exit 0 without a JSON reply: " + one_line(res.out) + " / " + one_line(res.err);
+    } else {
+      r.result = res.err.find("nothing was changed") != std::string::npos ? outcome::not_applied : outcome::unknown;
+      r.detail = one_line(res.err) + (res.timed_out ? " (CLI TIMED OUT, killed)" : "");
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // The model of what the mirror may hold, and the log of every operation.
 
@@ -255,7 +335,8 @@ class sweep_state {
           violations_.push_back("the hub acknowledged something else than what was sent: " + r.describe() +
                                 "; reply says path '" + r.reply_path + "', size " + std::to_string(r.reply_size) +
                                 ", digest '" + r.reply_digest + "'; sent digest '" + want_digest + "'");
-        if (r.version <= ps.version)
+        const bool removed_nothing = r.in_tree && r.remove && r.version == 0;  // the session held nothing there
+        if (!removed_nothing && r.version <= ps.version)
           violations_.push_back("version not increasing: " + r.describe() + ", but v" + std::to_string(ps.version) +
                                 " of " + r.path + " was already known (acknowledged or converged): a crash lost a "
                                 "version and the store handed it out again\n" + history_locked(r.path, ps));
@@ -273,6 +354,49 @@ class sweep_state {
       case outcome::not_applied: ++not_applied_; break;
     }
     ops_.push_back(std::move(r));
+  }
+
+  /// Folds a folder push (one record per path, sharing an index) into the model; one of
+  /// unknown outcome waits for `check_trees`.
+  void record_tree(std::vector<op_record> records) {
+    if (records.empty()) return;
+    if (records.front().result == outcome::unknown) {
+      std::map<std::string, std::string> changes;
+      for (const auto& r : records) changes[r.path] = r.remove ? absent : r.digest;
+      std::lock_guard g(mu_);
+      unsettled_trees_.push_back({records.front().index, std::move(changes)});
+    }
+    for (auto& r : records) record(std::move(r));
+  }
+
+  /// After recovery, a folder push of unknown outcome landed whole or not at all: of its
+  /// paths that nothing changed since, and whose new content tells it apart from what was
+  /// there before, either all hold the new content or none does. Forgets the pushes it
+  /// judged (or can no longer judge).
+  std::vector<std::string> check_trees(const std::map<std::string, std::string>& found, const std::string& where) {
+    std::lock_guard g(mu_);
+    std::vector<std::string> out;
+    for (const auto& [index, changes] : unsettled_trees_) {
+      std::vector<std::string> landed, not_landed;
+      bool judged = true;
+      for (const auto& [path, content] : changes) {
+        const auto& ps = paths_.at(path);
+        if (ops_[ps.ops.back()].index != index) {
+          judged = false;  // a later operation changed the path
+          break;
+        }
+        if (ps.allowed.size() < 2) continue;  // the new content is the only one (e.g. absent before and after)
+        const auto it = found.find(path);
+        (( it == found.end() ? absent : it->second) == content ? landed : not_landed).push_back(path);
+      }
+      if (!judged || landed.empty() || not_landed.empty()) continue;
+      out.push_back(where + ": the folder push op #" + std::to_string(index) + " (outcome unknown) LANDED IN PART: " +
+                    join(std::set<std::string>(landed.begin(), landed.end())) + " hold its changes, " +
+                    join(std::set<std::string>(not_landed.begin(), not_landed.end())) + " do not\n" +
+                    history_locked(landed.front(), paths_.at(landed.front())));
+    }
+    unsettled_trees_.clear();
+    return out;
   }
 
   /// A path that may hold a file now (for rm), or nullopt.
@@ -398,10 +522,12 @@ class sweep_state {
     return v;
   }
 
-  std::optional<op_record> last_op() const {
+  /// The last operation: its one record, or every record of a folder push.
+  std::vector<op_record> last_op() const {
     std::lock_guard g(mu_);
-    if (ops_.empty()) return std::nullopt;
-    return ops_.back();
+    std::vector<op_record> out;
+    for (auto it = ops_.rbegin(); it != ops_.rend() && it->index == ops_.back().index; ++it) out.insert(out.begin(), *it);
+    return out;
   }
 
   /// The design's word on a change in flight at a failpoint: it must have landed (`true`) or
@@ -431,10 +557,14 @@ class sweep_state {
   std::string summary() const {
     std::lock_guard g(mu_);
     std::size_t large = 0, removes = 0;
-    for (const auto& r : ops_) large += r.large, removes += r.remove;
+    std::set<std::size_t> trees;
+    for (const auto& r : ops_) {
+      if (r.in_tree) trees.insert(r.index);
+      else large += r.large, removes += r.remove;
+    }
     std::ostringstream o;
-    o << ops_.size() << " operations (" << large << " large pushes, " << removes << " removals) over "
-      << paths_.size() << " paths: " << acked_ << " acknowledged, " << unknown_ << " failed with unknown outcome, "
+    o << ops_.size() << " path operations (" << large << " large pushes, " << removes << " removals, " << trees.size()
+      << " folder pushes of " << tree_names.size() << " paths each) over " << paths_.size() << " paths: " << acked_ << " acknowledged, " << unknown_ << " failed with unknown outcome, "
       << not_applied_ << " refused with nothing changed";
     return o.str();
   }
@@ -454,6 +584,8 @@ class sweep_state {
   std::vector<op_record> ops_;
   std::map<std::string, path_state> paths_;
   std::vector<std::string> violations_;
+  /// Folder pushes of unknown outcome not yet judged: index, session path → new content.
+  std::vector<std::pair<std::size_t, std::map<std::string, std::string>>> unsettled_trees_;
   std::size_t acked_ = 0, unknown_ = 0, not_applied_ = 0;
 };
 
@@ -504,6 +636,18 @@ class op_generator {
     s.remove = true;
     return s;
   }
+  /// A folder push to one of three bases: some of tree_names with fresh contents of
+  /// 100 B … 16 KiB (log-uniform), the others removed (--delete).
+  op_spec tree() {
+    op_spec s;
+    s.path = "trees/t" + std::to_string(rng_() % 3);
+    const double lo = std::log(100.0), hi = std::log(16.0 * 1024);
+    for (const auto& name : tree_names)
+      if (rng_() % 5 < 3 || (&name == &tree_names.back() && s.tree.empty()))
+        s.tree[name] = make_content(rng_, static_cast<std::size_t>(std::exp(std::uniform_real_distribution<double>(lo, hi)(rng_))));
+    s.wait_all = rng_() % 10 == 0;
+    return s;
+  }
 
   std::mt19937_64& rng() { return rng_; }
 
@@ -511,6 +655,7 @@ class op_generator {
   void plan_wave() {
     for (auto n = 6 + rng_() % 7; n > 0; --n) wave_.push_back(small());
     if (rng_() % 10 < 6) wave_.push_back(large());
+    for (auto n = rng_() % 3; n > 0; --n) wave_.push_back(tree());
     for (auto n = 1 + rng_() % 2; n > 0; --n) wave_.push_back(removal());
     std::shuffle(wave_.begin(), wave_.end(), rng_);
   }
@@ -586,9 +731,12 @@ class driver {
         const std::size_t index = st_.next_index();
         {
           std::lock_guard g(mu_);
-          current_ = "op #" + std::to_string(index) + " " + (spec.remove ? "rm " : "push ") + spec.path;
+          current_ = "op #" + std::to_string(index) + " " + (!spec.tree.empty() ? "push DIR " : spec.remove ? "rm " : "push ") + spec.path;
         }
-        st_.record(execute(spec, index, hub_, src_dir_, hub_start, kills));
+        if (!spec.tree.empty())
+          st_.record_tree(execute_tree(spec, index, hub_, src_dir_, hub_start, kills));
+        else
+          st_.record(execute(spec, index, hub_, src_dir_, hub_start, kills));
         std::lock_guard g(mu_);
         current_.clear();
       } catch (const std::exception& e) {
@@ -781,6 +929,7 @@ std::vector<std::string> check_converged(mesh& m, sweep_state& st, digest_cache&
   // Contents: mirror against the model and the listing, every node against the mirror.
   const auto mirror_digests = digests(mirror_root(m), mirror, cache);
   for (auto& s : st.check(mirror_digests, where + " (mirror after convergence)")) v.push_back(std::move(s));
+  for (auto& s : st.check_trees(mirror_digests, where + " (mirror after convergence)")) v.push_back(std::move(s));
   for (auto& s : st.check_listing(ls, mirror_digests, where)) v.push_back(std::move(s));
   for (const auto& id : node_ids) {
     const fs::path root = m.workspace(id) / session;
@@ -940,11 +1089,12 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
     m.restart_hub(opts);
     const int armed = m.hub_starts();
 
-    // Changes until the hub dies: small pushes, every fourth a removal, every fifth large.
+    // Changes until the hub dies: small pushes, every fourth a removal, every fifth large,
+    // now and then a folder push.
     const auto deadline = steady::now() + scaled(90s);
     int ops = 0;
     while (m.hub().running() && steady::now() < deadline && ops < 80) {
-      op_spec s = ops % 5 == 4 ? gen.large() : ops % 4 == 3 ? op_generator::removal() : gen.small();
+      op_spec s = ops % 5 == 4 ? gen.large() : ops % 4 == 3 ? op_generator::removal() : ops % 3 == 2 ? gen.tree() : gen.small();
       if (s.remove) {
         if (auto p = st.possibly_present(gen.rng()))
           s.path = *p;
@@ -952,7 +1102,10 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
           s = gen.small();
       }
       s.wait_all = false;
-      st.record(execute(s, st.next_index(), m.hub_addr(), m.dir() / "src", armed, round - 1));
+      if (!s.tree.empty())
+        st.record_tree(execute_tree(s, st.next_index(), m.hub_addr(), m.dir() / "src", armed, round - 1));
+      else
+        st.record(execute(s, st.next_index(), m.hub_addr(), m.dir() / "src", armed, round - 1));
       ++ops;
     }
     const auto status = m.hub().wait_for(scaled(20s));
@@ -972,12 +1125,22 @@ TEST_CASE("kill sweep: a hub crash at each failpoint of the write path loses no 
     // (include/meshhub/failpoint.hpp): before the journal it never happened; once
     // journaled, recovery publishes it. Judged after the restart.
     std::string note = spec + ": died after " + std::to_string(ops) + " operations";
-    if (const auto last = st.last_op(); last && last->hub_start == armed && last->result == outcome::unknown) {
-      note += "; in flight: op #" + std::to_string(last->index) + (last->remove ? " rm " : " push ") + last->path;
-      if (step == "mirror_written" && !last->remove && st.force(*last, false, "the hub crashed at mirror_written, before the journal"))
+    if (const auto last = st.last_op(); !last.empty() && last[0].hub_start == armed && last[0].result == outcome::unknown) {
+      const op_record& op = last[0];  // a folder push's first record is its top-level tree_names[0]
+      const bool tree = op.in_tree;
+      note += "; in flight: op #" + std::to_string(op.index) +
+              (tree ? " push DIR to " + fs::path(op.path).parent_path().string() + " (" + std::to_string(last.size()) + " paths)"
+                    : (op.remove ? " rm " : " push ") + op.path);
+      // Forced on every path of a folder push: it is one change set.
+      const auto force_all = [&](bool landed, const std::string& why) {
+        bool all = true;
+        for (const auto& r : last) all = st.force(r, landed, why) && all;
+        return all;
+      };
+      if (step == "mirror_written" && (tree || !op.remove) && force_all(false, "the hub crashed at mirror_written, before the journal"))
         note += " (must not land)";
       else if ((step == "journal_committed" || step == "published") &&
-               st.force(*last, true, "journaled before the crash at " + step + ": recovery must publish it"))
+               force_all(true, "journaled before the crash at " + step + ": recovery must publish it"))
         note += " (must land)";
     } else {
       note += "; no operation in flight";
