@@ -168,6 +168,24 @@ struct op_record {
   }
 };
 
+/// The CLI's --json answer, or null when it printed none (or not JSON).
+json reply_of(const cli_result& res) {
+  try {
+    if (!res.out.empty()) return json::parse(res.out);
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
+/// A call that brought no acknowledgement: refused with nothing changed, or of unknown
+/// outcome (in flight at a crash); exit 0 without a reply breaks the CLI's contract.
+void classify_failure(op_record& r, const cli_result& res) {
+  r.result = res.exit_code != 0 && res.err.find("nothing was changed") != std::string::npos ? outcome::not_applied
+                                                                                            : outcome::unknown;
+  r.detail = res.exit_code == 0 ? "CONTRACT: exit 0 without a JSON reply: " + one_line(res.out) + " / " + one_line(res.err)
+                                : one_line(res.err) + (res.timed_out ? " (CLI TIMED OUT, killed)" : "");
+}
+
 /// Runs one operation through the CLI against `hub` and classifies the answer. Thread-safe.
 op_record execute(const op_spec& spec, std::size_t index, const std::string& hub, const fs::path& src_dir,
                   int hub_start, int kills_before) {
@@ -208,11 +226,7 @@ op_record execute(const op_spec& spec, std::size_t index, const std::string& hub
     fs::remove(src, ec);
   }
 
-  json reply;
-  try {
-    if (!res.out.empty()) reply = json::parse(res.out);
-  } catch (const std::exception&) {
-  }
+  const json reply = reply_of(res);
   if (reply.is_object() && u64(reply, "version") > 0) {
     // The hub answered with the version: the change is durable. With --wait all, exit 1
     // and a `missing` list mean "committed, not yet held by every member" — still acked.
@@ -222,12 +236,8 @@ op_record execute(const op_spec& spec, std::size_t index, const std::string& hub
     r.reply_path = reply.value("path", "");
     r.reply_size = u64(reply, "size");
     if (res.exit_code != 0) r.detail = "committed; missing " + reply.value("missing", json::array()).dump();
-  } else if (res.exit_code == 0) {
-    r.result = outcome::unknown;
-    r.detail = "CONTRACT: exit 0 without a JSON reply: " + one_line(res.out) + " / " + one_line(res.err);
   } else {
-    r.result = res.err.find("nothing was changed") != std::string::npos ? outcome::not_applied : outcome::unknown;
-    r.detail = one_line(res.err) + (res.timed_out ? " (CLI TIMED OUT, killed)" : "");
+    classify_failure(r, res);
   }
   return r;
 }
@@ -250,11 +260,7 @@ std::vector<op_record> execute_tree(const op_spec& spec, std::size_t index, cons
   std::error_code ec;
   fs::remove_all(dir, ec);
 
-  json reply;
-  try {
-    if (!res.out.empty()) reply = json::parse(res.out);
-  } catch (const std::exception&) {
-  }
+  const json reply = reply_of(res);
   const bool acked = reply.is_object() && reply.contains("changes");
   std::map<std::string, json> changes;  // session path → its change in the reply
   if (acked)
@@ -288,11 +294,8 @@ std::vector<op_record> execute_tree(const op_spec& spec, std::size_t index, cons
       }
       if (res.exit_code != 0) r.detail += (r.detail.empty() ? "" : "; ") + std::string("committed; missing ") +
                                           reply.value("missing", json::array()).dump();
-    } else if (res.exit_code == 0) {
-      r.detail = "CONTRACT: exit 0 without a JSON reply: " + one_line(res.out) + " / " + one_line(res.err);
     } else {
-      r.result = res.err.find("nothing was changed") != std::string::npos ? outcome::not_applied : outcome::unknown;
-      r.detail = one_line(res.err) + (res.timed_out ? " (CLI TIMED OUT, killed)" : "");
+      classify_failure(r, res);
     }
     out.push_back(std::move(r));
   }
