@@ -214,16 +214,18 @@ class basic_hub {
   /// Publishes uploads (each begun with `begin_upload` in this session, bytes appended)
   /// and removals as one change set: one flush, one store transaction, every path's wave
   /// (commit_pipeline.hpp). Results in the order of `files`, then `removals`; removing a
-  /// path the session does not hold is reported `unchanged`.
+  /// path the session does not hold is reported `unchanged`. With an `origin`, the set is
+  /// a node's own changes, each judged as `finish_upload` or `remove` would judge it.
   std::vector<write_result> commit_set(std::string_view session_name, std::vector<upload> files,
-                                       const std::vector<std::string>& removals = {}) {
+                                       const std::vector<std::string>& removals = {},
+                                       const std::optional<set_origin>& origin = std::nullopt) {
     require_session(session_name);
     if (files.size() + removals.size() > options_.max_set_files)
       throw error(errc::too_large, "a change set of " + std::to_string(files.size() + removals.size()) +
                                        " changes is more than " + std::to_string(options_.max_set_files) +
                                        " (max_set_files); nothing was changed");
     for (auto& p : removals) check_path(p);
-    return pipeline_.commit_set(std::string(session_name), files, removals);
+    return pipeline_.commit_set(std::string(session_name), files, removals, origin);
   }
 
   /// Removes a path from the mirror and every member. With an `origin`, the removal is a

@@ -8,8 +8,9 @@
 ///
 /// Node-originated changes (watch mode, the default): a second thread waits on the
 /// session watcher, surveys the sessions it names against the local index and uploads what
-/// differs through the hub's Assistant API (Push / Remove with origin_node and base_version)
-/// on the node link's channel. Every connect surveys every session folder first, uploads
+/// differs through the hub's Assistant API (Push / Remove with origin_node and base_version;
+/// many changes found at once as PushTree change sets, each change with its own base) on
+/// the node link's channel. Every connect surveys every session folder first, uploads
 /// the offline changes, and only then says Hello with each folder's root digest. Before
 /// the receiver lets a version from the hub replace or remove a path, the agent's guard
 /// compares the disk with the index and uploads an unsynced local change there first, so
@@ -40,8 +41,10 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <span>
 #include <spdlog/spdlog.h>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -77,6 +80,12 @@ constexpr std::chrono::milliseconds backoff_initial = 100ms;
 constexpr std::chrono::milliseconds backoff_cap = 5s;
 /// An upload (Push) sends the file in data pieces this large.
 constexpr std::size_t upload_piece_bytes = 1u << 20;
+/// Many changes found at once (a `git checkout`, an `npm install`) go to the hub as change
+/// sets (PushTree with this node as origin) of at most this many changes and bytes; a file
+/// larger than `set_file_bytes` goes on its own (Push), as does a lone change.
+constexpr std::size_t set_max_changes = 1024;
+constexpr std::uint64_t set_max_bytes = 64u << 20;
+constexpr std::uint64_t set_file_bytes = 4u << 20;
 /// An upload's deadline: this much, plus one second per this many bytes (a floor on the
 /// rate, not a target: a stuck upload must not hold a path in flight for ever).
 constexpr std::chrono::seconds upload_deadline_base = 60s;
@@ -477,23 +486,67 @@ class agent {
       }
     }
     bool hub_gone = false;
-    for (auto& c : todo) {
-      upload_outcome o;
+    for (auto& group : upload_groups(todo)) {
+      std::vector<upload_outcome> outcomes;
       if (hub_gone || stop_.requested()) {
-        o = upload_outcome::transient("not sent: the hub is unreachable", true);
+        outcomes.assign(group.size(), upload_outcome::transient("not sent: the hub is unreachable", true));
       } else {
-        o = this->upload(name, *ws, c);
-        hub_gone = o.unreachable;
+        outcomes = group.size() == 1 ? std::vector{this->upload(name, *ws, *group.front())} : upload_set(name, *ws, group);
+        hub_gone = std::any_of(outcomes.begin(), outcomes.end(), [](const upload_outcome& o) { return o.unreachable; });
       }
       {
         std::lock_guard lk(disk_mu());
-        settle(name, c, o);
-        in_flight_.erase({name, c.path});
+        std::vector<local_index::agreement> agreed;  // one index transaction for the group
+        for (std::size_t i = 0; i < group.size(); ++i) {
+          settle(name, *group[i], outcomes[i], group.size() > 1, &agreed);
+          in_flight_.erase({name, group[i]->path});
+        }
+        try {
+          index().agree(name, agreed);
+        } catch (const std::exception& e) {
+          spdlog::warn("index not updated after uploading {} local changes of session {}: {}", agreed.size(), name, e.what());
+        }
       }
+      if (group.size() > 1) log_set(name, outcomes);
       in_flight_cv_.notify_all();
     }
     if (hub_gone && reachable) *reachable = false;
     return root;
+  }
+
+  /// The survey's changes as the uploads they travel in: a file over `set_file_bytes` on
+  /// its own; the rest in change sets of at most `set_max_changes` and `set_max_bytes`.
+  static std::vector<std::vector<local_change*>> upload_groups(std::vector<local_change>& todo) {
+    std::vector<std::vector<local_change*>> groups;
+    std::vector<local_change*> set;
+    std::uint64_t bytes = 0;
+    for (auto& c : todo) {
+      if (!c.removed && c.size > set_file_bytes) {
+        groups.emplace_back(1, &c);
+        continue;
+      }
+      const std::uint64_t size = c.removed ? 0 : c.size;
+      if (!set.empty() && (set.size() == set_max_changes || bytes + size > set_max_bytes)) {
+        groups.push_back(std::move(set));
+        set.clear();
+        bytes = 0;
+      }
+      set.push_back(&c);
+      bytes += size;
+    }
+    if (!set.empty()) groups.push_back(std::move(set));
+    return groups;
+  }
+
+  /// One line for a change set's outcomes (its files are logged one by one at debug).
+  static void log_set(const std::string& s, const std::vector<upload_outcome>& outcomes) {
+    std::size_t count[5] = {};
+    for (const auto& o : outcomes) ++count[static_cast<int>(o.what)];
+    using k = upload_outcome::kind;
+    spdlog::info("uploaded {} local changes of session {} in one change set: {} accepted, {} already held, {} kept as "
+                 "conflict copies or not applied, {} to retry, {} refused",
+                 outcomes.size(), s, count[int(k::accepted)], count[int(k::unchanged)], count[int(k::conflict)],
+                 count[int(k::transient)], count[int(k::permanent)]);
   }
 
   /// What the permanent-refusal memory compares: the content, or nullopt for a removal.
@@ -504,8 +557,11 @@ class agent {
   /// Records what the hub answered (caller holds the disk mutex). Delivered: the row moves to
   /// what the hub now holds — unless the reader moved it past the base meanwhile. A
   /// conflict records the disk as accounted for *without* moving the base, so the hub's
-  /// current version (arriving next) passes the guard and nothing is uploaded again.
-  void settle(const std::string& s, const local_change& c, const upload_outcome& o) {
+  /// current version (arriving next) passes the guard and nothing is uploaded again. With
+  /// `agreed`, the row is added there for the caller to write with the rest of its group in
+  /// one transaction.
+  void settle(const std::string& s, const local_change& c, const upload_outcome& o, bool in_set = false,
+              std::vector<local_index::agreement>* agreed = nullptr) {
     const path_key key{s, c.path};
     const char* what = c.removed ? "removal of" : "change to";
     switch (o.what) {
@@ -515,10 +571,11 @@ class agent {
         refused_.erase(key);
         retry_delay_ = retry_initial;
         member_evidence(s);
+        const auto level = in_set ? spdlog::level::debug : spdlog::level::info;
         if (o.what == upload_outcome::kind::accepted)
-          spdlog::info("uploaded the local {} {}/{}: now v{}", what, s, c.path, o.version);
+          spdlog::log(level, "uploaded the local {} {}/{}: now v{}", what, s, c.path, o.version);
         else if (o.what == upload_outcome::kind::unchanged)
-          spdlog::info("the hub already holds the local {} {}/{} (v{})", what, s, c.path, o.version);
+          spdlog::log(level, "the hub already holds the local {} {}/{} (v{})", what, s, c.path, o.version);
         else if (c.removed)
           spdlog::warn("the local removal of {}/{} (base v{}) met a newer version on the hub, which stays", s, c.path,
                        c.base_version);
@@ -532,8 +589,9 @@ class agent {
             return;
           }
           const auto version = o.what == upload_outcome::kind::conflict ? c.base_version : o.version;
-          if (c.removed) index().tombstone(s, c.path, version);
-          else index().put(s, c.path, version, c.content, c.size, c.stat);
+          local_index::agreement agreed_row{c.path, version, c.content, c.size, c.stat, c.removed};
+          if (agreed) agreed->push_back(std::move(agreed_row));
+          else index().agree(s, std::span(&agreed_row, 1));
         } catch (const std::exception& e) {
           spdlog::warn("index not updated after uploading {}/{}: {}", s, c.path, e.what());
         }
@@ -584,25 +642,76 @@ class agent {
     }
   }
 
+  /// An upload's context, registered so that `stop()` cancels it.
+  struct registration {
+    agent& a;
+    grpc::ClientContext* ctx;
+    registration(agent& a_, grpc::ClientContext* c_) : a(a_), ctx(c_) {
+      std::lock_guard lock(a.ctx_mu_);
+      a.uploads_.insert(ctx);
+      if (a.stop_.requested()) ctx->TryCancel();
+    }
+    ~registration() {
+      std::lock_guard lock(a.ctx_mu_);
+      a.uploads_.erase(ctx);
+    }
+    registration(const registration&) = delete;
+    registration& operator=(const registration&) = delete;
+  };
+
+  /// The deadline of an upload of `bytes`.
+  static std::chrono::system_clock::time_point upload_deadline(std::uint64_t bytes) {
+    return std::chrono::system_clock::now() + upload_deadline_base + std::chrono::seconds(bytes / upload_deadline_bytes_per_sec);
+  }
+
+  /// How streaming a local change's bytes ended.
+  enum class sent { whole, torn, broken };
+
+  /// Streams the bytes of the local change `c` through `write` (one data message per
+  /// piece; false: the stream broke). The bytes come through one descriptor: the survey's,
+  /// or one reopened now and checked to be the same inode; `torn` when they are not what
+  /// the survey digested (changed since, or meanwhile), so nothing is published from them.
+  template <class Write>
+  static sent stream_content(const workspace& ws, local_change& c, Write&& write) {
+    unique_fd reopened;
+    int fd = c.fd.get();
+    if (fd < 0) {
+      try {
+        reopened = ws.open_read(c.path);
+        const auto now = file_stat::of_fd(reopened.get());
+        if (now.ino != c.stat.ino || now.size != c.stat.size) return sent::torn;
+      } catch (const std::exception&) {
+        return sent::torn;
+      }
+      fd = reopened.get();
+    }
+    content_hasher hasher;
+    // As large as the file, up to a block: thousands of small files must not each zero 4 MiB.
+    std::string block(static_cast<std::size_t>(std::min<std::uint64_t>(digest_block_size, c.size)), '\0');
+    for (std::uint64_t done = 0; done < c.size;) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), c.size - done));
+      std::size_t filled = 0;
+      while (filled < want) {
+        const ssize_t n = ::pread(fd, block.data() + filled, want - filled, static_cast<off_t>(done + filled));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return sent::torn;  // shorter than surveyed, or unreadable now
+        filled += static_cast<std::size_t>(n);
+      }
+      hasher.add_block(std::as_bytes(std::span(block.data(), filled)));
+      for (std::size_t at = 0; at < filled; at += upload_piece_bytes)
+        if (!write(std::string_view(block.data() + at, std::min(upload_piece_bytes, filled - at)))) return sent::broken;
+      done += filled;
+    }
+    return hasher.finish() == c.content ? sent::whole : sent::torn;
+  }
+
   /// Sends one local change to the hub (Push or Remove with origin and base) and says how
   /// the hub answered. Touches neither the disk nor the index; the caller settles.
   upload_outcome upload(const std::string& s, const workspace& ws, local_change& c) {
     const auto stub = assistant();
     if (!stub) return upload_outcome::transient("not connected to the hub", true);
     grpc::ClientContext ctx;
-    struct registration {
-      agent& a;
-      grpc::ClientContext* ctx;
-      registration(agent& a_, grpc::ClientContext* c_) : a(a_), ctx(c_) {
-        std::lock_guard lock(a.ctx_mu_);
-        a.uploads_.insert(ctx);
-        if (a.stop_.requested()) ctx->TryCancel();
-      }
-      ~registration() {
-        std::lock_guard lock(a.ctx_mu_);
-        a.uploads_.erase(ctx);
-      }
-    } reg(*this, &ctx);
+    registration reg(*this, &ctx);
     v1::WriteReply reply;
 
     if (c.removed) {
@@ -615,24 +724,7 @@ class agent {
       return classify(stub->Remove(&ctx, req, &reply), reply);
     }
 
-    // The bytes come through one descriptor: the survey's, or one reopened now and checked
-    // to be the same inode; the digest of what was sent must equal the survey's, or the
-    // upload is cancelled (nothing published) and the next survey sends the new content.
-    unique_fd reopened;
-    int fd = c.fd.get();
-    if (fd < 0) {
-      try {
-        reopened = ws.open_read(c.path);
-        const auto now = file_stat::of_fd(reopened.get());
-        if (now.ino != c.stat.ino || now.size != c.stat.size)
-          return upload_outcome::transient("'" + c.path + "' changed since the survey");
-      } catch (const std::exception& e) {
-        return upload_outcome::transient(e.what());
-      }
-      fd = reopened.get();
-    }
-    ctx.set_deadline(std::chrono::system_clock::now() + upload_deadline_base +
-                     std::chrono::seconds(c.size / upload_deadline_bytes_per_sec));
+    ctx.set_deadline(upload_deadline(c.size));
     auto writer = stub->Push(&ctx, &reply);
     v1::PushRequest header;
     auto& h = *header.mutable_header();
@@ -641,39 +733,84 @@ class agent {
     h.set_size(static_cast<std::int64_t>(c.size));
     h.set_origin_node(opts_.id);
     h.set_base_version(c.base_version);
-    bool sent_ok = writer->Write(header);
-    bool torn = false;
-    content_hasher hasher;
-    std::string block(digest_block_size, '\0');
-    for (std::uint64_t sent = 0; sent_ok && !torn && sent < c.size;) {
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), c.size - sent));
-      std::size_t filled = 0;
-      while (filled < want) {
-        const ssize_t n = ::pread(fd, block.data() + filled, want - filled, static_cast<off_t>(sent + filled));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          torn = true;  // shorter than surveyed, or unreadable now
-          break;
-        }
-        filled += static_cast<std::size_t>(n);
-      }
-      if (torn) break;
-      hasher.add_block(std::as_bytes(std::span(block.data(), filled)));
-      for (std::size_t at = 0; sent_ok && at < filled; at += upload_piece_bytes) {
-        v1::PushRequest piece;
-        piece.set_data(block.data() + at, std::min(upload_piece_bytes, filled - at));
-        sent_ok = writer->Write(piece);
-      }
-      sent += filled;
+    auto how = writer->Write(header) ? sent::whole : sent::broken;
+    if (how == sent::whole) {
+      v1::PushRequest piece;
+      how = stream_content(ws, c, [&](std::string_view bytes) {
+        piece.set_data(bytes.data(), bytes.size());
+        return writer->Write(piece);
+      });
     }
-    if (sent_ok && !torn && hasher.finish() != c.content) torn = true;
-    if (torn) {
+    if (how == sent::torn) {
       ctx.TryCancel();
       (void)writer->Finish();
       return upload_outcome::transient("'" + c.path + "' changed while it was being uploaded");
     }
-    if (sent_ok) writer->WritesDone();
+    if (how == sent::whole) writer->WritesDone();
     return classify(writer->Finish(), reply);
+  }
+
+  /// Sends several local changes of session `s` as one change set (PushTree with this node
+  /// as origin and each change's base) and says how the hub answered each. A set the hub
+  /// refuses as a whole, or one whose bytes changed while it was sent, is sent again one
+  /// change at a time, so that one change's fate is never another's.
+  std::vector<upload_outcome> upload_set(const std::string& s, const workspace& ws, const std::vector<local_change*>& changes) {
+    const auto stub = assistant();
+    if (!stub) return std::vector(changes.size(), upload_outcome::transient("not connected to the hub", true));
+    std::vector<local_change*> files, removals;
+    std::uint64_t bytes = 0;
+    for (auto* c : changes) {
+      (c->removed ? removals : files).push_back(c);
+      if (!c->removed) bytes += c->size;
+    }
+    grpc::ClientContext ctx;
+    registration reg(*this, &ctx);
+    ctx.set_deadline(upload_deadline(bytes));
+    v1::TreeReply reply;
+    auto writer = stub->PushTree(&ctx, &reply);
+    v1::TreeRequest request;
+    auto& h = *request.mutable_header();
+    h.set_session(s);
+    h.set_origin_node(opts_.id);
+    for (auto* c : removals) {
+      h.add_remove(c->path);
+      h.add_remove_base(c->base_version);
+    }
+    auto how = writer->Write(request) ? sent::whole : sent::broken;
+    for (auto* c : files) {
+      if (how != sent::whole) break;
+      request.Clear();
+      auto& f = *request.mutable_file();
+      f.set_path(c->path);
+      f.set_size(static_cast<std::int64_t>(c->size));
+      f.set_base_version(c->base_version);
+      if (!writer->Write(request)) {
+        how = sent::broken;
+        break;
+      }
+      how = stream_content(ws, *c, [&](std::string_view piece) {
+        request.set_data(piece.data(), piece.size());
+        return writer->Write(request);
+      });
+    }
+    if (how == sent::torn) ctx.TryCancel();
+    else if (how == sent::whole) writer->WritesDone();
+    const auto status = writer->Finish();
+    std::vector<upload_outcome> out;
+    if (how == sent::whole && status.ok() && reply.changes_size() == static_cast<int>(changes.size())) {
+      std::map<const local_change*, upload_outcome> by_change;
+      int at = 0;
+      for (auto* c : files) by_change[c] = classify(status, reply.changes(at++));
+      for (auto* c : removals) by_change[c] = classify(status, reply.changes(at++));
+      for (auto* c : changes) out.push_back(std::move(by_change[c]));
+      return out;
+    }
+    const auto whole = classify(status, v1::WriteReply{});
+    if (how != sent::torn && whole.unreachable) return std::vector(changes.size(), whole);
+    spdlog::info("the change set of {} local changes in session {} was not taken ({}); sending them one by one", changes.size(), s,
+                 how == sent::torn ? "a file changed while it was sent" : whole.detail);
+    for (auto* c : changes) out.push_back(stop_.requested() ? upload_outcome::transient("stopping") : upload(s, ws, *c));
+    return out;
   }
 
   static upload_outcome classify(const grpc::Status& status, const v1::WriteReply& reply) {

@@ -436,7 +436,6 @@ class assistant_service final : public v1::Assistant::CallbackService {
   }
 
   grpc::ServerReadReactor<v1::TreeRequest>* PushTree(grpc::CallbackServerContext* ctx, v1::TreeReply* reply) override {
-    if (auto status = require_client(*ctx, credentials_); !status.ok()) return new refused_call<grpc::ServerReadReactor<v1::TreeRequest>>(status);
     return new tree_reactor(*this, ctx, reply);
   }
 
@@ -471,6 +470,13 @@ class assistant_service final : public v1::Assistant::CallbackService {
       return {grpc::StatusCode::PERMISSION_DENIED, "client '" + p.name + "' cannot send a change as node '" + origin_node + "'"};
     return {grpc::StatusCode::PERMISSION_DENIED,
             "node '" + p.name + "' may only send its own changes" + (origin_node.empty() ? "" : ", not node '" + origin_node + "''s")};
+  }
+
+  /// `may_change` for a stream that learns its origin from its first message: throws.
+  void require_may_change(const grpc::ServerContextBase& ctx, const std::string& origin_node) const {
+    if (auto status = may_change(ctx, origin_node); !status.ok())
+      throw error(status.error_code() == grpc::StatusCode::UNAUTHENTICATED ? errc::unauthenticated : errc::permission_denied,
+                  status.error_message());
   }
 
   /// Every unary control call, clients only: run `body` on the hub's control lane, then
@@ -549,9 +555,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
       if (request.has_header()) {
         if (upload_) throw error(errc::invalid_argument, "push: a second header");
         header_ = request.header();
-        if (auto status = service_.may_change(*ctx_, header_.origin_node()); !status.ok())
-          throw error(status.error_code() == grpc::StatusCode::UNAUTHENTICATED ? errc::unauthenticated : errc::permission_denied,
-                      status.error_message());
+        service_.require_may_change(*ctx_, header_.origin_node());
         upload_.emplace(header_.size() >= 0
                             ? hub_.begin_upload(header_.session(), header_.path(), static_cast<std::uint64_t>(header_.size()))
                             : hub_.begin_upload(header_.session(), header_.path()));
@@ -602,8 +606,19 @@ class assistant_service final : public v1::Assistant::CallbackService {
         case v1::TreeRequest::kHeader: {
           if (header_) throw error(errc::invalid_argument, "tree push: a second header");
           header_ = request.header();
+          // As Push: a client's set, or a node's own changes under its own id.
+          service_.require_may_change(*ctx_, header_->origin_node());
           if (!header_->path().empty()) check_folder(header_->path());
           for (const auto& r : header_->remove()) removals_.push_back(beneath(r));
+          if (!header_->origin_node().empty()) {
+            check_node_id(header_->origin_node());
+            if (header_->remove_base_size() != header_->remove_size())
+              throw error(errc::invalid_argument, "tree push: " + std::to_string(header_->remove_size()) + " removals but " +
+                                                      std::to_string(header_->remove_base_size()) + " base versions");
+            origin_.emplace(set_origin{header_->origin_node(), {}});
+          } else if (header_->remove_base_size() > 0) {
+            throw error(errc::invalid_argument, "tree push: base versions without an origin node");
+          }
           return;
         }
         case v1::TreeRequest::kFile: {
@@ -616,6 +631,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
                                              " changes in one set (max_set_files); nothing was changed");
           expected_ = static_cast<std::uint64_t>(f.size());
           uploads_.push_back(hub_.begin_upload(header_->session(), beneath(f.path()), expected_));
+          if (origin_) origin_->bases.push_back(f.base_version());
           return;
         }
         case v1::TreeRequest::kData:
@@ -644,7 +660,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
       auto status = guarded([&] {
         if (!header_) throw error(errc::invalid_argument, "tree push: no header was sent; nothing was changed");
         close_file();
-        results_ = hub_.commit_set(header_->session(), std::move(uploads_), removals_);
+        if (origin_) origin_->bases.insert(origin_->bases.end(), header_->remove_base().begin(), header_->remove_base().end());
+        results_ = hub_.commit_set(header_->session(), std::move(uploads_), removals_, origin_);
         uploads_.clear();
       });
       if (!status.ok()) return finish(status);
@@ -679,6 +696,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
     std::optional<v1::TreeHeader> header_;
     std::vector<server_hub::upload> uploads_;
     std::vector<std::string> removals_;
+    std::optional<set_origin> origin_;  ///< a node's own changes: its id and each change's base
     std::uint64_t expected_ = 0;
     std::vector<write_result> results_;
   };

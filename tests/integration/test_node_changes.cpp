@@ -2,7 +2,8 @@
 /// reaches the hub and the others; a node that was offline while the hub and the node both
 /// changed files comes back to the union, with a conflict copy, nothing lost; a replica
 /// (`--no-watch`) whose files were edited or deleted behind its back is repaired, and the
-/// hub's event log names the drift.
+/// hub's event log names the drift; thousands of files changed at once on a node go up as
+/// change sets, each change still judged on its own base.
 #include "mesh.hpp"
 
 using namespace meshhub::it;
@@ -128,5 +129,57 @@ TEST_CASE("a replica's files edited or deleted behind its back are found at reco
   CHECK_THAT(detail, !Catch::Contains("untouched.txt"));
   // The replica uploaded nothing: the mirror is untouched.
   CHECK(read_file(m.mirror_file("s", "edited.txt")) == "the hub's\n");
+  m.check_alive();
+}
+
+TEST_CASE("thousands of files changed at once on a node go to the hub as change sets, each judged on its base",
+          "[node-changes]") {
+  mesh m("node-bulk", hub_options::on_sqlite());
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  for (auto name : {"both.txt", "dropped.txt", "kept.txt"}) m.cli_ok({"write", "s", name, "--wait", "all"}, "v1 from the hub\n");
+
+  // While n1 is away: the hub changes both.txt and kept.txt; n1 edits both.txt (a
+  // conflict), removes dropped.txt (accepted) and kept.txt (based on v1, it meets v2: not
+  // applied), and a checkout lands 2,000 files in 40 folders.
+  m.stop_node("n1");
+  m.cli_ok({"write", "s", "both.txt"}, "v2 from the hub\n");
+  m.cli_ok({"write", "s", "kept.txt"}, "v2 from the hub\n");
+  write_file(m.node_file("n1", "s", "both.txt"), "n1's offline edit\n");
+  fs::remove(m.node_file("n1", "s", "dropped.txt"));
+  fs::remove(m.node_file("n1", "s", "kept.txt"));
+  std::map<std::string, std::string> want{
+      {"both.txt", "v2 from the hub\n"}, {"both.conflict-n1-2.txt", "n1's offline edit\n"}, {"kept.txt", "v2 from the hub\n"}};
+  for (int i = 0; i < 2000; ++i) {
+    const std::string path = "checkout/d" + std::to_string(i % 40) + "/f" + std::to_string(i) + ".c";
+    want[path] = i % 500 == 0 ? std::string() : "int f" + std::to_string(i) + ";\n";
+    write_file(m.node_file("n1", "s", path), want[path]);
+  }
+  const auto& node = m.add_node("n1");
+
+  wait_converged(m, ids, want);
+  for (auto& [path, bytes] : want) CHECK(read_file(m.mirror_file("s", path)) == bytes);
+  CHECK_FALSE(fs::exists(m.mirror_file("s", "dropped.txt")));
+  const auto conflicts = m.logged_events("conflict_preserved");
+  REQUIRE(conflicts.size() == 2);
+  std::set<std::string> conflict_paths;
+  for (auto& e : conflicts) conflict_paths.insert(e.value("path", ""));
+  CHECK(conflict_paths == std::set<std::string>{"both.conflict-n1-2.txt", "kept.txt"});
+
+  // 2,003 changes went up as two change sets (of at most 1,024), not one call each.
+  std::size_t sets = 0, changes = 0;
+  std::ifstream log(node.err_log());
+  const std::string marker = "uploaded ";
+  for (std::string line; std::getline(log, line);) {
+    if (line.find(" in one change set: ") == std::string::npos) continue;
+    ++sets;
+    changes += std::stoul(line.substr(line.find(marker) + marker.size()));
+  }
+  INFO(tail(node.err_log()));
+  CHECK(sets == 2);
+  CHECK(changes == 2003);
   m.check_alive();
 }

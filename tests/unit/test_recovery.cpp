@@ -359,6 +359,66 @@ TEST_CASE("node changes: a change based on an older version is kept as a conflic
   CHECK_FALSE(f.mirror_has("x.txt"));
 }
 
+TEST_CASE("node changes: a node's change set judges each change on its own base", "[recovery]") {
+  durable_fixture f;
+  f.hub->create_session("s");
+  f.hub->join("s", {"n1", "n2"});
+  for (auto id : {"n1", "n2"}) f.node(id).connect();
+  const auto base = f.hub->write("s", "both.txt", "v1").version;
+  f.hub->write("s", "both.txt", "v2 from the assistant");
+  f.hub->write("s", "held.txt", "the same bytes");
+  f.hub->write("s", "dropped.txt", "v1");
+  f.hub->write("s", "kept.txt", "v1");
+  f.hub->write("s", "kept.txt", "v2 from the assistant");
+  CHECK(eventually([&] { return f.hub->store().pending_waves().empty(); }));
+  const auto sent_to_n1 = f.node("n1").sent_files().size();
+
+  std::vector<durable_hub::upload> files;
+  for (auto [path, bytes] : {std::pair{"both.txt", "n1 edited v1"}, {"held.txt", "the same bytes"}, {"new/a.txt", "A"},
+                             {"new/b.txt", "B"}}) {
+    files.push_back(f.hub->begin_upload("s", path));
+    files.back().append(bytes);
+  }
+  // Bases: both.txt and kept.txt were v1 when n1 changed them; the rest are current.
+  const auto results = f.hub->commit_set("s", std::move(files), {"dropped.txt", "kept.txt", "never-was.txt"},
+                                         set_origin{"n1", {base, 1, 0, 0, 1, base, 0}});
+  REQUIRE(results.size() == 7);
+  CHECK(results[0].conflict_of == "both.txt");
+  CHECK(results[0].path == "both.conflict-n1-2.txt");
+  CHECK(results[1].unchanged);
+  CHECK(results[2].conflict_of.empty());
+  CHECK(results[2].members == std::vector<std::string>{"n2"});  // the origin holds its own change
+  CHECK(results[4].deleted);
+  CHECK(results[5].conflict_of == "kept.txt");  // a removal based on v1 met v2: not applied
+  CHECK(results[5].version == 2);
+  CHECK(results[6].unchanged);
+
+  CHECK(f.mirror("both.txt") == "v2 from the assistant");
+  CHECK(f.mirror("both.conflict-n1-2.txt") == "n1 edited v1");
+  CHECK(f.mirror("kept.txt") == "v2 from the assistant");
+  CHECK_FALSE(f.mirror_has("dropped.txt"));
+  CHECK(f.mirror("new/a.txt") == "A");
+  CHECK(f.of(event_kind::conflict_preserved).size() == 2);
+  CHECK(eventually([&] {
+    return f.holds(f.node("n2"), "new/b.txt", "B") && f.holds(f.node("n2"), "both.conflict-n1-2.txt", "n1 edited v1") &&
+           f.lacks(f.node("n2"), "dropped.txt");
+  }));
+  // n1 is sent its conflict copy (a path new to it), never its own accepted changes.
+  CHECK(eventually([&] { return f.holds(f.node("n1"), "both.conflict-n1-2.txt", "n1 edited v1"); }));
+  const auto sent = f.node("n1").sent_files();
+  for (auto i = sent_to_n1; i < sent.size(); ++i) CHECK(sent[i].path == "both.conflict-n1-2.txt");
+
+  // A set whose bases do not match its changes, or from a node that is not a member,
+  // changes nothing.
+  std::vector<durable_hub::upload> more;
+  more.push_back(f.hub->begin_upload("s", "x.txt"));
+  CHECK_THROWS_AS(f.hub->commit_set("s", std::move(more), {}, set_origin{"n1", {}}), error);
+  more.clear();
+  more.push_back(f.hub->begin_upload("s", "x.txt"));
+  CHECK_THROWS_AS(f.hub->commit_set("s", std::move(more), {}, set_origin{"stranger", {0}}), error);
+  CHECK_FALSE(f.mirror_has("x.txt"));
+}
+
 // ---- a reconnect storm ------------------------------------------------------------------------
 
 TEST_CASE("reconcile: 200 nodes reconnecting at once are reconciled", "[recovery][storm]") {

@@ -154,20 +154,22 @@ class commit_pipeline {
   /// Publishes several uploads and removals of one session as one change set (a pushed
   /// tree): one flush makes every upload's bytes durable together (detail::sync_files), one
   /// store transaction journals the whole set, every file is renamed into place and each
-  /// folder fsynced once, and then each path's wave starts. A crash before the journal
-  /// leaves temp files nobody acknowledged; after it, recovery publishes the whole set. A
-  /// removal of a path the session does not hold is nothing to do, not an error. Results
-  /// come in the order of `files`, then `removals`.
+  /// folder fsynced once, and then the waves start. A crash before the journal leaves temp
+  /// files nobody acknowledged; after it, recovery publishes the whole set. A removal of a
+  /// path the session does not hold is nothing to do, not an error. With an `origin` the
+  /// set is a node's changes, each judged as `commit` judges one (accepted, already held,
+  /// or kept as a conflict copy / not applied). Results come in the order of `files`, then
+  /// `removals`.
   std::vector<write_result> commit_set(const std::string& session, std::vector<upload>& files,
-                                       const std::vector<std::string>& removals) {
-    std::vector<change> set;
-    set.reserve(files.size() + removals.size());
-    for (auto& up : files) {
+                                       const std::vector<std::string>& removals, const std::optional<set_origin>& origin) {
+    if (origin && origin->bases.size() != files.size() + removals.size())
+      throw error(errc::invalid_argument, "a node's change set of " + std::to_string(files.size() + removals.size()) +
+                                              " changes names " + std::to_string(origin->bases.size()) +
+                                              " base versions; nothing was changed");
+    for (auto& up : files)
       if (up.session_ != session)
         throw error(errc::invalid_argument, "a change set of session '" + session + "' holds an upload of session '" +
                                                 up.session_ + "'; nothing was changed");
-      set.push_back(change{up.session_, up.path_, up.size(), up.finish_digest(), false, up.writer_.temp_name(), {}, {}, {}});
-    }
     {
       std::vector<int> fds;
       fds.reserve(files.size());
@@ -180,47 +182,77 @@ class commit_pipeline {
     auto lock = locks_.of(session);
     std::lock_guard g(*lock);
     {
-      auto named = set;  // every path the set names, removals included, once
+      std::vector<change> named;  // every path the set names, removals included, once
+      named.reserve(files.size() + removals.size());
+      for (auto& up : files) named.push_back(change{session, up.path_, 0, digest{}, false, {}, {}, {}, {}});
       for (auto& path : removals) named.push_back(change{session, path, 0, digest{}, true, {}, {}, {}, {}});
       check_distinct_paths(named);
     }
-    std::vector<std::size_t> removed_at;  // index into `set` per removal (npos: nothing to remove)
-    for (auto& path : removals) {
-      mirror_.refuse_beneath_promoted_skill(session, path);
-      const auto rec = store_.file(session, path);
-      if (!rec || rec->deleted) {
-        removed_at.push_back(std::string::npos);
+    if (origin && !catch_up_.is_member(origin->node, session))
+      throw error(errc::permission_denied, "node '" + origin->node + "' is not a member of session '" + session + "'");
+
+    // Each change of the request: answered without a new version, or at `set[at]`.
+    struct slot {
+      std::optional<write_result> answer;
+      std::size_t at = 0;
+      verdict judged;
+    };
+    std::vector<slot> slots(files.size() + removals.size());
+    std::vector<change> set;
+    std::vector<upload*> staged;  // the upload of each of set's first entries
+    set.reserve(slots.size());
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      const bool removal = i >= files.size();
+      change c = removal ? change{session, removals[i - files.size()], 0, digest{}, true, {}, {}, {}, {}}
+                         : change{session, files[i].path_, files[i].size(), files[i].finish_digest(), false,
+                                  files[i].writer_.temp_name(), {}, {}, {}};
+      if (removal) mirror_.refuse_beneath_promoted_skill(session, c.path);
+      const auto current = store_.file(session, c.path);
+      if (origin) {
+        slots[i].judged = judge(c, current, origin->node, origin->bases[i]);
+        if (slots[i].judged.answer) {
+          slots[i].answer = std::move(slots[i].judged.answer);
+          continue;
+        }
+      } else if (removal && (!current || current->deleted)) {
+        slots[i].answer = write_result{session, c.path, current ? current->version : 0, 0, {}, true, {}, {}, {}, true};
         continue;
       }
-      removed_at.push_back(set.size());
-      set.push_back(change{session, path, 0, digest{}, true, {}, {}, {}, {}});
+      const bool conflict = !slots[i].judged.conflict_of.empty();
+      if (!removal && (!current || current->deleted || conflict)) reserve_file_slot(session, c.path);
+      if (!conflict) c.ends_skill_link = ended_link(c, current);
+      slots[i].at = set.size();
+      set.push_back(std::move(c));
+      if (!removal) staged.push_back(&files[i]);
     }
-    for (std::size_t i = 0; i < set.size(); ++i) {
-      auto& c = set[i];
-      const auto current = store_.file(c.session, c.path);
-      if (i < files.size() && (!current || current->deleted)) reserve_file_slot(c.session, c.path);
-      c.ends_skill_link = ended_link(c, current);
+    std::vector<change_record> records;
+    if (!set.empty()) {
+      records = store_.commit_changes(set);
+      for (auto* up : staged) up->writer_.keep_temp_file();  // journaled: recovery may need them
+      MESHHUB_FAILPOINT("journal_committed");
+      publish_set(session, staged, set, records);
+      MESHHUB_FAILPOINT("published");
+      announce_set(session, set, records);
+      if (on_committed_) on_committed_(set);
     }
-    const auto records = store_.commit_changes(set);
-    for (auto& up : files) up.writer_.keep_temp_file();  // journaled: recovery may need them
-    MESHHUB_FAILPOINT("journal_committed");
-    publish_set(session, files, set, records);
-    MESHHUB_FAILPOINT("published");
     std::vector<write_result> out;
-    announce_set(session, set, records);
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      out.push_back({session, set[i].path, records[i].version, set[i].size, set[i].content, false, records[i].members, {}, {}, false});
-    }
-    if (on_committed_) on_committed_(set);
-    for (std::size_t r = 0; r < removals.size(); ++r) {
-      if (removed_at[r] == std::string::npos) {
-        const auto rec = store_.file(session, removals[r]);
-        out.push_back({session, removals[r], rec ? rec->version : 0, 0, {}, true, {}, {}, {}, true});
+    out.reserve(slots.size());
+    bool conflicts = false;
+    for (auto& sl : slots) {
+      if (sl.answer) {
+        conflicts |= !sl.answer->conflict_of.empty();
+        out.push_back(std::move(*sl.answer));
         continue;
       }
-      const auto i = removed_at[r];
-      out.push_back({session, set[i].path, records[i].version, 0, {}, true, records[i].members, {}, {}, false});
+      const auto& c = set[sl.at];
+      const auto& rec = records[sl.at];
+      out.push_back({session, c.path, rec.version, c.size, c.content, c.deleted, rec.members, {}, sl.judged.conflict_of, false});
+      if (!sl.judged.conflict_of.empty()) {
+        conflict_kept(c, sl.judged, origin->node, rec.version);
+        conflicts = true;
+      }
     }
+    if (conflicts) catch_up_.request(origin->node);
     return out;
   }
 
@@ -261,23 +293,24 @@ class commit_pipeline {
     return name ? *name : std::string();
   }
 
-  /// The mirror side of `commit_set`: renames every upload into place and unlinks every
-  /// removal, then fsyncs each folder once. Where the mirror refuses, the journaled change is
-  /// retried the way a restart would; one that still fails is left to recovery.
-  void publish_set(const std::string& session, std::vector<upload>& files, const std::vector<change>& set,
+  /// The mirror side of `commit_set`: renames every upload into place (`staged[i]` is
+  /// `set[i]`'s; a conflict copy takes its own name beside the target) and unlinks every
+  /// removal, then fsyncs each folder once. Where the mirror refuses, the journaled change
+  /// is retried the way a restart would; one that still fails is left to recovery.
+  void publish_set(const std::string& session, const std::vector<upload*>& staged, const std::vector<change>& set,
                    const std::vector<change_record>& records) {
     folder_syncs folders;
     const auto ws = mirror_.of(session);
     // Removals first: a file may take the place of a folder they empty.
     std::vector<std::size_t> order;
-    for (std::size_t i = files.size(); i < set.size(); ++i) order.push_back(i);
-    for (std::size_t i = 0; i < files.size(); ++i) order.push_back(i);
+    for (std::size_t i = staged.size(); i < set.size(); ++i) order.push_back(i);
+    for (std::size_t i = 0; i < staged.size(); ++i) order.push_back(i);
     for (const auto i : order) {
       const auto& c = set[i];
       try {
-        if (i < files.size()) {
-          files[i].writer_.rename_into_place();
-          folders.add(files[i].writer_.folder_fd(), c.path);
+        if (i < staged.size()) {
+          staged[i]->writer_.rename_into_place(detail::split_parent(c.path).second);
+          folders.add(staged[i]->writer_.folder_fd(), c.path);
         } else {
           ws.remove(c.path, &folders);
         }
@@ -294,34 +327,20 @@ class commit_pipeline {
     auto lock = locks_.of(c.session);
     std::lock_guard g(*lock);
     const auto current = store_.file(c.session, c.path);
-    const std::uint64_t current_version = current ? current->version : 0;
-    std::string conflict_of;
+    verdict judged;
     if (origin) {
       if (!catch_up_.is_member(origin->node, c.session))
         throw error(errc::permission_denied, "node '" + origin->node + "' is not a member of session '" + c.session + "'");
-      const bool gone = !current || current->deleted;
-      if (c.deleted ? gone : (!gone && current->content == c.content && current->size == c.size)) {
-        // The hub holds this already (e.g. a node re-sends a change whose answer a crash lost).
-        if (current) catch_up_.note_delivery(origin->node, {c.session, c.path, current_version});
-        return {c.session, c.path, current_version, c.size, c.content, c.deleted, {}, {}, {}, true};
-      }
-      if (origin->base_version != current_version) {
-        conflict_of = c.path;
-        if (c.deleted) {
-          events_.emit(event_kind::conflict_preserved, c.session, origin->node, c.path, current_version,
-                       "removal based on v" + std::to_string(origin->base_version) + " met v" + std::to_string(current_version) +
-                           ": v" + std::to_string(current_version) + " kept");
-          catch_up_.request(origin->node);
-          return {c.session, c.path, current_version, current->size, current->content, false, {}, {}, conflict_of, false};
-        }
-        c.path = conflict_copy_name(c.session, c.path, origin->node, current_version);
-      } else {
-        c.origin = origin->node;
+      judged = judge(c, current, origin->node, origin->base_version);
+      if (judged.answer) {
+        if (!judged.answer->conflict_of.empty()) catch_up_.request(origin->node);
+        return std::move(*judged.answer);
       }
     }
+    const bool conflict = !judged.conflict_of.empty();
     // A new live path: the target was absent or removed, or the change became a conflict copy.
-    if (!c.deleted && (!current || current->deleted || !conflict_of.empty())) reserve_file_slot(c.session, c.path);
-    if (conflict_of.empty()) c.ends_skill_link = ended_link(c, current);
+    if (!c.deleted && (!current || current->deleted || conflict)) reserve_file_slot(c.session, c.path);
+    if (!conflict) c.ends_skill_link = ended_link(c, current);
     if (writer) c.staged = writer->temp_name();
     const auto change = store_.commit_change(c);
     if (writer) writer->keep_temp_file();  // journaled: recovery may need it
@@ -337,15 +356,55 @@ class commit_pipeline {
     }
     MESHHUB_FAILPOINT("published");
     announce(c, change);
-    write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, conflict_of, false};
+    write_result r{c.session, c.path, change.version, c.size, c.content, c.deleted, change.members, {}, judged.conflict_of, false};
     if (on_committed_) on_committed_(std::span(&c, 1));
-    if (!conflict_of.empty()) {
-      events_.emit(event_kind::conflict_preserved, c.session, origin->node, c.path, change.version,
-                   "change of '" + conflict_of + "' based on v" + std::to_string(origin->base_version) + " met v" +
-                       std::to_string(current_version) + ": kept as '" + c.path + "'");
+    if (conflict) {
+      conflict_kept(c, judged, origin->node, change.version);
       catch_up_.request(origin->node);
     }
     return r;
+  }
+
+  /// How a node's change meets the hub's version of its path.
+  struct verdict {
+    std::optional<write_result> answer;  ///< set when no new version is made
+    std::string conflict_of;             ///< set when it met a newer version: the path it was meant for
+    std::uint64_t base = 0, met = 0;     ///< the node's base, and the hub's version it met
+  };
+
+  /// Judges a node's change `c` against `current` (the caller holds the session's write
+  /// lock): the hub holds it already (an `unchanged` answer: e.g. a node re-sends a change
+  /// whose answer a crash lost), it is based on the current version (accepted: `c.origin`
+  /// set, the node holds the new version), or it met a newer version — an upload becomes a
+  /// conflict copy (`c.path` renamed), a removal is not applied (the answer says what stays).
+  verdict judge(change& c, const std::optional<file_record>& current, const std::string& node, std::uint64_t base) {
+    const std::uint64_t current_version = current ? current->version : 0;
+    const bool gone = !current || current->deleted;
+    if (c.deleted ? gone : (!gone && current->content == c.content && current->size == c.size)) {
+      if (current) catch_up_.note_delivery(node, {c.session, c.path, current_version});
+      return {write_result{c.session, c.path, current_version, c.size, c.content, c.deleted, {}, {}, {}, true}, {}, base, current_version};
+    }
+    if (base == current_version) {
+      c.origin = node;
+      return {std::nullopt, {}, base, current_version};
+    }
+    if (c.deleted) {
+      events_.emit(event_kind::conflict_preserved, c.session, node, c.path, current_version,
+                   "removal based on v" + std::to_string(base) + " met v" + std::to_string(current_version) + ": v" +
+                       std::to_string(current_version) + " kept");
+      return {write_result{c.session, c.path, current_version, current->size, current->content, false, {}, {}, c.path, false},
+              c.path, base, current_version};
+    }
+    std::string meant_for = c.path;
+    c.path = conflict_copy_name(c.session, c.path, node, current_version);
+    return {std::nullopt, std::move(meant_for), base, current_version};
+  }
+
+  /// The event of a conflict copy `c` (version `version`) made from a node's change.
+  void conflict_kept(const change& c, const verdict& judged, const std::string& node, std::uint64_t version) {
+    events_.emit(event_kind::conflict_preserved, c.session, node, c.path, version,
+                 "change of '" + judged.conflict_of + "' based on v" + std::to_string(judged.base) + " met v" +
+                     std::to_string(judged.met) + ": kept as '" + c.path + "'");
   }
 
   /// A journaled change is in the mirror: mark it published and start its wave — to the
@@ -362,10 +421,10 @@ class commit_pipeline {
   }
 
   /// `announce` for a change set: the versions that may travel in batches (small files,
-  /// removals) go together in one batch wave, the others each in a wave of their own.
+  /// removals) go together in one batch wave per target list (a node's own changes skip
+  /// it, its conflict copies do not), the others each in a wave of their own.
   void announce_set(const std::string& session, const std::vector<change>& set, const std::vector<change_record>& records) {
-    std::vector<file_record> batched;
-    std::vector<std::string> targets;
+    std::map<std::vector<std::string>, std::vector<file_record>> batches;
     for (std::size_t i = 0; i < set.size(); ++i) {
       const auto& c = set[i];
       const file_record version{c.path, records[i].version, c.size, c.content, c.deleted, c.link};
@@ -373,12 +432,11 @@ class commit_pipeline {
         announce(c, records[i]);
         continue;
       }
-      targets = published(c, records[i]);  // one transaction's changes: the same members
-      batched.push_back(version);
+      batches[published(c, records[i])].push_back(version);
     }
-    if (batched.empty()) return;
-    waves_.start_batch(session, std::move(batched),
-                       [this, session](const std::string& path) { return mirror_.open_version(session, path); }, targets);
+    for (auto& [targets, batched] : batches)
+      waves_.start_batch(session, std::move(batched),
+                         [this, session](const std::string& path) { return mirror_.open_version(session, path); }, targets);
   }
 
   /// The bookkeeping of a change about to be waved: marked published, `wave_started` (and

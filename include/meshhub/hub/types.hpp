@@ -82,6 +82,13 @@ struct change_origin {
   std::uint64_t base_version = 0;
 };
 
+/// Where a node-originated change set comes from: the node, and the version each change
+/// was based on — one per upload, then one per removal, in the set's order.
+struct set_origin {
+  std::string node;
+  std::vector<std::uint64_t> bases;
+};
+
 /// The answer to `write`, `push` and `rm`.
 struct write_result {
   std::string session, path;
