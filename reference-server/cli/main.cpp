@@ -48,7 +48,7 @@ namespace meshhub::cli {
 
 namespace v1 = meshhub::v1;
 using programs::never_reached_hub;
-using programs::refused_before_change;
+using programs::refused_whole;
 /// Ordered, so the printed keys follow the order docs/cli.md lists them in.
 using json = nlohmann::ordered_json;
 
@@ -118,7 +118,7 @@ std::string check_command(const invocation& call) {
 
 /// What a failed change left behind, as far as the client can tell from the status.
 std::string aftermath(const invocation& call, const grpc::Status& status) {
-  if (refused_before_change(status.error_code()) || never_reached_hub(status)) return "nothing was changed";
+  if (refused_whole(status) || never_reached_hub(status)) return "nothing was changed";
   if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && call.opts.wait_all()) {
     return "the change may have been applied without every member confirming it within --timeout; "
            "check with `" + check_command(call) + "`";
@@ -205,19 +205,6 @@ json listed_file_json(const v1::ListedFile& file) {
 
 json node_file_json(const v1::FileEntry& entry) {
   return {{"path", entry.path()}, {"size", entry.size()}, {"digest", to_hex(entry.content_digest())}};
-}
-
-json node_status_json(const v1::NodeStatus& node) {
-  return {{"id", node.id()},
-          {"connected", node.connected()},
-          {"lagging", node.lagging()},
-          {"sessions", strings(node.sessions())},
-          {"chunks_sent", node.chunks_sent()},
-          {"chunks_resent", node.chunks_resent()},
-          {"chunks_acked", node.chunks_acked()},
-          {"bytes_sent", node.bytes_sent()},
-          {"queued", node.queued()},
-          {"files_acked", node.files_acked()}};
 }
 
 json event_json(const v1::Event& event) {
@@ -767,19 +754,6 @@ int run_cat(const invocation& call) {
 // ---------------------------------------------------------------------------------------
 // status | events
 // ---------------------------------------------------------------------------------------
-
-json status_json(const v1::StatusReply& reply) {
-  json nodes = json::array();
-  for (const auto& node : reply.nodes()) nodes.push_back(node_status_json(node));
-  json sessions = json::array();
-  for (const auto& info : reply.sessions()) sessions.push_back(session_json(info));
-  return {{"hub", reply.hub()},
-          {"pending_waves", reply.pending_waves()},
-          {"chunks_encoded", reply.chunks_encoded()},
-          {"queue_chunks", reply.queue_chunks()},
-          {"nodes", std::move(nodes)},
-          {"sessions", std::move(sessions)}};
-}
 
 void print_nodes_table(const v1::StatusReply& reply) {
   text_table table({"NODE", "CONNECTED", "LAGGING", "SESSIONS", "SENT", "RESENT", "ACKED", "QUEUED"});

@@ -51,6 +51,16 @@ inline bool refused_before_change(grpc::StatusCode code) {
   }
 }
 
+/// How a draining hub (docs/operations.md) begins its UNAVAILABLE answer to a change: it
+/// refused the change before making any of it.
+inline constexpr std::string_view draining_refusal = "hub is draining";
+
+/// A refusal that changed nothing: by its code, or a draining hub's UNAVAILABLE.
+inline bool refused_whole(const grpc::Status& status) {
+  return refused_before_change(status.error_code()) ||
+         (status.error_code() == grpc::StatusCode::UNAVAILABLE && status.error_message().rfind(draining_refusal, 0) == 0);
+}
+
 /// The channel never connected: the call cannot have reached the hub.
 inline bool never_reached_hub(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAVAILABLE &&

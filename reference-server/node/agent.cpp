@@ -51,6 +51,7 @@
 
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
+#include "common/service_notify.hpp"
 #include "common/status_name.hpp"
 #include "meshhub/chunk.hpp"
 #include "meshhub/codec/kind.hpp"
@@ -197,6 +198,20 @@ class agent {
       for (auto* u : uploads_) u->TryCancel();
     }
     if (watcher_) watcher_->interrupt();
+  }
+
+  /// A stop signal's drain: no new upload starts, those under way get `timeout` to finish,
+  /// then `stop()` cancels what is left (the workspace still holds it; the next start
+  /// uploads it). Received files are stored durably before they are acknowledged, so a
+  /// transfer cut here resumes where it stopped.
+  void drain(std::chrono::milliseconds timeout) {
+    {
+      std::unique_lock lock(ctx_mu_);
+      draining_ = true;
+      if (!uploads_done_.wait_for(lock, timeout, [&] { return uploads_.empty(); }))
+        spdlog::warn("drain: {} upload(s) still under way after {} ms: cancelling them", uploads_.size(), timeout.count());
+    }
+    stop();
   }
 
   /// The connection loop; returns once stop() was called.
@@ -649,11 +664,12 @@ class agent {
     registration(agent& a_, grpc::ClientContext* c_) : a(a_), ctx(c_) {
       std::lock_guard lock(a.ctx_mu_);
       a.uploads_.insert(ctx);
-      if (a.stop_.requested()) ctx->TryCancel();
+      if (a.stop_.requested() || a.draining_) ctx->TryCancel();
     }
     ~registration() {
       std::lock_guard lock(a.ctx_mu_);
       a.uploads_.erase(ctx);
+      a.uploads_done_.notify_all();
     }
     registration(const registration&) = delete;
     registration& operator=(const registration&) = delete;
@@ -926,6 +942,8 @@ class agent {
   std::mutex ctx_mu_;
   grpc::ClientContext* ctx_ = nullptr;  ///< the live stream's context, for stop()
   std::set<grpc::ClientContext*> uploads_;  ///< uploads under way, for stop()
+  std::condition_variable uploads_done_;    ///< with ctx_mu_: an upload ended (drain waits on it)
+  bool draining_ = false;                   ///< guarded by ctx_mu_: new uploads are cancelled at once
   std::mutex link_mu_;
   std::shared_ptr<v1::Assistant::Stub> assistant_;  ///< on the live channel; null between connections
   std::mutex write_mu_;
@@ -953,12 +971,14 @@ int run_agent(const node_options& options) {
     return 1;
   }
 
+  programs::notify_service("READY=1");
   std::atomic<bool> finished{false};
   std::thread waiter([&] {
     int sig = 0;
     if (sigwait(&set, &sig) != 0 || finished.load()) return;
-    spdlog::info("{} received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    a->stop();
+    spdlog::info("{} received: draining (at most {} ms)", sig == SIGINT ? "SIGINT" : "SIGTERM", options.drain_timeout.count());
+    programs::notify_service("STOPPING=1");
+    a->drain(options.drain_timeout);
     // A second signal while shutting down (e.g. stuck on a dead disk) ends the process.
     if (sigwait(&set, &sig) == 0 && !finished.load()) {
       spdlog::warn("second signal: exiting now");

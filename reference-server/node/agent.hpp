@@ -3,6 +3,7 @@
 /// parser. The agent itself (agent.cpp) dials the hub, keeps the node link open with
 /// jittered reconnects, applies file transfers, removals and commands durably to
 /// `workspace/<session>/<path>`, and (unless a replica) uploads the changes made there.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -25,6 +26,8 @@ struct node_options {
   /// Watch the session folders and upload local changes (true), or be a replica that never
   /// uploads and leaves local differences for the hub to repair as drift (false).
   bool watch = true;
+  /// On SIGTERM/SIGINT, uploads under way get this long to finish before the agent stops.
+  std::chrono::milliseconds drain_timeout{10'000};
   /// How the link to the hub is secured (docs/security.md): as the CLI's, with this node's
   /// token (`meshhub node add ID`) or certificate (mTLS: its CN is the node id).
   programs::client_security security;

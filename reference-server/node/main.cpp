@@ -57,6 +57,13 @@ int main(int argc, char** argv) {
                  "lets tests interrupt a transfer midway")
       ->capture_default_str();
 
+  double drain_timeout_s = 10;
+  app.add_option("--drain-timeout", drain_timeout_s,
+                 "on SIGTERM/SIGINT, uploads under way get this many seconds to finish before the agent stops")
+      ->envname("MESHHUB_DRAIN_TIMEOUT")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+
   std::string token_file;
   app.add_option("--token", opts.security.token, "this node's token (meshhub node add ID)")->envname("MESHHUB_NODE_TOKEN");
   app.add_option("--token-file", token_file, "read the token from this file")->envname("MESHHUB_NODE_TOKEN_FILE");
@@ -71,6 +78,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     opts.watch = !no_watch;
+    opts.drain_timeout = std::chrono::milliseconds(static_cast<long long>(drain_timeout_s * 1000));
     if (opts.security.token.empty() && !token_file.empty()) opts.security.token = meshhub::programs::read_token_file(token_file);
     if (opts.security.token.empty() && opts.security.tls_cert.empty())
       throw CLI::ValidationError("--token", "a node needs its token (--token, --token-file) or a certificate (--tls-cert, --tls-key)");

@@ -10,6 +10,7 @@
 #include "meshhub/hub/types.hpp"
 #include "common/link_messages.hpp"
 #include "meshhub/v1/assistant.pb.h"
+#include "server/status_reply.hpp"
 
 namespace meshhub::programs {
 
@@ -31,14 +32,6 @@ inline grpc::Status to_status(const error& e) {
     return StatusCode::UNKNOWN;
   }();
   return {code, e.what()};
-}
-
-inline void fill(v1::SessionInfo& out, const session_record& s) {
-  out.set_name(s.name);
-  for (auto& m : s.members) out.add_members(m);
-  out.set_files(s.files);
-  out.set_bytes(s.bytes);
-  out.set_pending_waves(s.pending_waves);
 }
 
 inline void fill(v1::WriteReply& out, const write_result& r) {
@@ -77,27 +70,6 @@ inline void fill(v1::FileEntry& out, const node_entry& e, const std::string& nod
   out.set_size(e.size);
   out.set_content_digest(to_bytes(e.content));
   out.set_node(node);
-}
-
-inline void fill(v1::StatusReply& out, const hub_status& s) {
-  out.set_hub("meshhub-server 0.1.0");
-  out.set_pending_waves(s.pending_waves);
-  out.set_chunks_encoded(s.chunks_encoded);
-  out.set_queue_chunks(static_cast<std::uint32_t>(s.queue_chunks));
-  for (auto& n : s.nodes) {
-    auto* o = out.add_nodes();
-    o->set_id(n.id);
-    o->set_connected(n.connected);
-    o->set_lagging(n.lagging);
-    for (auto& sess : n.sessions) o->add_sessions(sess);
-    o->set_chunks_sent(n.chunks_sent);
-    o->set_chunks_resent(n.chunks_resent);
-    o->set_chunks_acked(n.chunks_acked);
-    o->set_bytes_sent(n.bytes_sent);
-    o->set_queued(n.queued);
-    o->set_files_acked(n.files_acked);
-  }
-  for (auto& sess : s.sessions) fill(*out.add_sessions(), sess);
 }
 
 inline void fill(v1::Event& out, const event& e) {

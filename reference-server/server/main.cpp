@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_READY_FILE");
   app.add_option("--queue-chunks", config.hub.queue_chunks, "per-node outbound queue bound, in chunks")
       ->envname("MESHHUB_QUEUE_CHUNKS")->check(CLI::Range(2, 1024))->capture_default_str();
+  app.add_option("--backlog-chunks", config.hub.backlog_chunks,
+                 "chunks one wave keeps for members behind the fastest; a member further behind is lagging")
+      ->envname("MESHHUB_BACKLOG_CHUNKS")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--io-threads", config.hub.io_threads, "threads for disk, chunking and compression")
       ->envname("MESHHUB_IO_THREADS")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--dispatch-threads", config.dispatch_threads, "threads handing chunks to node links (pooled dispatch)")
@@ -48,10 +51,24 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_TLS_CLIENT_CA");
   app.add_flag("--insecure-loopback", config.insecure_loopback,
                "serve plaintext, on a loopback address only (tests, demos); tokens are still required");
+  app.add_option("--http-listen", config.http_listen,
+                 "HOST:PORT of the HTTP port: /metrics, /healthz, /readyz, the dashboard at / (off unless given; "
+                 "a loopback address unless --tls-cert/--tls-key make it HTTPS)")
+      ->envname("MESHHUB_HTTP_LISTEN");
+  app.add_option("--http-ready-file", config.http_ready_file,
+                 "written with the HTTP port's bound HOST:PORT once serving (before --ready-file)")
+      ->envname("MESHHUB_HTTP_READY_FILE");
+  app.add_flag("--http-open-metrics", config.http_open_metrics, "serve /metrics, /healthz and /readyz without a token")
+      ->envname("MESHHUB_HTTP_OPEN_METRICS");
+  double drain_timeout_s = 10;
+  app.add_option("--drain-timeout", drain_timeout_s,
+                 "on SIGTERM/SIGINT the hub drains (no new changes; those under way finish or fail) and exits within this many seconds")
+      ->envname("MESHHUB_DRAIN_TIMEOUT")->check(CLI::Range(0.5, 3600.0))->capture_default_str();
   app.add_option("--test-corrupt-chunks", config.hub.test_corrupt_chunks,
                  "TEST AID: corrupt the payload of the first N chunks sent (nodes must refuse them)");
   CLI11_PARSE(app, argc, argv);
   config.hub.skill_quiet = std::chrono::milliseconds(skill_quiet_ms);
+  config.drain_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_timeout_s * 1000));
 
   // Logs go to stderr: stdout carries the events, one JSON line each.
   spdlog::set_default_logger(spdlog::stderr_color_mt("meshhub-server"));

@@ -6,13 +6,17 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <csignal>
+#include <thread>
+#include <type_traits>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -23,10 +27,16 @@
 
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
+#include "common/service_notify.hpp"
+#include "common/status_name.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
+#include "server/change_gate.hpp"
 #include "server/convert.hpp"
 #include "server/credentials.hpp"
+#include "server/http.hpp"
+#include "server/hub_metrics.hpp"
+#include "server/recent_events.hpp"
 #include "server/server.hpp"
 #include "server/server_hub.hpp"
 
@@ -233,9 +243,23 @@ class grpc_node_link final : public node_link {
 
 class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Connect<v1::NodeLink::Service> {
  public:
-  node_link_service(server_hub& hub, const credential_store& credentials) : hub_(hub), credentials_(credentials) {}
+  node_link_service(server_hub& hub, const credential_store& credentials, const change_gate& gate)
+      : hub_(hub), credentials_(credentials), gate_(gate) {}
+
+  /// Ends every node's stream with `reason` (ABORTED): a draining hub says goodbye.
+  void close_all(const std::string& reason) {
+    std::vector<std::shared_ptr<grpc_node_link>> links;
+    {
+      std::lock_guard g(links_mu_);
+      for (auto& [c, link] : links_) links.push_back(link);
+    }
+    for (auto& link : links) link->close(reason);
+  }
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(grpc::CallbackServerContext* context) override {
+    if (gate_.closed())  // a draining hub takes no new links: the node comes back after the restart
+      return new refused_call<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(
+          {grpc::StatusCode::UNAVAILABLE, std::string(draining_refusal) + ": reconnect later"});
     auto who = caller_of(*context, credentials_);
     if (auto* status = std::get_if<grpc::Status>(&who))
       return new refused_call<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(*status);
@@ -243,7 +267,7 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
     if (p.what != principal::kind::node)
       return new refused_call<grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>>(
           {grpc::StatusCode::PERMISSION_DENIED, "client '" + p.name + "' cannot open a node link: that needs a node's token or certificate"});
-    return new connection(hub_, context->peer(), p.name);
+    return new connection(*this, context->peer(), p.name);
   }
 
  private:
@@ -252,14 +276,18 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
   /// order and lets a flood from one node wait on itself.
   class connection final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
    public:
-    connection(server_hub& hub, std::string peer, std::string authenticated)
-        : hub_(hub), peer_(std::move(peer)), authenticated_(std::move(authenticated)) {
-      link_ = std::make_shared<grpc_node_link>(this, hub_.options().queue_chunks, [this, &hub] {
+    connection(node_link_service& service, std::string peer, std::string authenticated)
+        : service_(service), hub_(service.hub_), peer_(std::move(peer)), authenticated_(std::move(authenticated)) {
+      link_ = std::make_shared<grpc_node_link>(this, hub_.options().queue_chunks, [this, &hub = hub_] {
         // Called from write_done, while the reactor is alive; the hub copies what it needs.
         hub.post([&hub, node = node_id_] {
           if (!node.empty()) hub.on_drained(node);
         });
       });
+      {
+        std::lock_guard g(service_.links_mu_);
+        service_.links_[this] = link_;
+      }
       StartRead(&in_);
     }
 
@@ -300,6 +328,10 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
 
     void OnDone() override {
       link_->reactor_gone();
+      {
+        std::lock_guard g(service_.links_mu_);
+        service_.links_.erase(this);
+      }
       delete this;
     }
 
@@ -317,6 +349,7 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
       if (claimed) Finish(status);
     }
 
+    node_link_service& service_;
     server_hub& hub_;
     std::string peer_;
     const std::string authenticated_;  ///< the node its token or certificate names
@@ -327,29 +360,33 @@ class node_link_service final : public v1::NodeLink::WithRawCallbackMethod_Conne
 
   server_hub& hub_;
   const credential_store& credentials_;
+  const change_gate& gate_;
+  std::mutex links_mu_;  ///< guards links_ only
+  std::map<const connection*, std::shared_ptr<grpc_node_link>> links_;  ///< every live stream, for close_all
 };
 
 // ---- the assistant API ---------------------------------------------------------------------
 
 class assistant_service final : public v1::Assistant::CallbackService {
  public:
-  assistant_service(server_hub& hub, credential_store& credentials) : hub_(hub), credentials_(credentials) {}
+  assistant_service(server_hub& hub, credential_store& credentials, hub_metrics& metrics, change_gate& gate)
+      : hub_(hub), credentials_(credentials), metrics_(metrics), gate_(gate) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx, const v1::SessionRequest* req,
                                           v1::SessionReply* reply) override {
-    return unary(ctx, [=, this] { fill(*reply->mutable_session(), hub_.create_session(req->session())); });
+    return changing_unary(ctx, [=, this] { fill(*reply->mutable_session(), hub_.create_session(req->session())); });
   }
 
   grpc::ServerUnaryReactor* JoinSession(grpc::CallbackServerContext* ctx, const v1::MembershipRequest* req,
                                         v1::SessionReply* reply) override {
-    return unary(ctx, [=, this] {
+    return changing_unary(ctx, [=, this] {
       fill(*reply->mutable_session(), hub_.join(req->session(), {req->nodes().begin(), req->nodes().end()}));
     });
   }
 
   grpc::ServerUnaryReactor* LeaveSession(grpc::CallbackServerContext* ctx, const v1::MembershipRequest* req,
                                          v1::SessionReply* reply) override {
-    return unary(ctx, [=, this] {
+    return changing_unary(ctx, [=, this] {
       fill(*reply->mutable_session(), hub_.leave(req->session(), {req->nodes().begin(), req->nodes().end()}));
     });
   }
@@ -365,6 +402,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
                                          v1::PromoteSkillReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
     if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
+    auto pass = std::make_shared<change_gate::pass>(gate_.enter());
+    if (!*pass) return reactor->Finish(draining()), reactor;
     hub_.post([=, this] {  // moves folders and fsyncs: bulk work, not the control lane
       reactor->Finish(guarded([&] {
         const auto r = hub_.promote_skill(req->session(), req->name());
@@ -422,9 +461,12 @@ class assistant_service final : public v1::Assistant::CallbackService {
   grpc::ServerUnaryReactor* Remove(grpc::CallbackServerContext* ctx, const v1::RemoveRequest* req, v1::WriteReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
     if (auto status = may_change(*ctx, req->origin_node()); !status.ok()) return reactor->Finish(status), reactor;
+    auto pass = std::make_shared<change_gate::pass>(gate_.enter());
+    if (!*pass) return reactor->Finish(draining()), reactor;
     hub_.post([=, this] {
       std::optional<write_result> result;
-      auto status = guarded([&] { result = hub_.remove(req->session(), req->path(), origin_of(*req)); });
+      auto status = guarded([&] { result = timed_commit([&] { return hub_.remove(req->session(), req->path(), origin_of(*req)); }); });
+      pass->release();  // committed or refused: a drain need not wait for the answer's delivery wait
       if (!status.ok()) return reactor->Finish(status);
       finish_write(reactor, *result, req->wait_all(), req->timeout_ms(), reply);
     });
@@ -432,11 +474,15 @@ class assistant_service final : public v1::Assistant::CallbackService {
   }
 
   grpc::ServerReadReactor<v1::PushRequest>* Push(grpc::CallbackServerContext* ctx, v1::WriteReply* reply) override {
-    return new push_reactor(*this, ctx, reply);
+    auto pass = gate_.enter();
+    if (!pass) return new refused_call<grpc::ServerReadReactor<v1::PushRequest>>(draining());
+    return new push_reactor(*this, ctx, reply, std::move(pass));
   }
 
   grpc::ServerReadReactor<v1::TreeRequest>* PushTree(grpc::CallbackServerContext* ctx, v1::TreeReply* reply) override {
-    return new tree_reactor(*this, ctx, reply);
+    auto pass = gate_.enter();
+    if (!pass) return new refused_call<grpc::ServerReadReactor<v1::TreeRequest>>(draining());
+    return new tree_reactor(*this, ctx, reply, std::move(pass));
   }
 
   grpc::ServerWriteReactor<v1::CatReply>* Cat(grpc::CallbackServerContext* ctx, const v1::CatRequest* req) override {
@@ -450,6 +496,20 @@ class assistant_service final : public v1::Assistant::CallbackService {
   }
 
  private:
+  /// What a change call gets once the hub drains: nothing of it was taken.
+  static grpc::Status draining() {
+    return {grpc::StatusCode::UNAVAILABLE, std::string(draining_refusal) + ": it takes no new changes now; retry once it is back"};
+  }
+
+  /// Runs a commit and records how long it took to become durable.
+  template <class F>
+  std::invoke_result_t<F&> timed_commit(F&& commit) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = commit();
+    metrics_.commit_duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return result;
+  }
+
   /// A node-originated change names its node and base version; an assistant's does not.
   template <class Request>
   static std::optional<change_origin> origin_of(const Request& r) {
@@ -490,6 +550,22 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return reactor;
   }
 
+  /// `unary` for a call that changes the hub (membership): refused while draining, and
+  /// waited for by a drain once it started.
+  template <class F>
+  grpc::ServerUnaryReactor* changing_unary(grpc::CallbackServerContext* ctx, F body) {
+    auto* reactor = ctx->DefaultReactor();
+    if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
+    auto pass = std::make_shared<change_gate::pass>(gate_.enter());
+    if (!*pass) return reactor->Finish(draining()), reactor;
+    hub_.post_control([reactor, pass, body = std::move(body)] {
+      auto status = guarded(body);
+      pass->release();
+      reactor->Finish(status);
+    });
+    return reactor;
+  }
+
   /// Answers a write: at once, or once every member holds it (or the wait runs out, and
   /// the reply names who does not).
   template <class Reactor>
@@ -526,13 +602,17 @@ class assistant_service final : public v1::Assistant::CallbackService {
     void OnDone() override { delete &self(); }
 
    protected:
-    upload_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, std::string what)
-        : service_(service), hub_(service.hub_), ctx_(ctx), what_(std::move(what)) {}
+    upload_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, std::string what, change_gate::pass pass)
+        : service_(service), hub_(service.hub_), ctx_(ctx), pass_(std::move(pass)), what_(std::move(what)) {}
     void start() { this->StartRead(&request_); }
+    /// Counts received file bytes (the upload metric).
+    void received(std::size_t bytes) { service_.metrics_.upload_bytes.add(bytes); }
 
     assistant_service& service_;
     server_hub& hub_;
     grpc::CallbackServerContext* ctx_;
+    /// Held from the first message until the change is committed or failed; a drain waits for it.
+    change_gate::pass pass_;
 
    private:
     Derived& self() { return static_cast<Derived&>(*this); }
@@ -544,8 +624,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
   /// stream publishes the version. A cancelled or short stream publishes nothing.
   class push_reactor final : public upload_reactor<push_reactor, v1::PushRequest> {
    public:
-    push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply)
-        : upload_reactor(service, ctx, "push"), reply_(reply) {
+    push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply, change_gate::pass pass)
+        : upload_reactor(service, ctx, "push", std::move(pass)), reply_(reply) {
       start();
     }
 
@@ -562,6 +642,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
         return;
       }
       if (!upload_) throw error(errc::invalid_argument, "push: the first message must be the header");
+      received(request.data().size());
       upload_->append(request.data());
     }
 
@@ -572,15 +653,17 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (header_.size() >= 0 && upload_->size() != static_cast<std::uint64_t>(header_.size()))
           throw error(errc::invalid_argument, "push: received " + std::to_string(upload_->size()) + " of " +
                                                   std::to_string(header_.size()) + " bytes; nothing was changed");
-        result = hub_.finish_upload(std::move(*upload_), origin_of(header_));
+        result = service_.timed_commit([&] { return hub_.finish_upload(std::move(*upload_), origin_of(header_)); });
         upload_.reset();
       });
+      pass_.release();
       if (!status.ok()) return finish(status);
       service_.finish_write(this, *result, header_.wait_all(), header_.timeout_ms(), reply_);
     }
 
     void finish(grpc::Status status) {
       upload_.reset();  // an unpublished upload removes its temp file
+      pass_.release();
       Finish(status);
     }
 
@@ -594,8 +677,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
   /// change set (basic_hub::commit_set). A cancelled or short stream publishes nothing.
   class tree_reactor final : public upload_reactor<tree_reactor, v1::TreeRequest> {
    public:
-    tree_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::TreeReply* reply)
-        : upload_reactor(service, ctx, "tree push"), reply_(reply) {
+    tree_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::TreeReply* reply, change_gate::pass pass)
+        : upload_reactor(service, ctx, "tree push", std::move(pass)), reply_(reply) {
       start();
     }
 
@@ -636,6 +719,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
         }
         case v1::TreeRequest::kData:
           if (uploads_.empty()) throw error(errc::invalid_argument, "tree push: data before any file");
+          received(request.data().size());
           uploads_.back().append(request.data());
           return;
         case v1::TreeRequest::BODY_NOT_SET: break;
@@ -661,9 +745,10 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (!header_) throw error(errc::invalid_argument, "tree push: no header was sent; nothing was changed");
         close_file();
         if (origin_) origin_->bases.insert(origin_->bases.end(), header_->remove_base().begin(), header_->remove_base().end());
-        results_ = hub_.commit_set(header_->session(), std::move(uploads_), removals_, origin_);
+        results_ = service_.timed_commit([&] { return hub_.commit_set(header_->session(), std::move(uploads_), removals_, origin_); });
         uploads_.clear();
       });
+      pass_.release();
       if (!status.ok()) return finish(status);
       reply_->set_session(header_->session());
       for (const auto& r : results_) fill(*reply_->add_changes(), r);
@@ -689,6 +774,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
 
     void finish(grpc::Status status) {
       uploads_.clear();  // unpublished uploads remove their temp files
+      pass_.release();
       Finish(status);
     }
 
@@ -874,6 +960,38 @@ class assistant_service final : public v1::Assistant::CallbackService {
 
   server_hub& hub_;
   credential_store& credentials_;
+  hub_metrics& metrics_;
+  change_gate& gate_;
+};
+
+/// Times every assistant call from its arrival to its status, by method (a fixed set of
+/// names). Node links are left out: a stream's life is a connection's, not a call's.
+class rpc_timer final : public grpc::experimental::Interceptor {
+ public:
+  explicit rpc_timer(metrics::histogram& h) : histogram_(h) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS))
+      histogram_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    methods->Proceed();
+  }
+
+ private:
+  metrics::histogram& histogram_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+class rpc_timer_factory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit rpc_timer_factory(hub_metrics& metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    constexpr std::string_view service = "/meshhub.v1.Assistant/";
+    const std::string_view method = info->method() ? info->method() : "";
+    if (!method.starts_with(service)) return nullptr;
+    return new rpc_timer(metrics_.rpc_duration.with(method.substr(service.size())));
+  }
+
+ private:
+  hub_metrics& metrics_;
 };
 
 /// TLS (with client certificates verified against --tls-client-ca when given), or on a
@@ -942,17 +1060,90 @@ std::string event_json(const event& e) {
       .dump();
 }
 
+/// What a drain stops, in the order it stops them.
+struct drain_parts {
+  server_hub& hub;
+  node_link_service& nodes;
+  grpc::Server& server;
+  change_gate& gate;
+  serving_state& state;
+  hub_metrics& metrics;
+  http_frontend* http;
+  std::uint64_t log_subscription;
+};
+
+/// A stop signal's drain (docs/operations.md): refuse new changes, let the ones under way
+/// commit or fail, answer every wait, say goodbye to the nodes, stop serving. Every
+/// acknowledged change is already durable (fsync before the answer), so what the bound
+/// cuts short is only what was never acknowledged. A second signal, or a drain stuck
+/// past its bound, ends the process at once.
+int drain(int signal, const server_config& config, drain_parts p) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + config.drain_timeout;
+  spdlog::info("{} received: draining (at most {} ms)", signal == SIGINT ? "SIGINT" : "SIGTERM", config.drain_timeout.count());
+  notify_service("STOPPING=1");
+  p.state.draining = true;
+  p.metrics.draining.set(1);
+  // Detached: it also covers closing the hub and the store after this function returns,
+  // and ends with the process.
+  std::thread([deadline, bound = config.drain_timeout] {
+    sigset_t again;
+    sigemptyset(&again);
+    sigaddset(&again, SIGINT);
+    sigaddset(&again, SIGTERM);
+    const timespec step{0, 50'000'000};
+    for (;;) {
+      if (sigtimedwait(&again, nullptr, &step) > 0) {
+        std::fputs("meshhub-server: second stop signal: exiting now\n", stderr);
+        std::_Exit(1);
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::fprintf(stderr, "meshhub-server: the drain did not end within %lld ms: exiting now\n", static_cast<long long>(bound.count()));
+        std::_Exit(1);
+      }
+    }
+  }).detach();
+  // Changes under way get most of the bound; the rest below takes milliseconds.
+  const auto changes_by = start + config.drain_timeout * 8 / 10;
+  if (p.gate.close(changes_by))
+    spdlog::info("drain: no change under way");
+  else
+    spdlog::warn("drain: {} change(s) still under way after {} ms: cancelling them (they fail; nothing of them was acknowledged)",
+                 p.gate.out(), std::chrono::duration_cast<std::chrono::milliseconds>(changes_by - start).count());
+  // Answer every pending wait and relayed command now, so Shutdown need not wait for them.
+  p.hub.stop_waiting();
+  p.nodes.close_all("hub is draining: it is shutting down; reconnect later");
+  // What still runs (event streams, reads, a change past its share of the bound) is
+  // cancelled: a short grace, within the bound.
+  const auto grace = std::min(std::chrono::steady_clock::now() + std::chrono::milliseconds(500), start + config.drain_timeout * 9 / 10);
+  p.server.Shutdown(std::chrono::system_clock::now() + (grace - std::chrono::steady_clock::now()));
+  p.server.Wait();
+  if (p.http) p.http->stop();
+  p.hub.unsubscribe(p.log_subscription);
+  spdlog::info("drained in {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  return 0;
+}
+
 }  // namespace
 
 int run_server(const server_config& config) {
   try {
+    check_http_listen(config);  // a bad --http-listen is refused before anything starts
     const std::filesystem::path& data_dir = config.hub.data_dir;
     std::filesystem::create_directories(data_dir);
+    // Built before the hub, so the event handlers below outlive every event.
+    hub_metrics metrics;
+    recent_events recent;
+    serving_state state;
+    change_gate gate;
     server_hub hub(config.hub, sqlite_store(store_file(config)), std::tuple{config.dispatch_threads});
 
-    // Events: one JSON line each on stdout, the structured log operators and tests read.
+    // Events: one JSON line each on stdout, the structured log operators and tests read;
+    // and the metrics and the dashboard's recent events.
     std::mutex stdout_mu;
     const auto log_subscription = hub.subscribe([&](const event& e) {
+      metrics.on_event(e);
+      recent.on_event(e);
       std::lock_guard g(stdout_mu);
       std::fputs((event_json(e) + "\n").c_str(), stdout);
       std::fflush(stdout);
@@ -960,22 +1151,39 @@ int run_server(const server_config& config) {
 
     credential_store credentials((data_dir / "credentials.db").string());
     bootstrap_admin_token(credentials, data_dir);
-    node_link_service nodes(hub, credentials);
-    assistant_service assistant(hub, credentials);
+    node_link_service nodes(hub, credentials, gate);
+    assistant_service assistant(hub, credentials, metrics, gate);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort(config.listen, server_credentials(config, credentials), &port);
     configure_server(builder);
     builder.RegisterService(&nodes);
     builder.RegisterService(&assistant);
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(std::make_unique<rpc_timer_factory>(metrics));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     auto server = builder.BuildAndStart();
     if (!server || port == 0) {
       spdlog::critical("cannot listen on {} (in use, or not a HOST:PORT?)", config.listen);
       return 1;
     }
     const std::string address = config.listen.substr(0, config.listen.rfind(':')) + ":" + std::to_string(port);
+    std::unique_ptr<http_frontend> http;
+    if (!config.http_listen.empty()) {
+      http = std::make_unique<http_frontend>(
+          config,
+          hub_view{[&hub] { return hub.status(); }, [&hub] { return hub.store().pending_waves(); },
+                   [&hub](std::string_view session, std::string_view path) { return hub.store().file(session, path); }},
+          credentials, metrics, recent, state);
+      spdlog::info("HTTP port (metrics, health, dashboard) on {}{}", http->address(),
+                   config.http_open_metrics ? "; /metrics and health open without a token" : "");
+    }
+    // The store is open and recovery ran in the hub's constructor: ready.
+    state.ready = true;
     spdlog::info("meshhub-server serving on {} (data dir {}, store {})", address, data_dir.string(), store_file(config));
+    if (http && !config.http_ready_file.empty()) write_ready_file(config.http_ready_file, http->address());
     if (!config.ready_file.empty()) write_ready_file(config.ready_file, address);
+    notify_service("READY=1");
 
     sigset_t stop;
     sigemptyset(&stop);
@@ -983,12 +1191,7 @@ int run_server(const server_config& config) {
     sigaddset(&stop, SIGTERM);
     int signal = 0;
     sigwait(&stop, &signal);
-    spdlog::info("stopping on signal {}", signal);
-    // Answer every pending wait and relayed command now, so Shutdown need not wait for them.
-    hub.stop_waiting();
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    hub.unsubscribe(log_subscription);
-    return 0;
+    return drain(signal, config, {hub, nodes, *server, gate, state, metrics, http.get(), log_subscription});
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return 1;
