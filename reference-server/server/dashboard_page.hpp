@@ -47,10 +47,12 @@ td.num { text-align:right; font-variant-numeric: tabular-nums; }
 .bar { height:8px; background:#edf0f5; border-radius:4px; overflow:hidden; }
 .bar > span { display:block; height:100%; background:var(--accent); border-radius:4px; }
 .bar.done > span { background:var(--ok); }
-.bar.sending > span { background:repeating-linear-gradient(45deg, var(--accent), var(--accent) 6px, #6f8fe6 6px, #6f8fe6 12px); animation: move 1s linear infinite; background-size:17px 17px; }
+.bar.sending > span { opacity:.75; background:repeating-linear-gradient(45deg, var(--accent), var(--accent) 6px, #8aa5ec 6px, #8aa5ec 12px); animation: move 1s linear infinite; background-size:17px 17px; }
 .bar.lagging > span { background:var(--warn); } .bar.offline > span { background:var(--idle); }
 @keyframes move { to { background-position: 17px 0; } }
-#events li { list-style:none; padding:5px 0; border-bottom:1px solid var(--line); display:grid; grid-template-columns: 70px 150px 1fr; gap:10px; font-size:13px; }
+section.wide { grid-column: span 2; }
+@media (max-width: 900px) { section.wide { grid-column: auto; } }
+#events li { list-style:none; padding:5px 0; border-bottom:1px solid var(--line); display:grid; grid-template-columns: 72px 160px 1fr; gap:10px; font-size:13px; }
 #events { margin:0; padding:0; max-height:420px; overflow:auto; }
 #events .when { color:var(--muted); font-variant-numeric: tabular-nums; }
 #events .what { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
@@ -85,7 +87,7 @@ td.num { text-align:right; font-variant-numeric: tabular-nums; }
     <table id="sessions"><thead><tr><th>session</th><th>members</th><th class="num">files</th><th class="num">size</th><th class="num">pending</th></tr></thead><tbody></tbody></table>
   </section>
   <section><h2>Waves in flight</h2><div id="waves"></div></section>
-  <section><h2>Recent events</h2><ul id="events"></ul></section>
+  <section class="wide"><h2>Recent events</h2><ul id="events"></ul></section>
 </main>
 <script>
 "use strict";
@@ -142,7 +144,8 @@ function drawActivity(a) {
          el("span", {class: "meta"}, w.session + " · v" + w.version + (w.deleted ? " · removal" : " · " + bytes(w.size)) +
             " · " + w.done + "/" + w.members.length + " members")));
     for (const m of w.members) {
-      const bar = el("div", {class: "bar " + m.state}, el("span", {style: "width:" + (m.done ? 100 : 35) + "%"}));
+      // The journal says who holds the version; a member still receiving shows a moving bar.
+      const bar = el("div", {class: "bar " + m.state, title: m.state}, el("span", {style: "width:100%"}));
       box.append(el("div", {class: "member", "data-member": m.node}, el("span", {}, m.node), bar, el("span", {class: "meta"}, m.state)));
     }
     waves.append(box);
@@ -152,7 +155,7 @@ function drawActivity(a) {
   if (!a.events.length) list.append(el("li", {class: "empty"}, "no events yet"));
   for (const e of a.events) {
     const what = [e.session, e.node, e.path, e.version ? "v" + e.version : "", e.detail].filter(Boolean).join(" · ");
-    list.append(el("li", {"data-kind": e.kind}, el("span", {class: "when"}, new Date(e.unix_ms).toLocaleTimeString()),
+    list.append(el("li", {"data-kind": e.kind}, el("span", {class: "when"}, new Date(e.unix_ms).toLocaleTimeString([], {hour12: false})),
         el("span", {}, pill(e.kind.replaceAll("_", " "), kindClass[e.kind])), el("span", {class: "what", title: what}, what)));
   }
   const st = $("state");

@@ -264,9 +264,9 @@ TEST_CASE("ops: /metrics counts what was done, in the Prometheus text format", "
 }
 
 TEST_CASE("ops: a throttled node shows as lagging in /metrics", "[ops][slow]") {
-  // A small window (2 chunks queued, 1 kept for the slow) makes a slow member fall out of
+  // A small window (2 chunks queued, 4 kept for the slow) makes a slow member fall out of
   // a 12-chunk wave while the fast one takes it at line rate.
-  ops_mesh o("ops-lagging", {.extra = {"--queue-chunks", "2", "--backlog-chunks", "1"}});
+  ops_mesh o("ops-lagging", {.extra = {"--queue-chunks", "2", "--backlog-chunks", "4"}});
   auto& m = o.m;
   m.add_node("fast");
   m.add_node("slow", {"--throttle-bytes-per-sec", std::to_string(1 * mib)});
