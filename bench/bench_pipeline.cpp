@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "meshhub/cdc.hpp"
 #include "meshhub/chunk.hpp"
 #include "meshhub/codec/identity.hpp"
 #include "meshhub/codec/zlib.hpp"
@@ -174,6 +175,27 @@ void BM_sha256(benchmark::State& state) {
   state.SetLabel(kind_name(state.range(0)));
 }
 BENCHMARK(BM_sha256)->ArgName("kind")->Arg(random)->Unit(benchmark::kMillisecond);
+
+/// Content-defined cut points alone over one chunk's bytes (no digest): the Gear hash's cost,
+/// against BM_sha256's on the same bytes.
+void BM_cdc_cut(benchmark::State& state) {
+  const auto& raw = chunk_of(state.range(0));
+  const meshhub::cdc_chunker cdc;
+  for (auto _ : state) benchmark::DoNotOptimize(cdc.blocks(bytes_of(raw)));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(raw.size()));
+  state.SetLabel(kind_name(state.range(0)));
+}
+BENCHMARK(BM_cdc_cut)->ArgName("kind")->DenseRange(text, mixed)->Unit(benchmark::kMillisecond);
+
+/// Cut points and a SHA-256 per block: what addressing a chunk's bytes by blocks costs.
+void BM_cdc_refs(benchmark::State& state) {
+  const auto& raw = chunk_of(state.range(0));
+  const meshhub::cdc_chunker cdc;
+  for (auto _ : state) benchmark::DoNotOptimize(cdc.refs(bytes_of(raw)));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(raw.size()));
+  state.SetLabel(kind_name(state.range(0)));
+}
+BENCHMARK(BM_cdc_refs)->ArgName("kind")->Arg(random)->Unit(benchmark::kMillisecond);
 
 /// `encode_chunk`: SHA-256 of the raw bytes, then the codec — what the hub does per chunk.
 template <class Codec>

@@ -80,15 +80,25 @@ concept session_store = requires(S& s, const S& cs, std::string_view name, std::
 
 /// The current version of every path, and what each node holds of it.
 template <class S>
-concept version_store = requires(const S& cs, std::string_view name, std::string_view node, std::string_view path) {
+concept version_store = requires(const S& cs, std::string_view name, std::string_view node, std::string_view path,
+                                  std::string_view last, std::size_t limit) {
   /// current versions, tombstones included
   { cs.file(name, path) } -> std::same_as<std::optional<file_record>>;
   { cs.files(name) } -> std::same_as<std::vector<file_record>>;
+  /// a page of them in path order: the paths after `path` ("" = from the first), at most
+  /// `limit` — a listing of a session of any size, a page at a time
+  { cs.files_after(name, path, limit) } -> std::same_as<std::vector<file_record>>;
+  /// the current versions `node` does not hold (it acknowledged an older one, or none),
+  /// after `path`, in path order, at most `limit`: what catch-up sends, found without
+  /// reading what the node already holds
+  { cs.behind(node, name, path, limit) } -> std::same_as<std::vector<behind_record>>;
   /// how many of them are live (not tombstones), without reading them: limits and checks
   /// that run per write or per hello
   { cs.live_files(name) } -> std::same_as<std::uint64_t>;
   /// the versions a node acknowledged, per path of the session
   { cs.node_versions(node, name) } -> std::same_as<std::vector<node_version>>;
+  /// the same for the paths in [`path`, `last`]: a page's member states
+  { cs.node_versions_within(node, name, path, last) } -> std::same_as<std::vector<node_version>>;
 };
 
 /// The wave journal: every accepted change with the members that do not hold it yet.

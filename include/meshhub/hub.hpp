@@ -23,9 +23,11 @@
 /// Lock order, outermost first: a session's write lock → the library session's write lock
 /// → a skill's lock → the wave engine's and catch-up's locks (never both) → the node
 /// registry's → the waiters', the event bus's and the store's (leaves).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -273,29 +275,74 @@ class basic_hub {
 
   // ---- reads --------------------------------------------------------------------------
 
-  /// The mirror's files beneath `folder` ("" = all) and, `with_members`, each member's copy.
+  /// The mirror's files beneath `folder` ("" = all; a file lists itself) and, `with_members`,
+  /// each member's copy — every page of `list_page`.
   [[nodiscard]] std::vector<listed_file_state> list(std::string_view session_name, std::string_view folder,
                                                     bool with_members = true) const {
+    std::vector<listed_file_state> out;
+    std::string after;
+    do {
+      auto page = list_page(session_name, folder, with_members, after, 4096);
+      std::move(page.files.begin(), page.files.end(), std::back_inserter(out));
+      after = std::move(page.next_after);
+    } while (!after.empty());
+    return out;
+  }
+
+  /// At most `limit` (≥ 1) of those files, in path order, after the path `after` ("" = from
+  /// the first): a session of any size is listed a page at a time, each page read from the
+  /// store by path range, never the whole session. A folder that holds nothing is
+  /// `not_found` on the first page.
+  [[nodiscard]] listing_page list_page(std::string_view session_name, std::string_view folder, bool with_members,
+                                       std::string_view after, std::size_t limit) const {
     require_session(session_name);
     check_folder(folder);
-    const auto members = with_members ? store_.members(session_name) : std::vector<std::string>{};
-    std::map<std::string, std::map<std::string, std::uint64_t>> held;  // node → path → version
-    for (auto& m : members)
-      for (auto& nv : store_.node_versions(m, session_name)) held[m][nv.path] = nv.version;
-    std::vector<listed_file_state> out;
-    for (auto& f : store_.files(session_name)) {
-      if (f.deleted || !beneath(f.path, folder)) continue;
-      listed_file_state e{f, {}};
-      for (auto& m : members) {
-        const auto it = held[m].find(f.path);
-        const std::uint64_t v = it == held[m].end() ? 0 : it->second;
-        e.members.push_back({m, v, nodes_.member_state(m, v, f.version)});
+    limit = std::max<std::size_t>(limit, 1);
+    std::vector<file_record> found;  // up to limit + 1: one more tells that a next page exists
+    if (!folder.empty() && after.empty())
+      if (auto f = store_.file(session_name, folder); f && !f->deleted) found.push_back(std::move(*f));
+    if (found.empty()) {
+      // Paths beneath "a/b" are the ones starting "a/b/": one range of the path order.
+      const std::string prefix = folder.empty() ? std::string() : std::string(folder) + "/";
+      std::string cursor = std::max(std::string(after), prefix);
+      for (bool more = true; more && found.size() <= limit;) {
+        const std::size_t wanted = limit + 1 - found.size();
+        auto rows = store_.files_after(session_name, cursor, wanted);
+        more = rows.size() == wanted;
+        for (auto& f : rows) {
+          if (!f.path.starts_with(prefix)) {
+            more = false;
+            break;
+          }
+          cursor = f.path;
+          if (!f.deleted) found.push_back(std::move(f));
+        }
       }
-      out.push_back(std::move(e));
     }
-    if (out.empty() && !folder.empty())
+    listing_page page;
+    if (found.size() > limit) {
+      found.pop_back();
+      page.next_after = found.back().path;
+    }
+    if (found.empty() && !folder.empty() && after.empty())
       throw error(errc::not_found, "'" + std::string(folder) + "' does not exist in session '" + std::string(session_name) + "'");
-    return out;
+    if (found.empty()) return page;
+    const auto members = with_members ? store_.members(session_name) : std::vector<std::string>{};
+    std::vector<std::map<std::string, std::uint64_t>> held(members.size());  // per member: path → version
+    for (std::size_t m = 0; m < members.size(); ++m)
+      for (auto& nv : store_.node_versions_within(members[m], session_name, found.front().path, found.back().path))
+        held[m].emplace(std::move(nv.path), nv.version);
+    page.files.reserve(found.size());
+    for (auto& f : found) {
+      listed_file_state e{std::move(f), {}};
+      for (std::size_t m = 0; m < members.size(); ++m) {
+        const auto it = held[m].find(e.file.path);
+        const std::uint64_t v = it == held[m].end() ? 0 : it->second;
+        e.members.push_back({members[m], v, nodes_.member_state(members[m], v, e.file.version)});
+      }
+      page.files.push_back(std::move(e));
+    }
+    return page;
   }
 
   /// Opens the mirror's copy of a path for reading (cat).
@@ -413,10 +460,6 @@ class basic_hub {
     auto all = store_.sessions();
     std::erase_if(all, [](const session_record& r) { return is_library_session(r.name); });
     return all;
-  }
-
-  static bool beneath(std::string_view path, std::string_view folder) {
-    return folder.empty() || path == folder || (path.starts_with(folder) && path.size() > folder.size() && path[folder.size()] == '/');
   }
 
   /// Changes landed (one, or a change set): every skill folder they touched waits for

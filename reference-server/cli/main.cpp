@@ -4,6 +4,7 @@
 /// the documented shapes for scripts and tests. This is the CLI's only translation unit
 /// that includes gRPC headers besides the MCP server's mcp.cpp; the text helpers it uses
 /// stay free of them.
+#include "cli/listing.hpp"
 #include "cli/mcp.hpp"
 #include "cli/progress.hpp"
 #include "cli/reply_json.hpp"
@@ -714,14 +715,16 @@ int run_ls(const invocation& call) {
   request.set_session(call.opts.session);
   request.set_path(call.opts.path);
   request.set_node(call.opts.node);
-  return unary_call(call, &v1::Assistant::Stub::List, request, call_effect::reads, [&call](const v1::ListReply& reply) {
-    if (call.opts.node.empty()) {
-      print_mirror_listing(call, reply);
-    } else {
-      print_node_listing(call, reply);
-    }
-    return 0;
-  });
+  v1::ListReply reply;
+  const auto status = list_all(
+      call.hub, request, [](grpc::ClientContext& context) { set_deadline(context, programs::unary_deadline); }, reply);
+  if (!status.ok()) return report_status(call, status, false);
+  if (call.opts.node.empty()) {
+    print_mirror_listing(call, reply);
+  } else {
+    print_node_listing(call, reply);
+  }
+  return 0;
 }
 
 int run_cat(const invocation& call) {

@@ -5,6 +5,7 @@
 #include "cli/mcp.hpp"
 #include "cli/mcp_text.hpp"
 #include "cli/mcp_tools.hpp"
+#include "cli/listing.hpp"
 #include "cli/reply_json.hpp"
 #include "cli/tree_push.hpp"
 #include "common/grpc_config.hpp"
@@ -240,7 +241,17 @@ class mesh_tools {
     request.set_session(session);
     request.set_path(path);
     request.set_node(node);
-    return read_call(call, &v1::Assistant::Stub::List, request);
+    v1::ListReply all;
+    const auto status = list_all(
+        *hub_, request,
+        [&call](grpc::ClientContext& context) {
+          call.check_cancelled();  // between pages
+          context.set_deadline(std::chrono::system_clock::now() + programs::unary_deadline);
+        },
+        all);
+    if (!status.ok()) fail_read(status, call);
+    call.check_cancelled();
+    return all;
   }
 
   /// The mirror's entry of exactly `path` (a listing of a path may hold a folder's files).

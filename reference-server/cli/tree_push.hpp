@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cli/digest_cache.hpp"
+#include "cli/listing.hpp"
 #include "cli/tree.hpp"
 #include "meshhub/detail/unique_fd.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
@@ -82,20 +83,18 @@ inline held_tree held_beneath(
   request.set_session(session);
   request.set_path(base);
   request.set_files_only(true);
-  v1::ListReply reply;
-  grpc::ClientContext context;
-  prepare(context);
-  const auto status = hub.List(&context, request, &reply);
+  held_tree held;
+  const auto status = list_pages(hub, request, prepare, [&held](v1::ListReply& page) {
+    for (const auto& f : page.files()) {
+      if (f.mirror().link().empty()) held.files[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
+      else held.links.push_back(f.mirror().path());
+    }
+  });
   if (status.error_code() == grpc::StatusCode::NOT_FOUND && !base.empty()) {
     (void)held_beneath(hub, session, "", prepare);  // throws when the session is what is missing
     return {};
   }
   if (!status.ok()) throw tree_push_error(status.error_message(), false, status);
-  held_tree held;
-  for (const auto& f : reply.files()) {
-    if (f.mirror().link().empty()) held.files[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
-    else held.links.push_back(f.mirror().path());
-  }
   return held;
 }
 

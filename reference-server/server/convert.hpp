@@ -46,22 +46,19 @@ inline void fill(v1::WriteReply& out, const write_result& r) {
   out.set_unchanged(r.unchanged);
 }
 
-inline void fill(v1::ListReply& out, const std::vector<listed_file_state>& files) {
-  for (auto& f : files) {
-    auto* listed = out.add_files();
-    auto* mirror = listed->mutable_mirror();
-    mirror->set_path(f.file.path);
-    mirror->set_size(f.file.size);
-    mirror->set_version(f.file.version);
-    mirror->set_content_digest(to_bytes(f.file.content));
-    mirror->set_link(f.file.link);
-    for (auto& m : f.members) {
-      auto* copy = listed->add_members();
-      copy->set_path(f.file.path);
-      copy->set_node(m.node);
-      copy->set_version(m.version);
-      copy->set_state(m.state);
-    }
+inline void fill(v1::ListedFile& out, const listed_file_state& f) {
+  auto* mirror = out.mutable_mirror();
+  mirror->set_path(f.file.path);
+  mirror->set_size(f.file.size);
+  mirror->set_version(f.file.version);
+  mirror->set_content_digest(to_bytes(f.file.content));
+  mirror->set_link(f.file.link);
+  for (auto& m : f.members) {
+    auto* copy = out.add_members();
+    copy->set_path(f.file.path);
+    copy->set_node(m.node);
+    copy->set_version(m.version);
+    copy->set_state(m.state);
   }
 }
 

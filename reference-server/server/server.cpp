@@ -437,7 +437,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
     if (auto status = require_client(*ctx, credentials_); !status.ok()) return reactor->Finish(status), reactor;
     hub_.post_control([=, this] {
       reply->set_session(req->session());
-      if (req->node().empty()) return reactor->Finish(guarded([&] { fill(*reply, hub_.list(req->session(), req->path(), !req->files_only())); }));
+      if (req->node().empty()) return reactor->Finish(guarded([&] { fill_page(*req, *reply); }));
       auto status = guarded([&] {
         hub_.ask_node(req->node(), node_command::kind::list, req->session(), req->path(), [=](command_result r) {
           if (!r.error.empty()) return reactor->Finish({grpc::StatusCode::UNAVAILABLE, "node " + req->node() + ": " + r.error});
@@ -448,6 +448,30 @@ class assistant_service final : public v1::Assistant::CallbackService {
       if (!status.ok()) reactor->Finish(status);
     });
     return reactor;
+  }
+
+  /// A listing page's bounds: entries, and bytes (half the message bound).
+  static constexpr std::size_t list_page_files = 10'000;
+  static constexpr std::size_t list_page_bytes = max_message_bytes / 2;
+
+  /// One page of the mirror listing, as many entries as fit `list_page_bytes` (and at most
+  /// the request's limit): a session of any size lists without a reply over the message
+  /// bound, however long its paths or however many members each entry names.
+  void fill_page(const v1::ListRequest& req, v1::ListReply& reply) {
+    const std::size_t limit = req.limit() ? std::min<std::size_t>(req.limit(), list_page_files) : list_page_files;
+    auto page = hub_.list_page(req.session(), req.path(), !req.files_only(), req.after(), limit);
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < page.files.size(); ++i) {
+      v1::ListedFile one;
+      fill(one, page.files[i]);
+      bytes += one.ByteSizeLong() + 8;  // and its field tag and length
+      if (bytes > list_page_bytes && i > 0) {
+        page.next_after = page.files[i - 1].file.path;
+        break;
+      }
+      reply.add_files()->Swap(&one);
+    }
+    reply.set_next_after(page.next_after);
   }
 
   grpc::ServerUnaryReactor* IssueToken(grpc::CallbackServerContext* ctx, const v1::IssueTokenRequest* req,

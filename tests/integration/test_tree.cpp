@@ -216,7 +216,7 @@ TEST_CASE("push DIR: a file replaced by a folder and back lands on every member"
   CHECK(read_file(m.mirror_file("s", "a")) == "a file again");
 }
 
-TEST_CASE("push DIR: 10,000 files go as several change sets and every member holds all of them", "[tree]") {
+TEST_CASE("push DIR: 10,050 files go as several change sets, every member holds all of them, ls reads every page", "[tree]") {
   mesh m("tree-10k");
   const std::vector<std::string> ids{"n1", "n2"};
   for (const auto& id : ids) m.add_node(id);
@@ -225,7 +225,9 @@ TEST_CASE("push DIR: 10,000 files go as several change sets and every member hol
   m.cli_ok({"session", "join", "s", "n1", "n2"});
   const fs::path dir = m.src("tree");
   std::map<std::string, std::string> files;
-  for (int i = 0; i < 10'000; ++i) files["d" + std::to_string(i % 100) + "/f" + std::to_string(i)] = std::to_string(i * 7919);
+  // More than one page of a listing (10,000 files), so `ls` and the re-push's comparison
+  // read two.
+  for (int i = 0; i < 10'050; ++i) files["d" + std::to_string(i % 100) + "/f" + std::to_string(i)] = std::to_string(i * 7919);
   write_tree(dir, files);
   const json r = m.cli_json({"push", "s", dir.string(), "--wait", "all", "--json"}, {}, 300s);
   INFO(r.dump().substr(0, 2000));
@@ -233,6 +235,20 @@ TEST_CASE("push DIR: 10,000 files go as several change sets and every member hol
   CHECK(u64(r, "change_sets") == 3);  // at most 4,096 changes in one set
   CHECK(r["missing"].empty());
   for (const auto& id : ids) CHECK(node_holds(m, id, "s", "", files));
+  const json listed = m.cli_json({"ls", "s", "--json"}, {}, 120s);
+  REQUIRE(listed["files"].size() == files.size());
+  std::set<std::string> paths;
+  std::string previous;
+  for (const auto& f : listed["files"]) {
+    const auto path = f["path"].get<std::string>();
+    CHECK(previous < path);  // in path order, across the pages
+    CHECK(files.contains(path));
+    CHECK(f["members"].size() == 2);
+    paths.insert(path);
+    previous = path;
+  }
+  CHECK(paths.size() == files.size());  // no page repeats or skips one
+  CHECK(m.cli_json({"ls", "s", "d7", "--json"})["files"].size() == 101);  // d7/f7, d7/f107, ... d7/f10007
   const json again = m.cli_json({"push", "s", dir.string(), "--json"}, {}, 120s);
   CHECK(u64(again, "unchanged") == files.size());
   CHECK(u64(again, "change_sets") == 0);

@@ -145,6 +145,55 @@ TEMPLATE_LIST_TEST_CASE("store: removals are tombstones and leaving drops pendin
   CHECK(s.pending_waves().empty());
 }
 
+TEMPLATE_LIST_TEST_CASE("store: pages of versions, a node's versions by range, and what a node lacks", "[store]",
+                        store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.create_session("b");
+  s.add_member("a", "n1");
+  std::vector<change> set;
+  for (const char* p : {"d/1", "d/2", "d/3", "e", "f/x"}) set.push_back(edit("a", p, 3, d1));
+  s.commit_changes(set);
+  s.commit_change(edit("b", "d/1", 3, d1));  // another session's paths never show
+  s.commit_change(edit("a", "e", 0, {}, true));  // a tombstone is a row like any other
+
+  const auto paths = [](const std::vector<file_record>& rows) {
+    std::vector<std::string> out;
+    for (auto& r : rows) out.push_back(r.path);
+    return out;
+  };
+  CHECK(paths(s.files_after("a", "", 2)) == std::vector<std::string>{"d/1", "d/2"});
+  CHECK(paths(s.files_after("a", "d/2", 2)) == std::vector<std::string>{"d/3", "e"});
+  CHECK(paths(s.files_after("a", "d/25", 10)) == std::vector<std::string>{"d/3", "e", "f/x"});  // after, not at
+  CHECK(s.files_after("a", "f/x", 10).empty());
+  CHECK(s.files_after("nope", "", 10).empty());
+  CHECK(s.files_after("a", "e", 1).front().path == "f/x");
+  CHECK(s.files_after("a", "d/3", 1).front().deleted);
+
+  // n1 holds d/1 at v1, d/3 at v1; e's removal (v2) and everything else it lacks.
+  s.record_deliveries("n1", "a", std::vector<node_version>{{"d/1", 1}, {"d/3", 1}, {"e", 1}});
+  const auto within = s.node_versions_within("n1", "a", "d/2", "e");
+  REQUIRE(within.size() == 2);
+  CHECK(within[0].path == "d/3");
+  CHECK(within[1].path == "e");
+  CHECK(s.node_versions_within("n1", "a", "d/1", "d/1").size() == 1);
+  CHECK(s.node_versions_within("n1", "b", "", "z").empty());
+
+  const auto lacks = s.behind("n1", "a", "", 10);
+  REQUIRE(lacks.size() == 3);
+  CHECK(lacks[0].file.path == "d/2");
+  CHECK(lacks[0].held == 0);
+  CHECK(lacks[1].file.path == "e");
+  CHECK(lacks[1].file.deleted);
+  CHECK(lacks[1].held == 1);
+  CHECK(lacks[2].file.path == "f/x");
+  CHECK(s.behind("n1", "a", "d/2", 1).front().file.path == "e");  // after, and at most `limit`
+  CHECK(s.behind("n9", "a", "", 10).size() == 5);                 // a node holding nothing lacks all
+  s.record_deliveries("n1", "a", std::vector<node_version>{{"d/2", 1}, {"e", 2}, {"f/x", 1}});
+  CHECK(s.behind("n1", "a", "", 10).empty());
+}
+
 TEST_CASE("store: sqlite survives a reopen and refuses a newer schema", "[store]") {
   testing::temp_dir dir;
   const auto file = (dir / "meshhub.db").string();

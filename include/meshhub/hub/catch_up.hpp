@@ -64,7 +64,9 @@ class catch_up {
   /// A node connected anew: the previous connection's retries are forgotten.
   void connected(const std::string& node) {
     std::lock_guard g(mu_);
-    progress_[node].retries.clear();
+    auto& p = progress_[node];
+    p.retries.clear();
+    p.resume_after.clear();
   }
 
   /// Compares one session of a node that said hello on `link` with the mirror and records
@@ -221,6 +223,8 @@ class catch_up {
     bool catching_up = false;    ///< the last round started deliveries
     /// Refused deliveries per path: attempts, and when the next may start.
     std::map<path_key, std::pair<std::size_t, std::chrono::steady_clock::time_point>> retries;
+    /// Per session: the path the next round reads on after ("" = from the first).
+    std::map<std::string, std::string> resume_after;
   };
 
   /// Path by path: what the node holds as the mirror has it is recorded as held; what
@@ -307,19 +311,15 @@ class catch_up {
     };
     std::vector<need> needed;
     for (auto& s : delivered_sessions(node)) {
-      std::map<std::string, std::uint64_t> held;
-      for (auto& nv : store_.node_versions(node, s)) held[nv.path] = nv.version;
-      for (auto& f : store_.files(s)) {
-        const auto it = held.find(f.path);
-        const std::uint64_t have = it == held.end() ? 0 : it->second;
-        if (have >= f.version) continue;
-        if (f.deleted && it == held.end()) {
-          // The node never had the path: nothing to remove; record that it is current.
-          store_.record_delivery(node, s, f.path, f.version);
-          continue;
-        }
-        needed.push_back({s, f});
+      std::vector<node_version> never_held;  // removals of paths the node never had
+      for (auto& b : behind(node, s)) {
+        if (b.file.deleted && b.held == 0) never_held.push_back({b.file.path, b.file.version});
+        else needed.push_back({s, std::move(b.file)});
       }
+      // Nothing to remove there: record that the node is current, in one transaction.
+      if (!never_held.empty())
+        for (auto& done : store_.record_deliveries(node, s, never_held))
+          events_.emit(event_kind::wave_completed, done.session, {}, done.path, done.version, {});
     }
     // Refused paths wait for their backoff (and, past the retry limit, for a reconnect).
     std::vector<std::pair<path_key, std::uint64_t>> wanted;
@@ -389,6 +389,33 @@ class catch_up {
         events_.emit(event_kind::delivery_failed, x.session, node, x.file.path, current->version, e.what());
       }
     }
+  }
+
+  /// What the node lacks of the session, enough of it for one round: the store's rows after
+  /// the path where the previous round stopped, then from the first path up to it. A round
+  /// never reads what the node already holds twice over, so catching up with a session of
+  /// any size costs about one pass over it, not a pass per round. Enough: a batch, a
+  /// window, and as many again as there are refused paths waiting (they may come first).
+  std::vector<behind_record> behind(const std::string& node, const std::string& session) {
+    std::size_t scan = options_.max_set_files + options_.catch_up_window + 1;
+    std::string from;
+    {
+      std::lock_guard g(mu_);
+      auto& p = progress_[node];
+      scan += p.retries.size();
+      from = p.resume_after[session];
+    }
+    auto rows = store_.behind(node, session, from, scan);
+    const bool full = rows.size() == scan;
+    if (!full && !from.empty()) {
+      for (auto& b : store_.behind(node, session, "", scan - rows.size())) {
+        if (b.file.path > from) break;  // read already, above
+        rows.push_back(std::move(b));
+      }
+    }
+    std::lock_guard g(mu_);
+    progress_[node].resume_after[session] = full ? rows.back().file.path : std::string();
+    return rows;
   }
 
   /// Starts a repair batch wave of `paths` (reserved for `node`) at the versions current

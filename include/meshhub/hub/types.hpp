@@ -118,6 +118,12 @@ struct listed_file_state {
   std::vector<member_copy> members;
 };
 
+/// A page of a listing, and the path the next page starts after ("" after the last page).
+struct listing_page {
+  std::vector<listed_file_state> files;
+  std::string next_after;
+};
+
 /// A node as `status` reports it.
 struct node_status {
   std::string id;

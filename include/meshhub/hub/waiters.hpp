@@ -95,14 +95,16 @@ class waiters {
     [[nodiscard]] bool wants(const std::string& path) const { return wanted.size() != 1 || wanted.front().first == path; }
   };
 
-  /// The members that lack some of `w.wanted`: one pass over what each member holds.
+  /// The members that lack some of `w.wanted`: one pass over what each member holds of the
+  /// wanted paths' range (a change set's paths, not the whole session).
   std::vector<std::string> missing(const waiter& w) const {
     std::map<std::string_view, std::uint64_t> wanted;
     for (auto& [path, version] : w.wanted) wanted[path] = std::max(wanted[path], version);
     std::vector<std::string> out;
+    if (wanted.empty()) return out;
     for (auto& m : store_.members(w.session)) {
       std::size_t held = 0;
-      for (auto& nv : store_.node_versions(m, w.session))
+      for (auto& nv : store_.node_versions_within(m, w.session, wanted.begin()->first, wanted.rbegin()->first))
         if (auto it = wanted.find(nv.path); it != wanted.end() && nv.version >= it->second) ++held;
       if (held < wanted.size()) out.push_back(m);
     }

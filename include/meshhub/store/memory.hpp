@@ -112,6 +112,32 @@ class memory_store {
     return out;
   }
 
+  [[nodiscard]] std::vector<file_record> files_after(std::string_view session, std::string_view after, std::size_t limit) const {
+    std::lock_guard g(mu_);
+    std::vector<file_record> out;
+    const auto it = sessions_.find(std::string(session));
+    if (it == sessions_.end()) return out;
+    for (auto f = it->second.files.upper_bound(std::string(after)); f != it->second.files.end() && out.size() < limit; ++f)
+      out.push_back(f->second);
+    return out;
+  }
+
+  [[nodiscard]] std::vector<behind_record> behind(std::string_view node, std::string_view session, std::string_view after,
+                                                  std::size_t limit) const {
+    std::lock_guard g(mu_);
+    std::vector<behind_record> out;
+    const auto it = sessions_.find(std::string(session));
+    if (it == sessions_.end()) return out;
+    const auto held = node_files_.find({std::string(node), std::string(session)});
+    for (auto f = it->second.files.upper_bound(std::string(after)); f != it->second.files.end() && out.size() < limit; ++f) {
+      std::uint64_t have = 0;
+      if (held != node_files_.end())
+        if (auto h = held->second.find(f->first); h != held->second.end()) have = h->second;
+      if (have < f->second.version) out.push_back({f->second, have});
+    }
+    return out;
+  }
+
   [[nodiscard]] std::uint64_t live_files(std::string_view session) const {
     std::lock_guard g(mu_);
     const auto it = sessions_.find(std::string(session));
@@ -186,6 +212,15 @@ class memory_store {
     std::vector<node_version> out;
     if (auto it = node_files_.find({std::string(node), std::string(session)}); it != node_files_.end())
       for (auto& [path, v] : it->second) out.push_back({path, v});
+    return out;
+  }
+
+  [[nodiscard]] std::vector<node_version> node_versions_within(std::string_view node, std::string_view session,
+                                                               std::string_view first, std::string_view last) const {
+    std::lock_guard g(mu_);
+    std::vector<node_version> out;
+    if (auto it = node_files_.find({std::string(node), std::string(session)}); it != node_files_.end())
+      for (auto f = it->second.lower_bound(std::string(first)); f != it->second.end() && f->first <= last; ++f) out.push_back({f->first, f->second});
     return out;
   }
 

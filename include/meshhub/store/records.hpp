@@ -88,6 +88,12 @@ struct node_version {
   std::uint64_t version = 0;
 };
 
+/// A current version a node lacks, and the version it holds of the path (0: none).
+struct behind_record {
+  file_record file;
+  std::uint64_t held = 0;
+};
+
 /// Where a skill promotion stands in the journal (meshhub/skill/library.hpp).
 enum class skill_promotion_state {
   begun,      ///< journaled; the disk may be anywhere between "nothing moved" and "linked"

@@ -4,8 +4,10 @@
 /// the skill library's promotion journal, global skills and session links.
 /// Every mutating call is one `BEGIN IMMEDIATE` transaction, durable when it returns —
 /// the hub acknowledges nothing before that. Include by name: it brings in SQLite.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -152,6 +154,28 @@ class sqlite_store {
     return out;
   }
 
+  [[nodiscard]] std::vector<file_record> files_after(std::string_view session, std::string_view after, std::size_t limit) const {
+    guard g(db_);
+    std::vector<file_record> out;
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? AND path > ? ORDER BY path LIMIT ?")
+                  .bind(session, after, sql_limit(limit));
+    while (q.step()) out.push_back(read_file(q));
+    return out;
+  }
+
+  [[nodiscard]] std::vector<behind_record> behind(std::string_view node, std::string_view session, std::string_view after,
+                                                  std::size_t limit) const {
+    guard g(db_);
+    std::vector<behind_record> out;
+    auto& q = stmt(
+                  "SELECT f.path, f.version, f.size, f.digest, f.deleted, f.link, coalesce(n.version, 0) FROM files f "
+                  "LEFT JOIN node_files n ON n.node = ? AND n.session = f.session AND n.path = f.path "
+                  "WHERE f.session = ? AND f.path > ? AND coalesce(n.version, 0) < f.version ORDER BY f.path LIMIT ?")
+                  .bind(node, session, after, sql_limit(limit));
+    while (q.step()) out.push_back({read_file(q), static_cast<std::uint64_t>(q.integer(6))});
+    return out;
+  }
+
   [[nodiscard]] std::uint64_t live_files(std::string_view session) const {
     guard g(db_);
     auto& q = stmt("SELECT count(*) FROM files WHERE session = ? AND NOT deleted").bind(session);
@@ -228,6 +252,16 @@ class sqlite_store {
     guard g(db_);
     std::vector<node_version> out;
     auto& q = stmt("SELECT path, version FROM node_files WHERE node = ? AND session = ? ORDER BY path").bind(node, session);
+    while (q.step()) out.push_back({q.text(0), static_cast<std::uint64_t>(q.integer(1))});
+    return out;
+  }
+
+  [[nodiscard]] std::vector<node_version> node_versions_within(std::string_view node, std::string_view session,
+                                                               std::string_view first, std::string_view last) const {
+    guard g(db_);
+    std::vector<node_version> out;
+    auto& q = stmt("SELECT path, version FROM node_files WHERE node = ? AND session = ? AND path >= ? AND path <= ? ORDER BY path")
+                  .bind(node, session, first, last);
     while (q.step()) out.push_back({q.text(0), static_cast<std::uint64_t>(q.integer(1))});
     return out;
   }
@@ -386,6 +420,11 @@ class sqlite_store {
                                             : skill_promotion_state::begun});
     }
     return out;
+  }
+
+  /// A LIMIT bound: SQLite's integers are signed.
+  static std::int64_t sql_limit(std::size_t limit) {
+    return static_cast<std::int64_t>(std::min<std::size_t>(limit, std::numeric_limits<std::int64_t>::max()));
   }
 
   static file_record read_file(detail::sqlite_statement& q) {
