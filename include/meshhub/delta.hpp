@@ -1,0 +1,194 @@
+#pragma once
+/// Deltas in content-defined blocks (meshhub/cdc.hpp): a file version is its block list,
+/// and whoever holds other files keeps the blocks they have and needs only the others. One
+/// model serves both directions — a hub sending a member the blocks its copy lacks, a client
+/// uploading only what the hub's mirror lacks — and dedup across paths: the blocks held may
+/// come from any number of files.
+///
+/// Building never trusts what it is given: each block, held or carried, is checked against
+/// its SHA-256 as it is written, and the whole file's content digest is computed on the way
+/// (the caller compares it with the version's before renaming the result into place, so the
+/// copy it built from stays intact until then).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "meshhub/cdc.hpp"
+#include "meshhub/digest.hpp"
+#include "meshhub/error.hpp"
+
+namespace meshhub {
+
+/// A file version as blocks, in file order; their sizes tile [0, size()).
+struct block_list {
+  std::vector<block_ref> blocks;
+  [[nodiscard]] std::uint64_t size() const { return blocks.empty() ? 0 : blocks.back().span.offset + blocks.back().span.size; }
+};
+
+/// The block list of bytes in memory.
+[[nodiscard]] inline block_list block_list_of(const cdc_chunker& cdc, std::span<const std::byte> bytes) {
+  return {cdc.refs(bytes)};
+}
+
+/// The block list of a file read from `fd` (from its current offset to its end), in pieces:
+/// at most twice the largest block is held at once, whatever the file's size.
+[[nodiscard]] inline block_list block_list_of(const cdc_chunker& cdc, int fd) {
+  const std::size_t max = cdc.params().max;
+  std::vector<std::byte> buf(2 * max);
+  std::size_t begin = 0, end = 0;  // the unread bytes are buf[begin, end)
+  std::uint64_t offset = 0;
+  bool eof = false;
+  block_list out;
+  while (!eof || begin < end) {
+    if (!eof && end - begin < max) {  // refill: a cut needs max bytes ahead, or the end
+      std::memmove(buf.data(), buf.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+      while (!eof && end < buf.size()) {
+        const ssize_t n = ::read(fd, buf.data() + end, buf.size() - end);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw error(errc::io, std::string("reading a file's blocks: ") + std::strerror(errno));
+        if (n == 0) eof = true;
+        end += static_cast<std::size_t>(n);
+      }
+    }
+    if (begin == end) break;  // the file ended on a block's end (or was empty)
+    const auto rest = std::span<const std::byte>(buf).subspan(begin, end - begin);
+    const std::size_t size = cdc.cut(rest);
+    out.blocks.push_back({{offset, static_cast<std::uint32_t>(size)}, sha256_of(rest.first(size))});
+    offset += size;
+    begin += size;
+  }
+  return out;
+}
+
+/// Hashes a digest by its first bytes: SHA-256 output is uniform already.
+struct digest_hash {
+  std::size_t operator()(const digest& d) const noexcept {
+    std::size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+/// Where each block one holds can be read: the first source (a file, by the caller's
+/// number) and span it was found at, by digest.
+class held_blocks {
+ public:
+  struct place {
+    std::size_t source = 0;
+    block_span span;
+  };
+
+  /// Adds the blocks of `list`, readable from source number `source`.
+  void add(std::size_t source, const block_list& list) {
+    for (const auto& b : list.blocks) by_digest_.try_emplace(b.sha256, place{source, b.span});
+  }
+
+  [[nodiscard]] const place* find(const digest& d) const {
+    const auto it = by_digest_.find(d);
+    return it == by_digest_.end() ? nullptr : &it->second;
+  }
+
+  [[nodiscard]] std::size_t size() const { return by_digest_.size(); }
+
+ private:
+  std::unordered_map<digest, place, digest_hash> by_digest_;
+};
+
+/// The blocks of `wanted` that `held` lacks: each digest once, in file order — what must
+/// travel for the other side to build `wanted`.
+[[nodiscard]] inline std::vector<block_ref> missing_blocks(const block_list& wanted, const held_blocks& held) {
+  std::vector<block_ref> out;
+  std::unordered_map<digest, bool, digest_hash> seen;
+  for (const auto& b : wanted.blocks)
+    if (!held.find(b.sha256) && seen.try_emplace(b.sha256, true).second) out.push_back(b);
+  return out;
+}
+
+/// The bytes those blocks carry.
+[[nodiscard]] inline std::uint64_t block_bytes(std::span<const block_ref> blocks) {
+  std::uint64_t n = 0;
+  for (const auto& b : blocks) n += b.span.size;
+  return n;
+}
+
+/// The bytes of a carried block by digest, or nullopt when it did not come.
+using carried_blocks = std::function<std::optional<std::span<const std::byte>>(const digest&)>;
+
+/// Writes `wanted` to `out` (from offset 0) from the held blocks (read with pread from
+/// `sources[place.source]`) and the carried ones, checking every block's SHA-256, and
+/// returns the result's content digest (meshhub/digest.hpp's definition). Throws
+/// `errc::corrupt` naming the block when a held copy or a carried block does not match its
+/// digest (a held copy changed since it was listed, a carried block damaged), and
+/// `errc::not_found` when a block is neither held nor carried. `out` is the caller's temp
+/// file: on a throw, nothing has been renamed anywhere.
+inline digest build_from_blocks(const block_list& wanted, const held_blocks& held, std::span<const int> sources,
+                                const carried_blocks& carried, int out) {
+  content_hasher whole;
+  std::vector<std::byte> piece;           // the current digest block of the result
+  piece.reserve(digest_block_size);
+  std::vector<std::byte> read_buf;
+  std::uint64_t written = 0;
+  const auto name = [](const block_ref& b) {
+    return "block at " + std::to_string(b.span.offset) + " (" + std::to_string(b.span.size) + " bytes, " +
+           to_hex(std::span(b.sha256)).substr(0, 12) + ")";
+  };
+  for (const auto& b : wanted.blocks) {
+    std::span<const std::byte> bytes;
+    if (const auto* at = held.find(b.sha256)) {
+      if (at->source >= sources.size()) throw error(errc::invalid_argument, "delta: " + name(b) + " names a source not given");
+      read_buf.resize(at->span.size);
+      std::size_t got = 0;
+      while (got < read_buf.size()) {
+        const ssize_t n = ::pread(sources[at->source], read_buf.data() + got, read_buf.size() - got,
+                                  static_cast<off_t>(at->span.offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw error(errc::io, "delta: reading the held copy of the " + name(b) + ": " + std::strerror(errno));
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+      }
+      if (got != read_buf.size() || sha256_of(read_buf) != b.sha256)
+        throw error(errc::corrupt, "delta: the held copy of the " + name(b) + " changed since it was listed");
+      bytes = read_buf;
+    } else if (auto c = carried ? carried(b.sha256) : std::nullopt) {
+      if (c->size() != b.span.size || sha256_of(*c) != b.sha256)
+        throw error(errc::corrupt, "delta: the carried " + name(b) + " does not match its digest");
+      bytes = *c;
+    } else {
+      throw error(errc::not_found, "delta: the " + name(b) + " is neither held nor carried");
+    }
+    for (std::size_t done = 0; done < bytes.size();) {
+      const ssize_t n = ::pwrite(out, bytes.data() + done, bytes.size() - done, static_cast<off_t>(written + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw error(errc::io, std::string("delta: writing the result: ") + std::strerror(errno));
+      done += static_cast<std::size_t>(n);
+    }
+    written += bytes.size();
+    // The content digest is defined over fixed digest blocks, not these: feed them through.
+    for (auto rest = bytes; !rest.empty();) {
+      const std::size_t take = std::min(rest.size(), digest_block_size - piece.size());
+      piece.insert(piece.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(take));
+      rest = rest.subspan(take);
+      if (piece.size() == digest_block_size) {
+        whole.add_block(piece);
+        piece.clear();
+      }
+    }
+  }
+  if (!piece.empty()) whole.add_block(piece);
+  return whole.finish();
+}
+
+}  // namespace meshhub
