@@ -22,6 +22,7 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "meshhub/cdc.hpp"
@@ -101,8 +102,6 @@ class held_blocks {
     return it == by_digest_.end() ? nullptr : &it->second;
   }
 
-  [[nodiscard]] std::size_t size() const { return by_digest_.size(); }
-
  private:
   std::unordered_map<digest, place, digest_hash> by_digest_;
 };
@@ -111,9 +110,9 @@ class held_blocks {
 /// travel for the other side to build `wanted`.
 [[nodiscard]] inline std::vector<block_ref> missing_blocks(const block_list& wanted, const held_blocks& held) {
   std::vector<block_ref> out;
-  std::unordered_map<digest, bool, digest_hash> seen;
+  std::unordered_set<digest, digest_hash> seen;
   for (const auto& b : wanted.blocks)
-    if (!held.find(b.sha256) && seen.try_emplace(b.sha256, true).second) out.push_back(b);
+    if (!held.find(b.sha256) && seen.insert(b.sha256).second) out.push_back(b);
   return out;
 }
 
