@@ -58,6 +58,7 @@
 #include "meshhub/skill/link.hpp"
 #include "meshhub/skill/quiet.hpp"
 #include "meshhub/skill/publisher.hpp"
+#include "meshhub/symlink.hpp"
 #include "meshhub/transport/link.hpp"
 
 namespace meshhub {
@@ -218,16 +219,23 @@ class basic_hub {
   /// (commit_pipeline.hpp). Results in the order of `files`, then `removals`; removing a
   /// path the session does not hold is reported `unchanged`. With an `origin`, the set is
   /// a node's own changes, each judged as `finish_upload` or `remove` would judge it.
+  /// `links` (a client's set only) are symlinks of the session's own; their results follow
+  /// the removals'.
   std::vector<write_result> commit_set(std::string_view session_name, std::vector<upload> files,
                                        const std::vector<std::string>& removals = {},
-                                       const std::optional<set_origin>& origin = std::nullopt) {
+                                       const std::optional<set_origin>& origin = std::nullopt,
+                                       const std::vector<symlink_change>& links = {}) {
     require_session(session_name);
-    if (files.size() + removals.size() > options_.max_set_files)
-      throw error(errc::too_large, "a change set of " + std::to_string(files.size() + removals.size()) +
-                                       " changes is more than " + std::to_string(options_.max_set_files) +
-                                       " (max_set_files); nothing was changed");
+    const auto changes = files.size() + removals.size() + links.size();
+    if (changes > options_.max_set_files)
+      throw error(errc::too_large, "a change set of " + std::to_string(changes) + " changes is more than " +
+                                       std::to_string(options_.max_set_files) + " (max_set_files); nothing was changed");
     for (auto& p : removals) check_path(p);
-    return pipeline_.commit_set(std::string(session_name), files, removals, origin);
+    for (auto& l : links) {
+      check_path(l.path);
+      check_symlink_target(l.path, l.target);
+    }
+    return pipeline_.commit_set(std::string(session_name), files, removals, origin, links);
   }
 
   /// Removes a path from the mirror and every member. With an `origin`, the removal is a
@@ -354,6 +362,10 @@ class basic_hub {
     if (!rec || rec->deleted || !rec->link.empty())
       throw error(errc::not_found, "'" + std::string(path) + "' does not exist in session '" + std::string(session_name) + "'" +
                                        (rec && !rec->link.empty() ? " as a file (it links to the promoted skill '" + rec->link + "')" : ""));
+    mirror_.refuse_beneath_symlink(session_name, path);
+    if (!rec->symlink.empty())
+      throw error(errc::invalid_argument, "'" + std::string(path) + "' is a symlink to '" + rec->symlink +
+                                              "', not a file; meshhub does not follow links: read its target instead");
     return mirror_.open_version(session_name, path);
   }
 

@@ -19,5 +19,6 @@
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/store/memory.hpp"
+#include "meshhub/symlink.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"

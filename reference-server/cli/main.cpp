@@ -201,6 +201,7 @@ json listed_file_json(const v1::ListedFile& file) {
            {"digest", to_hex(file.mirror().content_digest())},
            {"members", std::move(members)}};
   if (!file.mirror().link().empty()) out["link"] = file.mirror().link();  // a promoted skill's link
+  if (!file.mirror().symlink().empty()) out["symlink"] = file.mirror().symlink();
   return out;
 }
 
@@ -630,6 +631,7 @@ int run_push_tree(const invocation& call) {
                 {"files", done.files},
                 {"bytes", plan.bytes},
                 {"removed", done.removed},
+                {"links", plan.send_links.size()},
                 {"unchanged", plan.unchanged},
                 {"in_promoted_skills", plan.in_promoted_skills},
                 {"change_sets", replies.size()},
@@ -641,9 +643,10 @@ int run_push_tree(const invocation& call) {
     if (replies.empty()) {
       std::printf("nothing to push to %s: %s unchanged\n", target.c_str(), count_of(plan.unchanged, "file").c_str());
     } else {
-      std::printf("pushed %s (%s) to %s, removed %zu, %zu unchanged; %s\n", count_of(done.files, "file").c_str(),
-                  human_bytes(plan.bytes).c_str(), target.c_str(), done.removed, plan.unchanged,
-                  count_of(members.size(), "member").c_str());
+      const auto links = plan.send_links.size();
+      std::printf("pushed %s (%s)%s to %s, removed %zu, %zu unchanged; %s\n", count_of(done.files - links, "file").c_str(),
+                  human_bytes(plan.bytes).c_str(), links ? (" and " + count_of(links, "symlink")).c_str() : "", target.c_str(),
+                  done.removed, plan.unchanged, count_of(members.size(), "member").c_str());
     }
     if (plan.in_promoted_skills)
       std::printf("left %s beneath promoted skills as they are (a promoted skill is read-only)\n",
@@ -689,7 +692,9 @@ void print_mirror_listing(const invocation& call, const v1::ListReply& reply) {
   text_table table({"PATH", "SIZE", "VERSION", "DIGEST", "MEMBERS"});
   for (const auto& file : reply.files()) {
     const auto& mirror = file.mirror();
-    const std::string path = mirror.link().empty() ? mirror.path() : mirror.path() + " -> skill " + mirror.link();
+    const std::string path = !mirror.link().empty()    ? mirror.path() + " -> skill " + mirror.link()
+                             : !mirror.symlink().empty() ? mirror.path() + " -> " + mirror.symlink()
+                                                         : mirror.path();
     table.add_row({path, human_bytes(mirror.size()), "v" + std::to_string(mirror.version()),
                    short_hex(mirror.content_digest()), member_states(file)});
   }

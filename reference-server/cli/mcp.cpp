@@ -328,6 +328,7 @@ class mesh_tools {
                    {"digest", to_hex(file.mirror().content_digest())},
                    {"members", std::move(members)}};
         if (!file.mirror().link().empty()) entry["link"] = file.mirror().link();
+        if (!file.mirror().symlink().empty()) entry["symlink"] = file.mirror().symlink();
         files.push_back(std::move(entry));
       }
     } else {
@@ -794,7 +795,8 @@ class mesh_tools {
     const auto listing = list(call, session, path, "");
     std::vector<const v1::FileEntry*> files;
     for (const auto& file : listing.files())
-      if (file.mirror().link().empty() && glob_match(glob, file.mirror().path())) files.push_back(&file.mirror());
+      if (file.mirror().link().empty() && file.mirror().symlink().empty() && glob_match(glob, file.mirror().path()))
+        files.push_back(&file.mirror());
     std::sort(files.begin(), files.end(), [](const auto* a, const auto* b) { return a->path() < b->path(); });
 
     json matches = json::array();

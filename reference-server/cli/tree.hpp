@@ -1,6 +1,7 @@
 #pragma once
 /// What `meshhub push SESSION DIR` sends: the regular files beneath DIR, minus what the
-/// excludes name, each with its session path, size and stat. Free of gRPC: the
+/// excludes name, each with its session path, size and stat, and the symlinks that stay
+/// inside DIR, as links. Free of gRPC: the
 /// walk and the matching are tested and read on their own.
 ///
 /// Excludes (`--exclude PATTERN`, and the lines of `DIR/.meshhubignore`) are a subset of
@@ -29,6 +30,7 @@
 #include "meshhub/file_stat.hpp"
 #include "meshhub/manifest.hpp"
 #include "meshhub/path.hpp"
+#include "meshhub/symlink.hpp"
 
 namespace meshhub::cli {
 
@@ -98,16 +100,25 @@ struct tree_file {
   file_stat stat;  ///< as the walk saw it
 };
 
-/// The walk's result: the files to consider, and what cannot be sent (named, so the
-/// refusal can say which).
+/// One symlink of the local tree, kept as a link: its text.
+struct tree_link {
+  std::string rel;  ///< from DIR's top, '/'-separated
+  std::string target;
+};
+
+/// The walk's result: the files and links to consider, and what cannot be sent (named,
+/// so the refusal can say which).
 struct local_tree {
   std::vector<tree_file> files;  ///< sorted by rel
+  std::vector<tree_link> links;  ///< sorted by rel
   std::vector<std::string> refused;  ///< "rel: why"
 };
 
 /// Walks `dir` without following any symlink: regular files are taken, folders entered,
-/// excluded ones skipped; symlinks and special files are refused by name; a name the hub's
-/// path rules refuse is refused too. Throws when `dir` cannot be read at all.
+/// excluded ones skipped; a symlink whose text stays inside DIR (meshhub/symlink.hpp: a
+/// relative target, its leading `..` no more than the link is deep in DIR) is taken as a
+/// link, never read through; other symlinks and special files are refused by name, and so
+/// is a name the hub's path rules refuse. Throws when `dir` cannot be read at all.
 inline local_tree walk_tree(const std::filesystem::path& dir, const exclude_rules& excludes) {
   namespace fs = std::filesystem;
   local_tree out;
@@ -131,7 +142,11 @@ inline local_tree walk_tree(const std::filesystem::path& dir, const exclude_rule
     }
     if (folder) continue;
     if (fs::is_symlink(status)) {
-      out.refused.push_back(rel + ": a symlink (symlinks are not pushed)");
+      const auto target = fs::read_symlink(it->path(), ec).string();
+      if (ec) out.refused.push_back(rel + ": " + ec.message());
+      else if (auto problem = path_problem(rel); !problem.empty()) out.refused.push_back(rel + ": " + problem);
+      else if (auto why = symlink_target_problem(rel, target); !why.empty()) out.refused.push_back(rel + " -> " + target + ": " + why);
+      else out.links.push_back({rel, target});
       continue;
     }
     if (!fs::is_regular_file(status)) {
@@ -155,6 +170,7 @@ inline local_tree walk_tree(const std::filesystem::path& dir, const exclude_rule
     out.files.push_back({rel, it->path(), seen.size, seen});
   }
   std::sort(out.files.begin(), out.files.end(), [](const auto& a, const auto& b) { return a.rel < b.rel; });
+  std::sort(out.links.begin(), out.links.end(), [](const auto& a, const auto& b) { return a.rel < b.rel; });
   std::sort(out.refused.begin(), out.refused.end());
   return out;
 }

@@ -50,7 +50,10 @@ struct tree_plan {
   std::string session, base;  ///< base: the session folder the files land under ("" = the root)
   local_tree tree;
   std::vector<const tree_file*> send;  ///< into `tree.files`
-  std::vector<std::string> removals;   ///< relative to base (--delete)
+  std::vector<const tree_link*> send_links;  ///< into `tree.links`: new or retargeted symlinks
+  /// Relative to base: what --delete removes, and what the tree replaces whatever the
+  /// flags (a file or link where the tree has a folder, anything beneath a new link).
+  std::vector<std::string> removals;
   std::uint64_t bytes = 0;             ///< of `send`
   std::size_t unchanged = 0;           ///< files the session already holds with this content
   /// Files beneath a promoted skill's link (`skills/<name>` in the session): left out, since
@@ -64,10 +67,11 @@ struct tree_plan {
 };
 
 /// What `session` holds beneath `base`: session path → (size, content digest as the wire
-/// carries it) of each file, and the promoted skills' links. A folder the session does not
-/// have holds nothing, if the session exists.
+/// carries it) of each file, the text of each symlink, and the promoted skills' links. A
+/// folder the session does not have holds nothing, if the session exists.
 struct held_tree {
   std::map<std::string, std::pair<std::uint64_t, std::string>> files;
+  std::map<std::string, std::string> symlinks;
   std::vector<std::string> links;
 
   /// The link `path` lies beneath, if any.
@@ -86,8 +90,10 @@ inline held_tree held_beneath(
   held_tree held;
   const auto status = list_pages(hub, request, prepare, [&held](v1::ListReply& page) {
     for (const auto& f : page.files()) {
-      if (f.mirror().link().empty()) held.files[f.mirror().path()] = {f.mirror().size(), f.mirror().content_digest()};
-      else held.links.push_back(f.mirror().path());
+      const auto& m = f.mirror();
+      if (!m.link().empty()) held.links.push_back(m.path());
+      else if (!m.symlink().empty()) held.symlinks[m.path()] = m.symlink();
+      else held.files[m.path()] = {m.size(), m.content_digest()};
     }
   });
   if (status.error_code() == grpc::StatusCode::NOT_FOUND && !base.empty()) {
@@ -151,42 +157,99 @@ inline void plan_tree_push(tree_plan& plan, v1::Assistant::Stub& hub, const std:
     plan.send.push_back(&f);
     plan.bytes += f.size;
   }
-  plan.digests.save();
-  if (delete_missing)
-    for (const auto& [path, info] : held.files) {
-      const auto rel = base.empty() ? path : path.substr(base.size() + 1);
-      if (!local_paths.contains(path) && !excludes.excludes_path(rel)) plan.removals.push_back(rel);
+  for (const auto& l : plan.tree.links) {
+    const auto path = session_path(l.rel);
+    local_paths.insert(path);
+    if (!held.links.empty() && held.beneath_link(path)) {
+      ++plan.in_promoted_skills;
+      continue;
     }
+    if (auto it = held.symlinks.find(path); it != held.symlinks.end() && it->second == l.target) {
+      ++plan.unchanged;
+      continue;
+    }
+    plan.send_links.push_back(&l);
+  }
+  plan.digests.save();
+
+  // What the session holds that the tree replaces: a file or link where the tree has a
+  // folder, and whatever lies beneath a path where the tree has a file or a link. Removed
+  // whatever the flags: the new entries cannot land beside them.
+  std::set<std::string> folders, removed;  // session paths
+  for (const auto& path : local_paths)
+    for (auto slash = path.find('/', base.empty() ? 0 : base.size() + 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+      folders.insert(path.substr(0, slash));
+  const auto remove = [&](const std::string& path) {
+    if (removed.insert(path).second) plan.removals.push_back(base.empty() ? path : path.substr(base.size() + 1));
+  };
+  const auto held_paths = [&](auto&& each) {
+    for (const auto& [path, info] : held.files) each(path);
+    for (const auto& [path, text] : held.symlinks) each(path);
+  };
+  held_paths([&](const std::string& path) {
+    if (folders.contains(path)) remove(path);
+  });
+  const auto remove_beneath = [&](const auto& held_map, const std::string& folder) {
+    for (auto it = held_map.lower_bound(folder); it != held_map.end() && it->first.starts_with(folder); ++it) remove(it->first);
+  };
+  for (const auto& path : local_paths) {
+    remove_beneath(held.files, path + "/");
+    remove_beneath(held.symlinks, path + "/");
+  }
+  if (delete_missing)
+    held_paths([&](const std::string& path) {
+      const auto rel = base.empty() ? path : path.substr(base.size() + 1);
+      if (!local_paths.contains(path) && !excludes.excludes_path(rel)) remove(path);
+    });
+  std::sort(plan.removals.begin(), plan.removals.end());
   if (plan.removals.size() > tree_set_changes)
-    throw tree_push_error("--delete would remove " + std::to_string(plan.removals.size()) + " paths, more than one change set holds (" +
-                          std::to_string(tree_set_changes) + ")");
+    throw tree_push_error("the push would remove " + std::to_string(plan.removals.size()) +
+                          " paths, more than one change set holds (" + std::to_string(tree_set_changes) + ")");
 }
 
 /// The plan's change sets, in path order: each at most `tree_set_changes` changes; the
 /// removals travel with the last, so a tree never loses files before the new ones land —
-/// except a file the session holds where the folder now has a folder of new files: that
-/// removal goes first, in a set of its own (the hub cannot stage a file beneath a file).
+/// except what must go before the new entries can land (a file or link the session holds
+/// where the tree has a folder, anything beneath a new file or link): those removals go
+/// first, in a set of their own (the hub cannot stage a file beneath a file, nor rename
+/// one over a folder that holds files).
 struct tree_set {
   std::vector<const tree_file*> files;
+  std::vector<const tree_link*> links;
   std::vector<std::string> removals;
+  [[nodiscard]] std::size_t size() const noexcept { return files.size() + links.size() + removals.size(); }
 };
 inline std::vector<tree_set> tree_sets(const tree_plan& plan) {
   std::vector<tree_set> sets;
-  std::set<std::string> folders;  // every folder a file to send lies beneath
-  for (const auto* f : plan.send)
-    for (auto slash = f->rel.find('/'); slash != std::string::npos; slash = f->rel.find('/', slash + 1))
-      folders.insert(f->rel.substr(0, slash));
+  std::set<std::string> folders;  // every folder a file or link to send lies beneath
+  const auto add_folders = [&](const std::string& rel) {
+    for (auto slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) folders.insert(rel.substr(0, slash));
+  };
+  for (const auto* f : plan.send) add_folders(f->rel);
+  for (const auto* l : plan.send_links) add_folders(l->rel);
+  std::set<std::string> sent;  // every file and link to send
+  for (const auto* f : plan.send) sent.insert(f->rel);
+  for (const auto* l : plan.send_links) sent.insert(l->rel);
+  const auto beneath_sent = [&](const std::string& r) {
+    for (auto slash = r.find('/'); slash != std::string::npos; slash = r.find('/', slash + 1))
+      if (sent.contains(r.substr(0, slash))) return true;
+    return false;
+  };
   std::vector<std::string> later;
   tree_set clearing;
-  for (const auto& r : plan.removals) (folders.contains(r) ? clearing.removals : later).push_back(r);
+  for (const auto& r : plan.removals) (folders.contains(r) || beneath_sent(r) ? clearing.removals : later).push_back(r);
   if (!clearing.removals.empty()) sets.push_back(std::move(clearing));
+  const std::size_t first = sets.size();  // the sets of new entries start here
   for (std::size_t at = 0; at < plan.send.size(); at += tree_set_changes) {
     const auto end = std::min(plan.send.size(), at + tree_set_changes);
-    sets.push_back({{plan.send.begin() + static_cast<std::ptrdiff_t>(at), plan.send.begin() + static_cast<std::ptrdiff_t>(end)}, {}});
+    sets.push_back({{plan.send.begin() + static_cast<std::ptrdiff_t>(at), plan.send.begin() + static_cast<std::ptrdiff_t>(end)}, {}, {}});
+  }
+  for (const auto* l : plan.send_links) {
+    if (sets.size() == first || sets.back().size() >= tree_set_changes) sets.emplace_back();
+    sets.back().links.push_back(l);
   }
   if (later.empty()) return sets;
-  if (sets.empty() || !sets.back().removals.empty() || sets.back().files.size() + later.size() > tree_set_changes)
-    sets.emplace_back();
+  if (sets.size() == first || sets.back().size() + later.size() > tree_set_changes) sets.emplace_back();
   sets.back().removals = std::move(later);
   return sets;
 }
@@ -206,7 +269,7 @@ inline void remember_sent(tree_plan& plan, const tree_set& set, const v1::TreeRe
 }
 
 /// One PushTree call carrying `set`: header, then each file and its bytes (`sent(n)` after
-/// each piece). A file that changes while read cancels the call (the hub commits nothing of
+/// each piece), then each symlink. A file that changes while read cancels the call (the hub commits nothing of
 /// the set) and throws tree_push_error; the hub's refusal comes back as the status.
 inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext& context, tree_plan& plan,
                                   const tree_set& set, bool wait_all, std::uint32_t timeout_ms,
@@ -249,6 +312,13 @@ inline grpc::Status push_tree_set(v1::Assistant::Stub& hub, grpc::ClientContext&
       (void)writer->Finish();
       throw tree_push_error(failure + "; the push was cancelled, nothing of this change set was changed");
     }
+  }
+  for (const auto* l : set.links) {
+    if (!open) break;
+    request.Clear();
+    request.mutable_file()->set_path(l->rel);
+    request.mutable_file()->set_symlink(l->target);
+    open = writer->Write(request);
   }
   if (open) writer->WritesDone();
   auto status = writer->Finish();

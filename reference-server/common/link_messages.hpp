@@ -61,6 +61,7 @@ inline v1::HubMessage to_proto(const file_link& l) {
   v1::HubMessage m;
   set_file(m.mutable_link(), l.file);
   m.mutable_link()->set_target(l.target);
+  m.mutable_link()->set_symlink(l.symlink);
   return m;
 }
 
@@ -215,7 +216,7 @@ inline std::optional<outbound_message> from_proto(v1::HubMessage&& m) {
       return std::make_shared<const chunk_message>(b.session(), std::move(files));
     }
     case v1::HubMessage::kRemove: return file_remove{file_of(m.remove())};
-    case v1::HubMessage::kLink: return file_link{file_of(m.link()), m.link().target()};
+    case v1::HubMessage::kLink: return file_link{file_of(m.link()), m.link().target(), m.link().symlink()};
     case v1::HubMessage::kCommand: {
       const auto& c = m.command();
       if (c.kind() != v1::NodeCommand::LIST && c.kind() != v1::NodeCommand::READ)

@@ -53,6 +53,7 @@ inline void fill(v1::ListedFile& out, const listed_file_state& f) {
   mirror->set_version(f.file.version);
   mirror->set_content_digest(to_bytes(f.file.content));
   mirror->set_link(f.file.link);
+  mirror->set_symlink(f.file.symlink);
   for (auto& m : f.members) {
     auto* copy = out.add_members();
     copy->set_path(f.file.path);

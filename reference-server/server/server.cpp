@@ -733,16 +733,25 @@ class assistant_service final : public v1::Assistant::CallbackService {
           close_file();
           const auto& f = request.file();
           if (f.size() < 0) throw error(errc::invalid_argument, "tree push: '" + f.path() + "' has no size");
-          if (uploads_.size() + removals_.size() >= hub_.options().max_set_files)
+          if (uploads_.size() + removals_.size() + links_.size() >= hub_.options().max_set_files)
             throw error(errc::too_large, "tree push: more than " + std::to_string(hub_.options().max_set_files) +
                                              " changes in one set (max_set_files); nothing was changed");
+          if (!f.symlink().empty()) {  // a symlink: its text is all there is, no data follows
+            if (origin_) throw error(errc::invalid_argument, "tree push: a node's change set carries no symlinks");
+            if (f.size() != 0) throw error(errc::invalid_argument, "tree push: the symlink '" + f.path() + "' has a size");
+            links_.push_back({beneath(f.path()), f.symlink()});
+            check_symlink_target(links_.back().path, links_.back().target);
+            in_link_ = true;
+            return;
+          }
+          in_link_ = false;
           expected_ = static_cast<std::uint64_t>(f.size());
           uploads_.push_back(hub_.begin_upload(header_->session(), beneath(f.path()), expected_));
           if (origin_) origin_->bases.push_back(f.base_version());
           return;
         }
         case v1::TreeRequest::kData:
-          if (uploads_.empty()) throw error(errc::invalid_argument, "tree push: data before any file");
+          if (uploads_.empty() || in_link_) throw error(errc::invalid_argument, "tree push: data before any file, or after a symlink");
           received(request.data().size());
           uploads_.back().append(request.data());
           return;
@@ -769,7 +778,8 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (!header_) throw error(errc::invalid_argument, "tree push: no header was sent; nothing was changed");
         close_file();
         if (origin_) origin_->bases.insert(origin_->bases.end(), header_->remove_base().begin(), header_->remove_base().end());
-        results_ = service_.timed_commit([&] { return hub_.commit_set(header_->session(), std::move(uploads_), removals_, origin_); });
+        results_ = service_.timed_commit(
+            [&] { return hub_.commit_set(header_->session(), std::move(uploads_), removals_, origin_, links_); });
         uploads_.clear();
       });
       pass_.release();
@@ -806,8 +816,10 @@ class assistant_service final : public v1::Assistant::CallbackService {
     std::optional<v1::TreeHeader> header_;
     std::vector<server_hub::upload> uploads_;
     std::vector<std::string> removals_;
+    std::vector<symlink_change> links_;
     std::optional<set_origin> origin_;  ///< a node's own changes: its id and each change's base
     std::uint64_t expected_ = 0;
+    bool in_link_ = false;  ///< the last TreeFile was a symlink: no data may follow
     std::vector<write_result> results_;
   };
 

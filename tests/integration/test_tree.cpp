@@ -27,6 +27,16 @@ void write_tree(const fs::path& root, const std::map<std::string, std::string>& 
   }
 }
 
+/// Starts nodes n1 and n2 and makes them the members of session s; returns their ids.
+std::vector<std::string> two_members(mesh& m) {
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  return ids;
+}
+
 bool node_holds(const mesh& m, const std::string& id, const std::string& session, const std::string& base,
                 const std::map<std::string, std::string>& files) {
   for (const auto& [rel, bytes] : files) {
@@ -41,11 +51,7 @@ bool node_holds(const mesh& m, const std::string& id, const std::string& session
 
 TEST_CASE("push DIR: a folder lands whole on every member, a second push sends nothing, --delete removes", "[tree]") {
   mesh m("tree");
-  const std::vector<std::string> ids{"n1", "n2"};
-  for (const auto& id : ids) m.add_node(id);
-  m.wait_connected(ids);
-  m.cli_ok({"session", "create", "s"});
-  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const auto ids = two_members(m);
 
   auto files = sample_tree();
   const fs::path dir = m.src("tree");
@@ -116,13 +122,24 @@ TEST_CASE("push DIR: what cannot be pushed is refused by name and nothing change
   const fs::path dir = m.src("tree");
   write_tree(dir, {{"a.txt", "a"}, {"sub/b.txt", "b"}});
 
-  SECTION("a symlink in the tree") {
+  SECTION("symlinks leading out of the tree") {
     fs::create_symlink("/etc/passwd", dir / "sub/escape");
+    fs::create_symlink("../../outside", dir / "sub/up");
+    fs::create_symlink("b.txt", dir / "sub/inside");  // fine alone; the push is refused whole
     const auto r = m.cli({"push", "s", dir.string()});
     INFO(r.describe());
     CHECK(r.exit_code != 0);
-    CHECK_THAT(r.err, Catch::Contains("sub/escape: a symlink"));
+    CHECK_THAT(r.err, Catch::Contains("sub/escape -> /etc/passwd: the symlink's target is absolute"));
+    CHECK_THAT(r.err, Catch::Contains("sub/up -> ../../outside: the symlink's target leads out of the session"));
+    CHECK_THAT(r.err, !Catch::Contains("sub/inside"));
     CHECK_THAT(r.err, Catch::Contains("nothing was sent"));
+  }
+  SECTION("a FIFO in the tree") {
+    REQUIRE(::mkfifo((dir / "sub/pipe").c_str(), 0644) == 0);
+    const auto r = m.cli({"push", "s", dir.string()});
+    INFO(r.describe());
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains("sub/pipe: not a regular file"));
   }
   SECTION("a folder that does not exist") {
     const auto r = m.cli({"push", "s", (dir / "nope").string()});
@@ -181,11 +198,7 @@ TEST_CASE("push DIR: a node offline during the push catches up with the whole tr
 
 TEST_CASE("push DIR: a file replaced by a folder and back lands on every member", "[tree]") {
   mesh m("tree-replace");
-  const std::vector<std::string> ids{"n1", "n2"};
-  for (const auto& id : ids) m.add_node(id);
-  m.wait_connected(ids);
-  m.cli_ok({"session", "create", "s"});
-  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const auto ids = two_members(m);
   const fs::path dir = m.src("tree");
   write_tree(dir, {{"a", "a file"}, {"keep.txt", "kept"}});
   m.cli_ok({"push", "s", dir.string(), "--wait", "all"}, {}, 60s);
@@ -205,9 +218,11 @@ TEST_CASE("push DIR: a file replaced by a folder and back lands on every member"
   // And back: the folder's files go, the folder with them, and a file takes its name.
   fs::remove_all(dir / "a");
   write_file(dir / "a", "a file again");
-  const json to_file = m.cli_json({"push", "s", dir.string(), "--delete", "--wait", "all", "--json"}, {}, 60s);
+  // Without --delete too: what the file replaces goes first, in a change set of its own.
+  const json to_file = m.cli_json({"push", "s", dir.string(), "--wait", "all", "--json"}, {}, 60s);
   INFO(to_file.dump());
-  CHECK(u64(to_file, "change_sets") == 1);
+  CHECK(u64(to_file, "change_sets") == 2);
+  CHECK(u64(to_file, "removed") == 2);
   CHECK(to_file["missing"].empty());
   for (const auto& id : ids) {
     CHECK(read_file(m.node_file(id, "s", "a")) == "a file again");
@@ -216,13 +231,92 @@ TEST_CASE("push DIR: a file replaced by a folder and back lands on every member"
   CHECK(read_file(m.mirror_file("s", "a")) == "a file again");
 }
 
+TEST_CASE("push DIR: symlinks inside the tree land as links on every member, and become folders and back", "[tree][symlink]") {
+  mesh m("tree-links");
+  const auto ids = two_members(m);
+  const fs::path dir = m.src("tree");
+  write_tree(dir, {{"lib/libx.so.1", "elf"}});
+  const std::map<std::string, std::string> links{
+      {"lib/libx.so", "libx.so.1"}, {"bin/tool", "../lib/libx.so"}, {"cur", "lib"}, {"dangling", "not/yet/there"}};
+  for (const auto& [rel, target] : links) {
+    fs::create_directories((dir / rel).parent_path());
+    fs::create_symlink(target, dir / rel);
+  }
+  const auto links_on = [&](const std::string& id) {
+    for (const auto& [rel, target] : links) {
+      std::error_code ec;
+      if (fs::read_symlink(m.node_file(id, "s", rel), ec) != target) return false;
+    }
+    return true;
+  };
+
+  const json first = m.cli_json({"push", "s", dir.string(), "--wait", "all", "--json"}, {}, 60s);
+  INFO(first.dump());
+  CHECK(u64(first, "links") == links.size());
+  CHECK(u64(first, "files") == 1 + links.size());
+  CHECK(first["missing"].empty());
+  for (const auto& id : ids) {
+    CHECK(links_on(id));
+    CHECK(read_file(m.node_file(id, "s", "lib/libx.so.1")) == "elf");
+  }
+  CHECK(fs::read_symlink(m.mirror_file("s", "bin/tool")) == "../lib/libx.so");
+  std::map<std::string, std::string> listed;
+  const json listing = m.ls_json("s");
+  for (const auto& f : listing["files"])
+    if (f.contains("symlink")) listed[f["path"].get<std::string>()] = f["symlink"].get<std::string>();
+  CHECK(listed == links);
+  const auto table = m.cli_ok({"ls", "s"});
+  CHECK_THAT(table.out, Catch::Contains("cur -> lib"));
+  const auto cat = m.cli({"cat", "s", "cur"});
+  CHECK(cat.exit_code != 0);
+  CHECK_THAT(cat.err, Catch::Contains("is a symlink to 'lib'"));
+
+  const json again = m.cli_json({"push", "s", dir.string(), "--json"});
+  CHECK(u64(again, "change_sets") == 0);
+  CHECK(u64(again, "unchanged") == 1 + links.size());
+
+  // A link becomes a folder (its removal first), and a removed link goes with --delete.
+  fs::remove(dir / "cur");
+  fs::remove(dir / "dangling");
+  write_tree(dir, {{"cur/x.txt", "a folder now"}});
+  const json to_folder = m.cli_json({"push", "s", dir.string(), "--delete", "--wait", "all", "--json"}, {}, 60s);
+  INFO(to_folder.dump());
+  CHECK(u64(to_folder, "change_sets") == 2);
+  CHECK(to_folder["missing"].empty());
+  for (const auto& id : ids) {
+    CHECK(read_file(m.node_file(id, "s", "cur/x.txt")) == "a folder now");
+    CHECK_FALSE(fs::exists(fs::symlink_status(m.node_file(id, "s", "dangling"))));
+  }
+
+  // And back: the folder's files go first, then the link takes its name.
+  fs::remove_all(dir / "cur");
+  fs::create_symlink("lib", dir / "cur");
+  const json to_link = m.cli_json({"push", "s", dir.string(), "--wait", "all", "--json"}, {}, 60s);
+  INFO(to_link.dump());
+  CHECK(u64(to_link, "removed") == 1);
+  CHECK(to_link["missing"].empty());
+  for (const auto& id : ids) {
+    std::error_code ec;
+    CHECK(fs::read_symlink(m.node_file(id, "s", "cur"), ec) == "lib");
+  }
+  // A member that restarts is in sync at once: its links count in its root digest as the
+  // hub's records do, so nothing is listed, repaired or named as drift.
+  m.kill_node("n2");
+  m.add_node("n2");
+  wait_until(
+      30s,
+      [&] {
+        for (const auto& e : m.logged_events("node_reconciled"))
+          if (e.value("node", "") == "n2" && e.value("detail", "").starts_with("in sync")) return true;
+        return false;
+      },
+      [] { return std::string("n2 reconciled in sync after its restart"); });
+  CHECK(m.logged_events("drift_detected").empty());
+}
+
 TEST_CASE("push DIR: 10,050 files go as several change sets, every member holds all of them, ls reads every page", "[tree]") {
   mesh m("tree-10k");
-  const std::vector<std::string> ids{"n1", "n2"};
-  for (const auto& id : ids) m.add_node(id);
-  m.wait_connected(ids);
-  m.cli_ok({"session", "create", "s"});
-  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const auto ids = two_members(m);
   const fs::path dir = m.src("tree");
   std::map<std::string, std::string> files;
   // More than one page of a listing (10,000 files), so `ls` and the re-push's comparison

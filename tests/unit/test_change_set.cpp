@@ -136,3 +136,21 @@ TEST_CASE("change set: a crash before the journal leaves nothing of the set", "[
   CHECK_FALSE(f.hub->store().file("s", "a.txt"));
   CHECK(f.temp_files() == 0);
 }
+
+TEST_CASE("change set: a crash after the journal makes the set's symlinks at the next start", "[change-set][recovery][symlink]") {
+  set_fixture f;
+  f.hub->create_session("s");
+  f.hub->write("s", "was-a-file", "old");
+  arm_failpoint("journal_committed");
+  CHECK_THROWS(f.hub->commit_set("s", f.uploads({{"lib/x.so.1", "elf"}}), {}, std::nullopt,
+                                 {{"lib/x.so", "x.so.1"}, {"was-a-file", "lib"}}));
+  CHECK(f.mirror("was-a-file") == "old");  // journaled, not yet published
+  f.restart();
+  const auto mirror = f.dir / "hub" / "sessions" / "s";
+  CHECK(std::filesystem::read_symlink(mirror / "lib/x.so") == "x.so.1");
+  CHECK(std::filesystem::read_symlink(mirror / "was-a-file") == "lib");
+  CHECK(f.mirror("lib/x.so.1") == "elf");
+  CHECK(f.hub->store().file("s", "was-a-file")->symlink == "lib");
+  CHECK(f.hub->store().unpublished_waves().empty());
+  CHECK(f.temp_files() == 0);
+}

@@ -150,6 +150,16 @@ struct fixture {
     return missing.get_future().get();
   }
 
+  /// The members that lack any version of a change set after at most `timeout`.
+  std::vector<std::string> wait_set(const std::vector<write_result>& results, std::chrono::milliseconds timeout) {
+    std::vector<std::pair<std::string, std::uint64_t>> versions;
+    for (auto& r : results) versions.emplace_back(r.path, r.version);
+    std::promise<std::vector<std::string>> missing;
+    hub.when_delivered(results.at(0).session, std::move(versions), timeout,
+                       [&](std::vector<std::string> m) { missing.set_value(std::move(m)); });
+    return missing.get_future().get();
+  }
+
   testing::temp_dir dir;
   std::mutex mu;
   std::vector<event> events;
@@ -538,13 +548,7 @@ TEMPLATE_LIST_TEST_CASE("hub: a change set's small files travel in batches, to m
     uploads.back().append(bytes);
   }
   const auto results = f.hub.commit_set("s", std::move(uploads), {"dir/gone.txt"});
-  std::vector<std::pair<std::string, std::uint64_t>> versions;
-  for (auto& r : results) versions.emplace_back(r.path, r.version);
-  auto wait = [&](std::chrono::milliseconds timeout) {
-    std::promise<std::vector<std::string>> missing;
-    f.hub.when_delivered("s", versions, timeout, [&](std::vector<std::string> m) { missing.set_value(std::move(m)); });
-    return missing.get_future().get();
-  };
+  auto wait = [&](std::chrono::milliseconds timeout) { return f.wait_set(results, timeout); };
   // The members online get everything; only the one not yet connected lacks it.
   CHECK(eventually([&] { return wait(0ms) == std::vector<std::string>{"late"}; }));
   auto& late = f.add_node("late");  // catches up: the small files in a repair batch
@@ -559,4 +563,74 @@ TEMPLATE_LIST_TEST_CASE("hub: a change set's small files travel in batches, to m
   }
   CHECK(f.hub.store().pending_waves().empty());
   CHECK(f.count(event_kind::file_delivered, "late") >= files.size());
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: a change set's symlinks reach every member as links, replace what was there, and stay in sync",
+                        "[hub][symlink]", hub_configs) {
+  namespace fs = std::filesystem;
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  auto& n1 = f.add_node("n1");
+  f.hub.join("s", {"n1", "late"});
+  f.hub.write("s", "a.txt", "a file, then a link");
+  f.hub.write("s", "old/kept.txt", "a folder, then a link");
+  std::vector<typename TestType::upload> uploads;
+  uploads.push_back(f.hub.begin_upload("s", "lib/libx.so.1"));
+  uploads.back().append("elf");
+  const std::vector<symlink_change> links{
+      {"lib/libx.so", "libx.so.1"}, {"a.txt", "lib/libx.so"}, {"lib/up", ".."}, {"old", "lib"}};
+  const auto results = f.hub.commit_set("s", std::move(uploads), {"old/kept.txt"}, std::nullopt, links);
+  REQUIRE(results.size() == 6);
+  CHECK(results[2].path == "lib/libx.so");  // files, removals, then links
+  CHECK(results[2].content == symlink_digest("libx.so.1"));
+  CHECK(results[3].version == 2);  // a.txt: a new version of the path
+
+  const auto rec = f.hub.store().file("s", "lib/libx.so");
+  REQUIRE(rec);
+  CHECK(rec->symlink == "libx.so.1");
+  CHECK(rec->size == 0);
+  const auto mirror = f.dir / "hub" / "sessions" / "s";
+  CHECK(fs::read_symlink(mirror / "a.txt") == "lib/libx.so");
+  CHECK(fs::read_symlink(mirror / "old") == "lib");
+
+  auto wait = [&](std::chrono::milliseconds timeout) { return f.wait_set(results, timeout); };
+  CHECK(eventually([&] { return wait(0ms) == std::vector<std::string>{"late"}; }));
+  auto& late = f.add_node("late");  // catches up: the links come as links
+  CHECK(wait(20s).empty());
+  for (auto* n : {&n1, &late}) {
+    const auto root = n->session("s").root();
+    for (auto& l : links) CHECK(fs::read_symlink(root / l.path) == l.target);
+    CHECK(f.holds(*n, "s", "lib/libx.so.1", "elf"));
+    CHECK_FALSE(fs::exists(fs::symlink_status(root / "old" / "kept.txt")));
+  }
+
+  // Nothing is written, read or linked through a link, and a link never takes the place of
+  // a folder that holds files; each refusal changes nothing.
+  CHECK_THROWS_WITH(f.hub.begin_upload("s", "old/new.txt"), Catch::Contains("beneath the symlink 'old'"));
+  CHECK_THROWS_WITH(f.hub.open_mirror("s", "a.txt"), Catch::Contains("is a symlink"));
+  CHECK_THROWS_WITH(f.hub.commit_set("s", {}, {}, std::nullopt, {{"lib", "elsewhere"}}), Catch::Contains("holding 'lib/libx.so"));
+  CHECK_THROWS_WITH(f.hub.commit_set("s", {}, {}, std::nullopt, {{"x", "/etc"}}), Catch::Contains("absolute"));
+  CHECK_THROWS_AS(f.hub.commit_set("s", {}, {}, set_origin{"n1", {}}, {{"x", "y"}}), error);
+  CHECK_FALSE(f.hub.store().file("s", "lib"));  // a folder: no record of its own
+  CHECK_FALSE(f.hub.store().file("s", "x"));
+  CHECK(fs::read_symlink(n1.session("s").root() / "lib/libx.so") == "libx.so.1");
+
+  // A reconnecting member is in sync at once: its links are in its root digest as the hub's are.
+  const auto reconciled = f.count(event_kind::node_reconciled, "n1");
+  n1.disconnect();
+  n1.connect();
+  CHECK(eventually([&] { return f.count(event_kind::node_reconciled, "n1") > reconciled; }));
+  CHECK(f.count(event_kind::drift_detected, "n1") == 0);
+
+  // A link removed, and one made a file again, on every member.
+  std::vector<typename TestType::upload> again;
+  again.push_back(f.hub.begin_upload("s", "a.txt"));
+  again.back().append("a file again");
+  const auto back = f.hub.commit_set("s", std::move(again), {"old"});
+  CHECK(f.wait_all(back[0]).empty());
+  CHECK(f.wait_all(back[1]).empty());
+  for (auto* n : {&n1, &late}) {
+    CHECK(f.holds(*n, "s", "a.txt", "a file again"));
+    CHECK_FALSE(fs::exists(fs::symlink_status(n->session("s").root() / "old")));
+  }
 }

@@ -20,6 +20,7 @@
 
 #include "meshhub/workspace.hpp"
 #include "meshhub/node/local_index.hpp"
+#include "meshhub/symlink.hpp"
 #include "support/fs.hpp"
 
 using namespace meshhub;
@@ -70,7 +71,8 @@ TEST_CASE("a survey of a fresh folder reports every file as a creation with base
   plant(d.folder / "dir/sub/big.bin", big);
   plant(d.folder / "empty", "");
   plant(d.folder / ".meshhub-tmp-0123456789abcdef", "a temp file: never synced");
-  REQUIRE(::symlink("a.txt", (d.folder / "link").c_str()) == 0);  // never followed nor synced
+  REQUIRE(::symlink("a.txt", (d.folder / "link").c_str()) == 0);  // never followed nor uploaded: listed as a link
+  REQUIRE(::symlink("/etc/passwd", (d.folder / "out").c_str()) == 0);  // not one a session holds: not listed
 
   local_index index(":memory:");
   auto r = index.survey("s1", d.ws);
@@ -90,9 +92,14 @@ TEST_CASE("a survey of a fresh folder reports every file as a creation with base
   CHECK(r.changes[2].content == reference_content_digest(""));
   CHECK(index.files_hashed() == 3);
 
-  REQUIRE(r.disk.entries().size() == 3);
+  REQUIRE(r.disk.entries().size() == 4);
   CHECK(r.disk.entries()[1].content == reference_content_digest(big));
-  CHECK(r.disk.root() == scan(d.ws).root());  // the same root a full scan computes
+  CHECK(r.disk.entries()[3].path == "link");
+  CHECK(r.disk.entries()[3].size == 0);
+  CHECK(r.disk.entries()[3].content == symlink_digest("a.txt"));
+  auto files = scan(d.ws).entries();  // the same root a full scan computes, with the link
+  files.push_back({"link", 0, 0, symlink_digest("a.txt")});
+  CHECK(r.disk.root() == manifest(files).root());
   CHECK(index.entries("s1").empty());         // a survey records no rows by itself
 }
 
@@ -272,6 +279,9 @@ TEST_CASE("examine judges one path: agree, changed, unknown", "[local_index]") {
   REQUIRE(::symlink("/etc/passwd", (d.folder / "a.txt").c_str()) == 0);
   v = index.examine("s1", d.ws, "a.txt");
   CHECK(v.what == path_verdict::kind::unknown);  // not a regular file: never uploaded, never a removal
+  REQUIRE(::symlink("a.txt", (d.folder / "inside").c_str()) == 0);
+  CHECK(index.examine("s1", d.ws, "inside").what == path_verdict::kind::agree);  // a link the hub may replace
+  REQUIRE(::unlink((d.folder / "inside").c_str()) == 0);
   auto r = index.survey("s1", d.ws);
   CHECK(r.changes.empty());
   REQUIRE(r.disk.entries().size() == 1);  // the row's entry stands in for what cannot be judged

@@ -315,6 +315,35 @@ TEST_CASE("receiver: a skill link replaces the session's copy, and a link to som
   CHECK_THAT(f.last_ack().error, Catch::Contains("not a skill link"));
 }
 
+TEST_CASE("receiver: a session's own symlink replaces a file, counts in the root digest, and one leading out is refused",
+          "[receiver][symlink]") {
+  fixture f;
+  f.send(make_file({"s", "lib.so", 1}, "a file first"));
+  f.send(make_file({"s", "lib.so.1", 1}, "elf"));
+  f.node->handle(file_link{{"s", "lib.so", 2}, "lib.so.1", true});
+  CHECK(f.last_ack().ok);
+  CHECK(f.last_ack().content == symlink_digest("lib.so.1"));
+  CHECK(std::filesystem::read_symlink(f.at("s", "lib.so")) == "lib.so.1");
+  // The root digest is the hub's: (lib.so, 0, its link digest) beside the file.
+  const manifest expected(std::vector<manifest_entry>{{"lib.so", 0, 2, symlink_digest("lib.so.1")},
+                                                      {"lib.so.1", 3, 1, content_digest_of(std::string("elf"))}});
+  CHECK(f.node->root_of("s") == expected.root());
+
+  f.node->handle(file_link{{"s", "out", 1}, "../elsewhere", true});
+  CHECK_THAT(f.last_ack().error, Catch::Contains("leads out of the session"));
+  f.node->handle(file_link{{"s", "abs", 1}, "/etc", true});
+  CHECK_THAT(f.last_ack().error, Catch::Contains("absolute"));
+  f.send(make_file({"s", "full/kept.txt", 1}, "kept"));
+  f.node->handle(file_link{{"s", "full", 1}, "lib.so.1", true});
+  CHECK_THAT(f.last_ack().error, Catch::Contains("holds files"));
+  CHECK(f.read("s", "full/kept.txt") == "kept");
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(f.at("s", "out"))));
+
+  f.node->handle(file_remove{{"s", "lib.so", 3}});  // a link's removal removes the link
+  CHECK(f.last_ack().ok);
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(f.at("s", "lib.so"))));
+}
+
 namespace {
 
 /// A batch of `session`'s files as the hub sends it: (path, version, bytes), a removal

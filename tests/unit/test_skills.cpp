@@ -337,7 +337,7 @@ TEST_CASE("skills store: sqlite migrates a v2 database to the current schema and
     db.exec("INSERT INTO sessions VALUES ('old', 0)");
   }
   sqlite_store s(file);
-  CHECK(sqlite_store::schema_version == 4);
+  CHECK(sqlite_store::schema_version == 5);
   CHECK(s.session_exists("old"));
   CHECK(s.global_skills().empty());
   s.finish_skill_promotion(s.begin_skill_promotion(row("old", "demo", da, "demo")));

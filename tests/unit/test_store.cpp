@@ -322,3 +322,24 @@ TEST_CASE("store: sqlite migrates a v1 database and keeps its rows", "[store]") 
   sqlite_db check(file);
   CHECK(check.user_version() == sqlite_store::schema_version);
 }
+
+TEMPLATE_LIST_TEST_CASE("store: a symlink's target is kept with its version, read by every reader, and gone with it",
+                        "[store][symlink]", store_fixtures) {
+  TestType f;
+  auto& s = f.store;
+  s.create_session("a");
+  s.add_member("a", "n1");
+  change link{"a", "lib.so", 0, d1, false, {}, {}, {}, {}};
+  link.symlink = "lib.so.1";
+  CHECK(s.commit_change(link).version == 1);
+  CHECK(s.file("a", "lib.so")->symlink == "lib.so.1");
+  CHECK(s.files("a").at(0).symlink == "lib.so.1");
+  CHECK(s.files_after("a", "", 10).at(0).symlink == "lib.so.1");
+  CHECK(s.behind("n1", "a", "", 10).at(0).file.symlink == "lib.so.1");
+  s.commit_change(edit("a", "lib.so", 3, d2));  // a file again
+  CHECK(s.file("a", "lib.so")->symlink.empty());
+  s.commit_change(link);
+  s.commit_change(edit("a", "lib.so", 0, digest{}, true));  // removed
+  CHECK(s.file("a", "lib.so")->symlink.empty());
+  CHECK(s.file("a", "lib.so")->version == 4);
+}

@@ -24,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,6 +44,7 @@
 #include "meshhub/hub/types.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
+#include "meshhub/symlink.hpp"
 #include "meshhub/workspace.hpp"
 
 namespace meshhub {
@@ -121,12 +123,13 @@ class commit_pipeline {
         on_committed_(std::move(on_committed)) {}
 
   /// Starts an upload of `path` into `session` (both checked by the caller); refuses a
-  /// declared size over `max_file_bytes`, a path beneath a promoted skill and a path that
-  /// is a skill's link.
+  /// declared size over `max_file_bytes`, a path beneath a promoted skill or a symlink, and
+  /// a path that is a skill's link.
   [[nodiscard]] upload begin_upload(std::string_view session, std::string_view path,
                                     std::optional<std::uint64_t> declared_size) {
     if (declared_size && *declared_size > options_.max_file_bytes) throw upload::too_large(path, options_.max_file_bytes);
     mirror_.refuse_beneath_promoted_skill(session, path);
+    mirror_.refuse_beneath_symlink(session, path);
     if (auto rec = store_.file(session, path); rec && !rec->deleted && !rec->link.empty())
       throw error(errc::permission_denied, "'" + std::string(path) + "' is the link to the promoted skill '" + rec->link +
                                                "': remove the link first to write a folder there again");
@@ -158,10 +161,15 @@ class commit_pipeline {
   /// files nobody acknowledged; after it, recovery publishes the whole set. A removal of a
   /// path the session does not hold is nothing to do, not an error. With an `origin` the
   /// set is a node's changes, each judged as `commit` judges one (accepted, already held,
-  /// or kept as a conflict copy / not applied). Results come in the order of `files`, then
-  /// `removals`.
+  /// or kept as a conflict copy / not applied). `links` are symlinks of the session's own
+  /// (a client's set only): journaled with the rest, made in the mirror after the journal
+  /// (recovery makes them again). Results come in the order of `files`, then `removals`,
+  /// then `links`.
   std::vector<write_result> commit_set(const std::string& session, std::vector<upload>& files,
-                                       const std::vector<std::string>& removals, const std::optional<set_origin>& origin) {
+                                       const std::vector<std::string>& removals, const std::optional<set_origin>& origin,
+                                       const std::vector<symlink_change>& links = {}) {
+    if (origin && !links.empty())
+      throw error(errc::invalid_argument, "a node's change set carries no symlinks; nothing was changed");
     if (origin && origin->bases.size() != files.size() + removals.size())
       throw error(errc::invalid_argument, "a node's change set of " + std::to_string(files.size() + removals.size()) +
                                               " changes names " + std::to_string(origin->bases.size()) +
@@ -186,7 +194,9 @@ class commit_pipeline {
       named.reserve(files.size() + removals.size());
       for (auto& up : files) named.push_back(change{session, up.path_, 0, digest{}, false, {}, {}, {}, {}});
       for (auto& path : removals) named.push_back(change{session, path, 0, digest{}, true, {}, {}, {}, {}});
+      for (auto& l : links) named.push_back(change{session, l.path, 0, digest{}, false, {}, {}, {}, {}});
       check_distinct_paths(named);
+      check_nothing_in_the_way(session, links, named);
     }
     if (origin && !catch_up_.is_member(origin->node, session))
       throw error(errc::permission_denied, "node '" + origin->node + "' is not a member of session '" + session + "'");
@@ -197,16 +207,19 @@ class commit_pipeline {
       std::size_t at = 0;
       verdict judged;
     };
-    std::vector<slot> slots(files.size() + removals.size());
+    std::vector<slot> slots(files.size() + removals.size() + links.size());
     std::vector<change> set;
     std::vector<upload*> staged;  // the upload of each of set's first entries
     set.reserve(slots.size());
+    const auto first_link = files.size() + removals.size();
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      const bool removal = i >= files.size();
-      change c = removal ? change{session, removals[i - files.size()], 0, digest{}, true, {}, {}, {}, {}}
-                         : change{session, files[i].path_, files[i].size(), files[i].finish_digest(), false,
-                                  files[i].writer_.temp_name(), {}, {}, {}};
-      if (removal) mirror_.refuse_beneath_promoted_skill(session, c.path);
+      const bool removal = i >= files.size() && i < first_link;
+      change c = i >= first_link ? symlink_version(session, links[i - first_link])
+                 : removal       ? change{session, removals[i - files.size()], 0, digest{}, true, {}, {}, {}, {}}
+                                 : change{session, files[i].path_, files[i].size(), files[i].finish_digest(), false,
+                                          files[i].writer_.temp_name(), {}, {}, {}};
+      if (i >= files.size()) mirror_.refuse_beneath_promoted_skill(session, c.path);
+      if (i >= first_link) mirror_.refuse_beneath_symlink(session, c.path);
       const auto current = store_.file(session, c.path);
       if (origin) {
         slots[i].judged = judge(c, current, origin->node, origin->bases[i]);
@@ -223,7 +236,7 @@ class commit_pipeline {
       if (!conflict) c.ends_skill_link = ended_link(c, current);
       slots[i].at = set.size();
       set.push_back(std::move(c));
-      if (!removal) staged.push_back(&files[i]);
+      if (i < files.size()) staged.push_back(&files[i]);
     }
     std::vector<change_record> records;
     if (!set.empty()) {
@@ -278,14 +291,69 @@ class commit_pipeline {
     std::stable_partition(waves.begin(), waves.end(), [](const wave_record& w) { return w.deleted; });
     for (auto& w : waves) {
       const auto current = store_.file(w.session, w.path);
-      if (current && current->version == w.version && mirror_.publish_staged(w))
+      if (!current || current->version != w.version) {
+        store_.mark_published(w.id);
+        continue;
+      }
+      // A symlink has no temp file: it is made from its record, again if need be.
+      const bool link = !w.deleted && !current->symlink.empty();
+      if (link ? make_symlink(mirror_.of(w.session), w.path, current->symlink) : mirror_.publish_staged(w))
         events_.emit(event_kind::change_recovered, w.session, {}, w.path, w.version,
-                     w.deleted ? "removal finished after a restart" : "published from its journaled temp file after a restart");
+                     w.deleted ? "removal finished after a restart"
+                     : link    ? "symlink made after a restart"
+                               : "published from its journaled temp file after a restart");
       store_.mark_published(w.id);
     }
   }
 
  private:
+  /// A symlink of a set as the change that journals it.
+  static change symlink_version(const std::string& session, const symlink_change& l) {
+    check_symlink_target(l.path, l.target);
+    change c{session, l.path, 0, symlink_digest(l.target), false, {}, {}, {}, {}};
+    c.symlink = l.target;
+    return c;
+  }
+
+  /// A file or symlink cannot take the place of a folder that still holds files: refused
+  /// before anything is journaled (the mirror could not publish it), unless the same set
+  /// removes every one of them; a set that writes beneath its own link is refused too.
+  /// `named` is every path of the set, removals with `deleted` set. The mirror is looked
+  /// at first, so only a path that is a folder there costs a read of the store.
+  void check_nothing_in_the_way(const std::string& session, const std::vector<symlink_change>& links,
+                                const std::vector<change>& named) const {
+    std::set<std::string_view> removed;
+    for (auto& c : named)
+      if (c.deleted) removed.insert(c.path);
+    for (auto& l : links) {
+      const std::string folder = l.path + "/";
+      for (auto& c : named)
+        if (c.path.starts_with(folder) && !c.deleted)
+          throw error(errc::invalid_argument, "a change set writes '" + c.path + "' beneath its own symlink '" + l.path +
+                                                  "'; nothing was changed");
+    }
+    for (auto& c : named)
+      if (!c.deleted && mirror_.is_folder(c.session, c.path)) refuse_folder_in_the_way(session, c.path, removed);
+  }
+
+  /// Throws when the session holds a live file beneath `path` that `removed` does not name.
+  void refuse_folder_in_the_way(const std::string& session, const std::string& path,
+                                const std::set<std::string_view>& removed = {}) const {
+    const std::string folder = path + "/";
+    for (std::string after = folder;;) {
+      const auto page = store_.files_after(session, after, 256);
+      for (auto& f : page) {
+        if (!f.path.starts_with(folder)) return;
+        if (!f.deleted && !removed.contains(f.path))
+          throw error(errc::invalid_argument, "'" + path + "' is a folder holding '" + f.path +
+                                                  "': a file or symlink cannot take its place unless the same change "
+                                                  "removes what it holds; nothing was changed");
+      }
+      if (page.size() < 256) return;
+      after = page.back().path;
+    }
+  }
+
   /// The skill whose link a change to `current` removes or replaces, if any.
   static std::string ended_link(const change& c, const std::optional<file_record>& current) {
     if (!current || current->link.empty() || (!c.deleted && !c.link.empty())) return {};
@@ -301,23 +369,28 @@ class commit_pipeline {
                    const std::vector<change_record>& records) {
     folder_syncs folders;
     const auto ws = mirror_.of(session);
-    // Removals first: a file may take the place of a folder they empty.
+    // Removals first: a file or a symlink may take the place of a folder they empty.
     std::vector<std::size_t> order;
-    for (std::size_t i = staged.size(); i < set.size(); ++i) order.push_back(i);
-    for (std::size_t i = 0; i < staged.size(); ++i) order.push_back(i);
+    for (std::size_t i = staged.size(); i < set.size(); ++i)
+      if (set[i].deleted) order.push_back(i);
+    for (std::size_t i = 0; i < set.size(); ++i)
+      if (i < staged.size() || !set[i].deleted) order.push_back(i);
     for (const auto i : order) {
       const auto& c = set[i];
       try {
         if (i < staged.size()) {
           staged[i]->writer_.rename_into_place(detail::split_parent(c.path).second);
           folders.add(staged[i]->writer_.folder_fd(), c.path);
-        } else {
+        } else if (c.deleted) {
           ws.remove(c.path, &folders);
+        } else {
+          make_symlink(ws, c.path, c.symlink, &folders);
         }
       } catch (const std::exception&) {
-        if (!mirror_.publish_staged({records[i].wave_id, c.session, c.path, records[i].version, c.content, c.deleted, {}, c.staged,
+        if (!c.symlink.empty() ||
+            !mirror_.publish_staged({records[i].wave_id, c.session, c.path, records[i].version, c.content, c.deleted, {}, c.staged,
                                      false}))
-          throw;
+          throw;  // left to recovery, which publishes every journaled change
       }
     }
     folders.sync();
@@ -338,6 +411,7 @@ class commit_pipeline {
       }
     }
     const bool conflict = !judged.conflict_of.empty();
+    if (!c.deleted && mirror_.is_folder(c.session, c.path)) refuse_folder_in_the_way(c.session, c.path);
     // A new live path: the target was absent or removed, or the change became a conflict copy.
     if (!c.deleted && (!current || current->deleted || conflict)) reserve_file_slot(c.session, c.path);
     if (!conflict) c.ends_skill_link = ended_link(c, current);
@@ -412,7 +486,7 @@ class commit_pipeline {
   /// write lock.
   void announce(const change& c, const change_record& rec) {
     const auto targets = published(c, rec);
-    const file_record version{c.path, rec.version, c.size, c.content, c.deleted, c.link};
+    const file_record version{c.path, rec.version, c.size, c.content, c.deleted, c.link, c.symlink};
     unique_fd fd;
     if (Engine::carries_bytes(version)) fd = mirror_.open_version(c.session, c.path);
     std::vector<std::pair<std::string, std::uint32_t>> from_start;
@@ -427,7 +501,7 @@ class commit_pipeline {
     std::map<std::vector<std::string>, std::vector<file_record>> batches;
     for (std::size_t i = 0; i < set.size(); ++i) {
       const auto& c = set[i];
-      const file_record version{c.path, records[i].version, c.size, c.content, c.deleted, c.link};
+      const file_record version{c.path, records[i].version, c.size, c.content, c.deleted, c.link, c.symlink};
       if (!waves_.batchable(version)) {
         announce(c, records[i]);
         continue;
@@ -448,7 +522,7 @@ class commit_pipeline {
     events_.emit(event_kind::wave_started, c.session, {}, c.path, rec.version,
                  std::to_string(targets.size()) + (is_library_session(c.session) ? " node(s)" : " member(s)") +
                      (c.deleted ? ", removal" : "") + (c.link.empty() ? "" : ", link to skill '" + c.link + "'") +
-                     (c.origin.empty() ? "" : ", from node " + c.origin));
+                     (c.symlink.empty() ? "" : ", symlink to '" + c.symlink + "'") + (c.origin.empty() ? "" : ", from node " + c.origin));
     if (targets.empty()) events_.emit(event_kind::wave_completed, c.session, {}, c.path, rec.version, "no members");
     return targets;
   }

@@ -5,6 +5,9 @@
 /// through the store's link row, never by following a symlink in the mirror.
 ///
 /// Stateless apart from the store it reads; every method is thread-safe.
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -53,6 +56,30 @@ class mirror {
       throw error(errc::permission_denied, "'" + std::string(path) + "' is in the promoted skill '" + promoted->first +
                                                "', shared by every session linking it: write a new version into a new "
                                                "folder and promote it");
+  }
+
+  /// Whether `path` of `session` is a folder in the mirror (a file or link put there must
+  /// first have what the folder holds removed).
+  [[nodiscard]] bool is_folder(std::string_view session, std::string_view path) const {
+    auto [parent, leaf] = detail::split_parent(path);
+    try {
+      const auto dir = of(session).open_folder(parent, false);
+      struct stat st {};
+      return ::fstatat(dir.get(), std::string(leaf).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+    } catch (const error&) {
+      return false;  // no such folder above it, so no folder at it
+    }
+  }
+
+  /// A symlink's path holds nothing beneath it: a write there would go through the link
+  /// (or be refused by the workspace) and leave the mirror and the store apart.
+  void refuse_beneath_symlink(std::string_view session, std::string_view path) const {
+    for (auto slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', slash + 1)) {
+      const auto folder = path.substr(0, slash);
+      if (auto rec = store_.file(session, folder); rec && !rec->deleted && !rec->symlink.empty())
+        throw error(errc::invalid_argument, "'" + std::string(path) + "' lies beneath the symlink '" + std::string(folder) +
+                                                "' -> '" + rec->symlink + "': remove the link first to make it a folder");
+    }
   }
 
   /// Opens the bytes of a session path as they are now: from the mirror, or beneath a

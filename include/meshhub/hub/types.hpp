@@ -89,6 +89,12 @@ struct set_origin {
   std::vector<std::uint64_t> bases;
 };
 
+/// A symlink a change set makes: `path` becomes a link whose text is `target`
+/// (meshhub/symlink.hpp).
+struct symlink_change {
+  std::string path, target;
+};
+
 /// The answer to `write`, `push` and `rm`.
 struct write_result {
   std::string session, path;

@@ -65,7 +65,7 @@ class wave_engine {
 
   /// Whether a wave of `version` carries bytes (and so needs the version's fd).
   [[nodiscard]] static bool carries_bytes(const file_record& version) noexcept {
-    return !version.deleted && version.link.empty() && version.size > 0;
+    return !version.deleted && version.link.empty() && version.symlink.empty() && version.size > 0;
   }
 
   /// Starts delivering one version to `targets` (node, first chunk): a broadcast wave to
@@ -93,11 +93,12 @@ class wave_engine {
     // only this node should wait for it.
     std::vector<std::tuple<std::string, std::uint32_t>> resumed;
     for (auto& b : begin) {
-      const bool queued = version.deleted         ? b.at.link->try_send(file_remove{file})
-                          : !version.link.empty() ? b.at.link->try_send(file_link{file, version.link})
-                                                  : b.at.link->try_send(file_begin{file, version.size,
-                                                                                   static_cast<std::uint32_t>(options_.chunk_size),
-                                                                                   w->chunk_count, version.content, b.at.first});
+      const bool queued = version.deleted            ? b.at.link->try_send(file_remove{file})
+                          : !version.link.empty()    ? b.at.link->try_send(file_link{file, version.link})
+                          : !version.symlink.empty() ? b.at.link->try_send(file_link{file, version.symlink, true})
+                                                     : b.at.link->try_send(file_begin{file, version.size,
+                                                                                      static_cast<std::uint32_t>(options_.chunk_size),
+                                                                                      w->chunk_count, version.content, b.at.first});
       if (!queued) {
         nodes_.end_delivery(b.node, file);
         continue;
@@ -125,9 +126,9 @@ class wave_engine {
   using open_fn = std::function<unique_fd(const std::string& path)>;
 
   /// Whether `version` may travel in a batch: a removal, or a file of at most
-  /// batch_file_bytes and one chunk (an empty one included); never a skill's link.
+  /// batch_file_bytes and one chunk (an empty one included); never a link.
   [[nodiscard]] bool batchable(const file_record& version) const noexcept {
-    return options_.batch_file_bytes > 0 && version.link.empty() &&
+    return options_.batch_file_bytes > 0 && version.link.empty() && version.symlink.empty() &&
            (version.deleted || version.size <= std::min(options_.batch_file_bytes, options_.chunk_size));
   }
 

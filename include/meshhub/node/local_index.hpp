@@ -52,6 +52,7 @@
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
 #include "meshhub/store/sqlite_db.hpp"
+#include "meshhub/symlink.hpp"
 #include "meshhub/workspace.hpp"
 
 namespace meshhub::node {
@@ -292,9 +293,14 @@ class local_index {
       });
     }
     // Our skill links are entries too (size 0, the link's digest), so the root digest
-    // covers them; a walk never follows them, and nothing about them is uploaded.
+    // covers them; a walk never follows them, and nothing about them is uploaded. So are
+    // the session's own symlinks: the hub's to make and repair, never a local change.
+    // (A skill link's text leads out of the session, so it is never one of `disk.symlinks`.)
     for (auto& l : node_skill_link_entries(ws))
       if (!rows.count(l.path)) entries.push_back(std::move(l));
+    for (auto& [path, text] : disk.symlinks)
+      if (const auto row = rows.find(path); row == rows.end() || row->second.deleted)
+        entries.push_back({path, 0, 0, symlink_digest(text)});
     out.disk = manifest(std::move(entries));
     return out;
   }
@@ -316,6 +322,10 @@ class local_index {
       if (e.code() != errc::not_found) return unknown(e.what());
       found = nullptr;
     }
+    // A link the session may hold holds no local work: such links are the hub's (a node's
+    // are never uploaded). Any other symlink is as unknown as a FIFO.
+    if (found && S_ISLNK(st.st_mode))
+      if (const auto text = symlink_at(ws, path); text && symlink_target_problem(path, *text).empty()) return {};
     if (found && !S_ISREG(st.st_mode)) {
       if (!row || row->deleted) return unknown("'" + path + "' is not a regular file on this node");
       return unknown("'" + path + "' is no longer a regular file on this node");
@@ -394,6 +404,7 @@ class local_index {
   /// The regular files of a session folder (path → lstat), and what could not be seen.
   struct disk_listing {
     std::map<std::string, struct stat> files;
+    std::map<std::string, std::string> symlinks;  ///< path → text, of links the session may hold (meshhub/symlink.hpp)
     std::vector<std::string> others;      ///< paths where something else stands, or whose lstat failed
     std::vector<std::string> unreadable;  ///< folders (with a trailing '/') that could not be listed
     /// True when `path` (not a regular file here) may exist unseen.
@@ -445,6 +456,9 @@ class local_index {
         out.others.push_back(path);  // a folder where a file's row may point
       } else {
         out.others.push_back(path);
+        if (S_ISLNK(st.st_mode))
+          if (auto text = detail::link_text(dir_fd, e->d_name); text && symlink_target_problem(path, *text).empty())
+            out.symlinks.emplace(path, std::move(*text));
       }
     }
     ::closedir(d);

@@ -46,6 +46,7 @@
 #include "meshhub/node/session_folders.hpp"
 #include "meshhub/path.hpp"
 #include "meshhub/skill/link.hpp"
+#include "meshhub/symlink.hpp"
 #include "meshhub/transport/link.hpp"
 #include "meshhub/workspace.hpp"
 
@@ -524,26 +525,61 @@ class receiver {
   /// session's own copy of the skill — read-only since its promotion — is replaced, and
   /// its index rows forgotten. The library's files arrive as the library session.
   void link(const file_link& l) {
+    if (l.symlink) return symlink(l);
     const auto& [s, p, v] = l.file;
     check_names(l.file);
     if (is_stale(l.file)) throw refusal{"stale version"};
     const auto name = skill_link_name(p);
     if (is_library_session(s) || !name || !is_global_skill_name(*name, l.target))
       throw refusal{"not a skill link: '" + p + "' -> '" + l.target + "'"};
+    place_link(
+        l, [&](std::unique_lock<std::mutex>&) {
+          host_.member_of(s);
+          make_skill_link(*folders_.open(s, true), *name, l.target);
+        },
+        link_digest(l.target), " to skill " + l.target);
+  }
+
+  /// The end every link's delivery shares: under the disk mutex `make` puts the link on
+  /// disk (throwing a refusal when it cannot), the index rows of the path and beneath it
+  /// go (a link has none: the survey lists links as they are), and the link is acked.
+  template <class Make>
+  void place_link(const file_link& l, Make&& make, const digest& content, const std::string& shown) {
+    const auto& [s, p, v] = l.file;
     partials_.discard(s, p);
     {
-      std::lock_guard lk(disk_mu_);
-      host_.member_of(s);
-      make_skill_link(*folders_.open(s, true), *name, l.target);
+      std::unique_lock lk(disk_mu_);
+      make(lk);
       try {
         index_.forget_folder(s, p);
       } catch (const std::exception& e) {
-        say(log_, log_level::warn, "index rows beneath ", s, "/", p, " not forgotten: ", e.what(),
+        say(log_, log_level::warn, "index rows of ", s, "/", p, " not forgotten: ", e.what(),
             " (the next survey reconciles them)");
       }
     }
-    say(log_, log_level::info, "linked ", s, "/", p, " to skill ", l.target);
-    applied(l.file, link_digest(l.target), 0);
+    say(log_, log_level::info, "linked ", s, "/", p, shown);
+    applied(l.file, content, 0);
+  }
+
+  /// Makes a path a symlink of the session's own (meshhub/symlink.hpp), replacing the file
+  /// or link there in one rename once the host's guard has run (a local edit of a file
+  /// there is sent to the hub first). A folder that still holds files here is refused.
+  void symlink(const file_link& l) {
+    const auto& [s, p, v] = l.file;
+    check_names(l.file);
+    if (is_stale(l.file)) throw refusal{"stale version"};
+    if (is_library_session(s)) throw refusal{"the skill library holds no symlinks: '" + p + "'"};
+    if (auto why = symlink_target_problem(p, l.target); !why.empty()) throw refusal{"symlink '" + p + "': " + why};
+    place_link(
+        l, [&](std::unique_lock<std::mutex>& lk) {
+          guard(lk, l.file);
+          try {
+            make_symlink(*folders_.open(s, true), p, l.target);
+          } catch (const error& e) {
+            throw refusal{e.what()};
+          }
+        },
+        symlink_digest(l.target), " -> " + l.target);
   }
 
   /// Before version `file` replaces or removes its path (holding `lk` on the disk mutex):

@@ -322,7 +322,8 @@ class memory_store {
     auto& s = sessions_[c.session];
     auto& f = s.files[c.path];
     if (!c.ends_skill_link.empty()) skill_links_.erase({c.session, c.ends_skill_link});
-    f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link};
+    f = {c.path, f.version + 1, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link,
+         c.deleted ? std::string() : c.symlink};
     change_record r{f.version, ++last_wave_, {}};
     auto pending = s.members;
     pending.erase(c.origin);

@@ -23,6 +23,9 @@ struct file_record {
   /// A promoted skill's link (`skills/<name>` → this global skill, meshhub/skill/link.hpp):
   /// size 0, content `link_digest(link)`. Empty for a file or a removal.
   std::string link;
+  /// A symlink of the session's own (meshhub/symlink.hpp): its target, as the link's
+  /// text; size 0, content `symlink_digest(symlink)`. Empty for a file or a removal.
+  std::string symlink{};
 };
 
 /// A session and its members.
@@ -51,6 +54,9 @@ struct change {
   /// link): the store forgets the session's link to it in the same transaction. Set by
   /// the commit pipeline, which knows what the path held.
   std::string ends_skill_link;
+  /// See `file_record::symlink`. A symlink is published after the journal, from the
+  /// record itself: it has no temp file, and recovery makes it again.
+  std::string symlink{};
 };
 
 /// Refuses a change set that names a (session, path) twice: its order would decide which

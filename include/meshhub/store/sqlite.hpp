@@ -28,7 +28,7 @@ class sqlite_store {
   explicit sqlite_store(const std::string& file) : db_(file) { db_.migrate(schema_steps, "store"); }
 
   /// Schema version this code writes (PRAGMA user_version).
-  static constexpr int schema_version = 4;
+  static constexpr int schema_version = 5;
 
   /// The migrations: step v brings a database from version v to v + 1.
   static constexpr const char* schema_steps[] = {
@@ -79,6 +79,10 @@ class sqlite_store {
       // v4: the symlink wave (meshhub/skill/link.hpp) — a path can be a promoted skill's link.
       R"sql(
       ALTER TABLE files ADD COLUMN link TEXT NOT NULL DEFAULT '';
+      )sql",
+      // v5: a path can be a symlink of the session's own (meshhub/symlink.hpp): its target.
+      R"sql(
+      ALTER TABLE files ADD COLUMN symlink TEXT NOT NULL DEFAULT '';
       )sql",
   };
   static_assert(std::size(schema_steps) == static_cast<std::size_t>(schema_version));
@@ -141,7 +145,7 @@ class sqlite_store {
 
   [[nodiscard]] std::optional<file_record> file(std::string_view session, std::string_view path) const {
     guard g(db_);
-    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? AND path = ?").bind(session, path);
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link, symlink FROM files WHERE session = ? AND path = ?").bind(session, path);
     if (!q.step()) return std::nullopt;
     return read_file(q);
   }
@@ -149,7 +153,7 @@ class sqlite_store {
   [[nodiscard]] std::vector<file_record> files(std::string_view session) const {
     guard g(db_);
     std::vector<file_record> out;
-    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? ORDER BY path").bind(session);
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link, symlink FROM files WHERE session = ? ORDER BY path").bind(session);
     while (q.step()) out.push_back(read_file(q));
     return out;
   }
@@ -157,7 +161,7 @@ class sqlite_store {
   [[nodiscard]] std::vector<file_record> files_after(std::string_view session, std::string_view after, std::size_t limit) const {
     guard g(db_);
     std::vector<file_record> out;
-    auto& q = stmt("SELECT path, version, size, digest, deleted, link FROM files WHERE session = ? AND path > ? ORDER BY path LIMIT ?")
+    auto& q = stmt("SELECT path, version, size, digest, deleted, link, symlink FROM files WHERE session = ? AND path > ? ORDER BY path LIMIT ?")
                   .bind(session, after, sql_limit(limit));
     while (q.step()) out.push_back(read_file(q));
     return out;
@@ -168,11 +172,11 @@ class sqlite_store {
     guard g(db_);
     std::vector<behind_record> out;
     auto& q = stmt(
-                  "SELECT f.path, f.version, f.size, f.digest, f.deleted, f.link, coalesce(n.version, 0) FROM files f "
+                  "SELECT f.path, f.version, f.size, f.digest, f.deleted, f.link, f.symlink, coalesce(n.version, 0) FROM files f "
                   "LEFT JOIN node_files n ON n.node = ? AND n.session = f.session AND n.path = f.path "
                   "WHERE f.session = ? AND f.path > ? AND coalesce(n.version, 0) < f.version ORDER BY f.path LIMIT ?")
                   .bind(node, session, after, sql_limit(limit));
-    while (q.step()) out.push_back({read_file(q), static_cast<std::uint64_t>(q.integer(6))});
+    while (q.step()) out.push_back({read_file(q), static_cast<std::uint64_t>(q.integer(7))});
     return out;
   }
 
@@ -369,10 +373,11 @@ class sqlite_store {
     auto& cur = stmt("SELECT version FROM files WHERE session = ? AND path = ?").bind(c.session, c.path);
     const bool exists = cur.step();
     r.version = exists ? static_cast<std::uint64_t>(cur.integer(0)) + 1 : 1;
-    stmt("INSERT INTO files(session, path, version, size, digest, deleted, link) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    stmt("INSERT INTO files(session, path, version, size, digest, deleted, link, symlink) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
          " ON CONFLICT(session, path) DO UPDATE SET version = excluded.version, size = excluded.size,"
-         " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link")
-        .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link)
+         " digest = excluded.digest, deleted = excluded.deleted, link = excluded.link, symlink = excluded.symlink")
+        .bind(c.session, c.path, r.version, c.size, c.content, c.deleted, c.deleted ? std::string() : c.link,
+              c.deleted ? std::string() : c.symlink)
         .run();
     if (!c.ends_skill_link.empty())
       stmt("DELETE FROM skill_links WHERE session = ? AND name = ?").bind(c.session, c.ends_skill_link).run();
@@ -429,7 +434,7 @@ class sqlite_store {
 
   static file_record read_file(detail::sqlite_statement& q) {
     return {q.text(0), static_cast<std::uint64_t>(q.integer(1)), static_cast<std::uint64_t>(q.integer(2)), q.blob_digest(3),
-            q.integer(4) != 0, q.text(5)};
+            q.integer(4) != 0, q.text(5), q.text(6)};
   }
 
   std::vector<wave_record> waves_where(const std::string& condition) const {

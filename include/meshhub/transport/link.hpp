@@ -36,11 +36,14 @@ struct file_remove {
   file_version file;
 };
 
-/// Makes `file.path` (`skills/<name>`) a link to the global skill `target`: the symlink
-/// wave of a promotion (meshhub/skill/link.hpp). Acknowledged like a file.
+/// Makes `file.path` a symlink: `skills/<name>` to the global skill `target` (the symlink
+/// wave of a promotion), or a link of the session's own. Acknowledged like a file.
 struct file_link {
   file_version file;
   std::string target;
+  /// A symlink of the session's own, `target` its text (meshhub/symlink.hpp); otherwise a
+  /// promoted skill's link, `target` the global skill (meshhub/skill/link.hpp).
+  bool symlink = false;
 };
 
 /// The memberships a node has, sent once it is accepted.
