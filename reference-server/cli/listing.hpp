@@ -16,7 +16,8 @@ namespace meshhub::cli {
 
 /// Calls List from `request.after()` onwards, handing every reply to `on_page`, until a
 /// reply names no next page. `prepare` readies each call's context (deadline, credentials).
-/// Returns the first failure, or OK. A node's own listing (`request.node()`) is one reply.
+/// Returns the first failure, or OK. A node's own listing (`request.node()`) comes in pages
+/// too, each from a listing the node makes anew.
 inline grpc::Status list_pages(v1::Assistant::Stub& hub, v1::ListRequest request,
                                const std::function<void(grpc::ClientContext&)>& prepare,
                                const std::function<void(v1::ListReply&)>& on_page) {

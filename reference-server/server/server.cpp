@@ -439,10 +439,14 @@ class assistant_service final : public v1::Assistant::CallbackService {
       reply->set_session(req->session());
       if (req->node().empty()) return reactor->Finish(guarded([&] { fill_page(*req, *reply); }));
       auto status = guarded([&] {
-        hub_.ask_node(req->node(), node_command::kind::list, req->session(), req->path(), [=](command_result r) {
+        auto entries = std::make_shared<std::vector<node_entry>>();  // the node's, after the page's start
+        hub_.ask_node(req->node(), node_command::kind::list, req->session(), req->path(), [=, this](command_result r) {
           if (!r.error.empty()) return reactor->Finish({grpc::StatusCode::UNAVAILABLE, "node " + req->node() + ": " + r.error});
-          for (auto& e : r.entries) fill(*reply->add_node_files(), e, req->node());
-          if (r.last) reactor->Finish(grpc::Status::OK);
+          for (auto& e : r.entries)
+            if (e.path > req->after()) entries->push_back(std::move(e));
+          if (!r.last) return;
+          fill_node_page(*req, *entries, *reply);
+          reactor->Finish(grpc::Status::OK);
         });
       });
       if (!status.ok()) reactor->Finish(status);
@@ -472,6 +476,25 @@ class assistant_service final : public v1::Assistant::CallbackService {
       reply.add_files()->Swap(&one);
     }
     reply.set_next_after(page.next_after);
+  }
+
+  /// One page of a node's own listing, bounded as `fill_page` bounds the mirror's. The node
+  /// lists its folder whole for every page (its survey reads the stat cache, not the
+  /// files); the page is what follows `after` in path order.
+  static void fill_node_page(const v1::ListRequest& req, std::vector<node_entry>& entries, v1::ListReply& reply) {
+    std::sort(entries.begin(), entries.end(), [](const node_entry& a, const node_entry& b) { return a.path < b.path; });
+    const std::size_t limit = req.limit() ? std::min<std::size_t>(req.limit(), list_page_files) : list_page_files;
+    std::size_t bytes = 0;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      v1::FileEntry one;
+      fill(one, entries[i], req.node());
+      bytes += one.ByteSizeLong() + 8;
+      if (i == limit || (bytes > list_page_bytes && i > 0)) {
+        reply.set_next_after(entries[i - 1].path);
+        return;
+      }
+      reply.add_node_files()->Swap(&one);
+    }
   }
 
   grpc::ServerUnaryReactor* IssueToken(grpc::CallbackServerContext* ctx, const v1::IssueTokenRequest* req,

@@ -342,6 +342,16 @@ TEST_CASE("push DIR: 10,050 files go as several change sets, every member holds 
     previous = path;
   }
   CHECK(paths.size() == files.size());  // no page repeats or skips one
+  const json on_node = m.cli_json({"ls", "s", "--node", "n1", "--json"}, {}, 120s);
+  std::set<std::string> node_paths;
+  previous.clear();
+  for (const auto& f : on_node["files"]) {
+    const auto path = f["path"].get<std::string>();
+    CHECK(previous < path);  // a node's listing comes in pages too, in path order
+    node_paths.insert(path);
+    previous = path;
+  }
+  CHECK(node_paths == paths);
   CHECK(m.cli_json({"ls", "s", "d7", "--json"})["files"].size() == 101);  // d7/f7, d7/f107, ... d7/f10007
   const json again = m.cli_json({"push", "s", dir.string(), "--json"}, {}, 120s);
   CHECK(u64(again, "unchanged") == files.size());
