@@ -126,20 +126,19 @@ class held_blocks {
 /// The bytes of a carried block by digest, or nullopt when it did not come.
 using carried_blocks = std::function<std::optional<std::span<const std::byte>>(const digest&)>;
 
-/// Writes `wanted` to `out` (from offset 0) from the held blocks (read with pread from
-/// `sources[place.source]`) and the carried ones, checking every block's SHA-256, and
-/// returns the result's content digest (meshhub/digest.hpp's definition). Throws
-/// `errc::corrupt` naming the block when a held copy or a carried block does not match its
-/// digest (a held copy changed since it was listed, a carried block damaged), and
-/// `errc::not_found` when a block is neither held nor carried. `out` is the caller's temp
-/// file: on a throw, nothing has been renamed anywhere.
-inline digest build_from_blocks(const block_list& wanted, const held_blocks& held, std::span<const int> sources,
-                                const carried_blocks& carried, int out) {
-  content_hasher whole;
-  std::vector<std::byte> piece;           // the current digest block of the result
-  piece.reserve(digest_block_size);
+/// Hands the bytes of `wanted`, block by block in file order, to `on_bytes`: the held
+/// blocks read with pread from `sources[place.source]`, the carried ones as they came; every
+/// block is checked against its SHA-256 first. Throws `errc::corrupt` naming the block when a
+/// held copy or a carried block does not match its digest (a held copy changed since it was
+/// listed, a carried block damaged), and `errc::not_found` when a block is neither held nor
+/// carried; whatever `on_bytes` got before that is the caller's to throw away. Without
+/// `check_held` the held blocks are taken as read: only for sources that cannot have
+/// changed since their blocks were listed (a hub's mirror file is replaced by rename, never
+/// written in place, and its block list was just hashed through the same descriptor).
+template <class OnBytes>
+void read_blocks(const block_list& wanted, const held_blocks& held, std::span<const int> sources, const carried_blocks& carried,
+                 OnBytes&& on_bytes, bool check_held = true) {
   std::vector<std::byte> read_buf;
-  std::uint64_t written = 0;
   const auto name = [](const block_ref& b) {
     return "block at " + std::to_string(b.span.offset) + " (" + std::to_string(b.span.size) + " bytes, " +
            to_hex(std::span(b.sha256)).substr(0, 12) + ")";
@@ -158,7 +157,7 @@ inline digest build_from_blocks(const block_list& wanted, const held_blocks& hel
         if (n == 0) break;
         got += static_cast<std::size_t>(n);
       }
-      if (got != read_buf.size() || sha256_of(read_buf) != b.sha256)
+      if (got != read_buf.size() || (check_held && sha256_of(read_buf) != b.sha256))
         throw error(errc::corrupt, "delta: the held copy of the " + name(b) + " changed since it was listed");
       bytes = read_buf;
     } else if (auto c = carried ? carried(b.sha256) : std::nullopt) {
@@ -168,6 +167,20 @@ inline digest build_from_blocks(const block_list& wanted, const held_blocks& hel
     } else {
       throw error(errc::not_found, "delta: the " + name(b) + " is neither held nor carried");
     }
+    on_bytes(bytes);
+  }
+}
+
+/// Writes `wanted` to `out` (from offset 0) with `read_blocks` and returns the result's
+/// content digest (meshhub/digest.hpp's definition). `out` is the caller's temp file: on a
+/// throw, nothing has been renamed anywhere.
+inline digest build_from_blocks(const block_list& wanted, const held_blocks& held, std::span<const int> sources,
+                                const carried_blocks& carried, int out) {
+  content_hasher whole;
+  std::vector<std::byte> piece;  // the current digest block of the result
+  piece.reserve(digest_block_size);
+  std::uint64_t written = 0;
+  read_blocks(wanted, held, sources, carried, [&](std::span<const std::byte> bytes) {
     for (std::size_t done = 0; done < bytes.size();) {
       const ssize_t n = ::pwrite(out, bytes.data() + done, bytes.size() - done, static_cast<off_t>(written + done));
       if (n < 0 && errno == EINTR) continue;
@@ -185,9 +198,24 @@ inline digest build_from_blocks(const block_list& wanted, const held_blocks& hel
         piece.clear();
       }
     }
-  }
+  });
   if (!piece.empty()) whole.add_block(piece);
   return whole.finish();
+}
+
+/// Appends the block `size` bytes long with digest `sha256` to `list` (as a wire carries a
+/// block list: offsets follow from the sizes). Throws `errc::invalid_argument` for an empty
+/// block or one over `max_block` bytes (whoever builds reads a block whole), and
+/// `errc::too_large` when the list grows past `max_size` bytes.
+inline void add_block(block_list& list, std::uint64_t size, const digest& sha256, std::uint64_t max_block, std::uint64_t max_size) {
+  const auto n = std::to_string(list.blocks.size());
+  if (size == 0) throw error(errc::invalid_argument, "delta: block " + n + " is empty");
+  if (size > max_block || size > UINT32_MAX)
+    throw error(errc::invalid_argument, "delta: block " + n + " is over " + std::to_string(max_block) + " bytes");
+  const std::uint64_t offset = list.size();
+  if (size > max_size - std::min(offset, max_size))
+    throw error(errc::too_large, "delta: the blocks add up to more than " + std::to_string(max_size) + " bytes");
+  list.blocks.push_back({{offset, static_cast<std::uint32_t>(size)}, sha256});
 }
 
 }  // namespace meshhub

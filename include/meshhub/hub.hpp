@@ -37,9 +37,12 @@
 #include <string>
 #include <tuple>
 #include <variant>
+#include <unordered_set>
 #include <vector>
 
+#include "meshhub/cdc.hpp"
 #include "meshhub/concepts.hpp"
+#include "meshhub/delta.hpp"
 #include "meshhub/detail/ordered_link.hpp"
 #include "meshhub/event.hpp"
 #include "meshhub/executor.hpp"
@@ -205,6 +208,49 @@ class basic_hub {
   /// `origin`, the upload is a node's change (see commit_pipeline.hpp).
   write_result finish_upload(upload&& up, const std::optional<change_origin>& origin = std::nullopt) {
     return pipeline_.finish_upload(std::move(up), origin);
+  }
+
+  // ---- deltas from clients (have/want; meshhub/delta.hpp) ---------------------------------
+
+  /// Have/want: the blocks of `wanted` that the mirror's current copy of `path` lacks, as
+  /// indices into `wanted.blocks` (each digest once, in file order) — what a client uploads
+  /// to make `wanted` the path's next version with `write_blocks`.
+  [[nodiscard]] std::vector<std::uint32_t> blocks_wanted(std::string_view session_name, std::string_view path,
+                                                         const block_list& wanted) const {
+    const auto base = current_blocks(session_name, path);
+    std::vector<std::uint32_t> out;
+    std::unordered_set<digest, digest_hash> seen;
+    for (std::size_t i = 0; i < wanted.blocks.size(); ++i)
+      if (!base.held.find(wanted.blocks[i].sha256) && seen.insert(wanted.blocks[i].sha256).second)
+        out.push_back(static_cast<std::uint32_t>(i));
+    return out;
+  }
+
+  /// Appends `wanted` to `up` (begun for `path` of `session`, nothing appended yet): each
+  /// block from the mirror's current copy of the path or from `carried`, checked against
+  /// its digest on the way. Throws `errc::not_found` when a block is neither (the copy
+  /// changed since `blocks_wanted`: upload it whole) and `errc::corrupt` for a block that
+  /// does not match; the upload is then the caller's to drop, and nothing changed.
+  void append_blocks(upload& up, std::string_view session_name, std::string_view path, const block_list& wanted,
+                     const carried_blocks& carried) const {
+    const auto base = current_blocks(session_name, path);
+    const int sources[] = {base.fd.get()};
+    // The mirror's copy is never written in place and was hashed block by block just now
+    // (current_blocks), through this descriptor: its blocks need no second hash.
+    read_blocks(
+        wanted, base.held, sources, carried,
+        [&](std::span<const std::byte> bytes) {
+          up.append(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+        },
+        false);
+  }
+
+  /// Publishes `path`'s next version built from `wanted` (`append_blocks`, then as any upload).
+  write_result write_blocks(std::string_view session_name, std::string_view path, const block_list& wanted,
+                            const carried_blocks& carried) {
+    auto up = begin_upload(session_name, path, wanted.size());
+    append_blocks(up, session_name, path, wanted, carried);
+    return finish_upload(std::move(up));
   }
 
   /// Writes a whole file (convenience over begin/finish_upload).
@@ -451,6 +497,23 @@ class basic_hub {
   }
 
  private:
+  /// The blocks of the mirror's current copy of a path, and that copy open to read them
+  /// (nothing held when the path is not a regular file's version).
+  struct held_copy {
+    held_blocks held;
+    unique_fd fd;
+  };
+  [[nodiscard]] held_copy current_blocks(std::string_view session_name, std::string_view path) const {
+    require_session(session_name);
+    check_path(path);
+    held_copy out;
+    const auto rec = store_.file(session_name, path);
+    if (!rec || rec->deleted || !rec->link.empty() || !rec->symlink.empty() || rec->size == 0) return out;
+    out.fd = mirror_.open_version(session_name, path);
+    out.held.add(0, block_list_of(cdc_chunker{}, out.fd.get()));
+    return out;
+  }
+
   static hub_options sanitize(hub_options o) {
     o.queue_chunks = std::max<std::size_t>(o.queue_chunks, 2);
     o.io_threads = std::max<std::size_t>(o.io_threads, 1);

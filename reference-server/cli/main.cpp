@@ -4,6 +4,7 @@
 /// the documented shapes for scripts and tests. This is the CLI's only translation unit
 /// that includes gRPC headers besides the MCP server's mcp.cpp; the text helpers it uses
 /// stay free of them.
+#include "cli/delta_push.hpp"
 #include "cli/listing.hpp"
 #include "cli/mcp.hpp"
 #include "cli/progress.hpp"
@@ -83,6 +84,7 @@ struct options {
   std::vector<std::string> mcp_push_from;  ///< mcp --push-from: folders push may read
   std::vector<std::string> excludes;       ///< push DIR: --exclude patterns (cli/tree.hpp)
   bool delete_missing = false;             ///< push DIR --delete
+  bool whole = false;                      ///< push FILE --whole: never a delta
 
   bool wait_all() const { return wait == "all"; }
 };
@@ -468,10 +470,12 @@ upload_result send_data(grpc::ClientWriter<v1::PushRequest>& writer, local_sourc
 
 /// Prints the answer to write/push/rm. When the hub waited and some member does not hold
 /// the version, that is a failure even though the call itself succeeded.
-int report_write(const invocation& call, const v1::WriteReply& reply, const std::string& human_line) {
+int report_write(const invocation& call, const v1::WriteReply& reply, const std::string& human_line, const json& extra = {}) {
   const auto members = reply.members_size();
   if (call.opts.json) {
-    print_json(write_json(reply));
+    auto out = write_json(reply);
+    if (extra.is_object()) out.update(extra);
+    print_json(out);
   } else {
     std::printf("%s\n", human_line.c_str());
     if (call.opts.wait_all() && reply.missing().empty()) {
@@ -514,8 +518,51 @@ void announce_wait(const invocation& call, bool interactive) {
 
 /// The Push RPC: header, data pieces, then the hub's answer. `local_label` names the
 /// source in the human result line ("" for write, which names only the target).
+/// A regular file the hub holds an older version of goes as a delta when that pays
+/// (cli/delta_push.hpp). Nullopt when it went whole-file instead is the better way (or the
+/// hub's copy moved meanwhile): the caller then pushes it whole.
+std::optional<int> push_as_delta(const invocation& call, local_source& source, const std::string& path, bool show_progress,
+                                 std::string_view verb, const std::string& local_label) {
+  if (call.opts.whole || source.size < static_cast<std::int64_t>(delta_min_bytes)) return std::nullopt;
+  const int fd = ::fileno(source.file.get());
+  const auto size = static_cast<std::uint64_t>(source.size);
+  const auto plan = plan_delta(call.hub, call.opts.session, path, fd, size,
+                               [](grpc::ClientContext& context) { set_deadline(context, programs::unary_deadline); });
+  std::rewind(source.file.get());
+  if (!plan) return std::nullopt;
+  grpc::ClientContext context;
+  if (call.opts.wait_all()) set_deadline(context, wait_deadline(call.opts));
+  v1::WriteReply reply;
+  std::string local_error;
+  progress_bar bar(static_cast<std::int64_t>(plan->carried_bytes), show_progress);
+  const auto status = push_delta(call.hub, context, push_header(call, path, source.size).header(), *plan, fd, piece_bytes,
+                                 [&bar](std::uint64_t n) { bar.advance(n); }, reply, local_error);
+  if (!local_error.empty()) {
+    bar.abandon();
+    print_error(call, "reading " + source.label + ": " + local_error + "; the push was cancelled, nothing was changed");
+    return 1;
+  }
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // the hub's copy moved: go whole
+    bar.abandon();
+    return std::nullopt;
+  }
+  if (!status.ok()) {
+    bar.abandon();
+    return report_status(call, status, true);
+  }
+  bar.finish();
+  const json delta{{"delta", {{"blocks", plan->blocks.blocks.size()}, {"sent_blocks", plan->carried.size()},
+                              {"sent_bytes", plan->carried_bytes}}}};
+  return report_write(call, reply,
+                      written_line(reply, verb, local_label) + "; sent " + human_bytes(plan->carried_bytes) + " (" +
+                          std::to_string(plan->carried.size()) + " of " + std::to_string(plan->blocks.blocks.size()) +
+                          " blocks; the hub held the rest)",
+                      delta);
+}
+
 int push_stream(const invocation& call, local_source& source, const std::string& path, bool show_progress,
                 std::string_view verb, const std::string& local_label) {
+  if (auto done = push_as_delta(call, source, path, show_progress, verb, local_label)) return *done;
   grpc::ClientContext context;
   // Without --wait the upload may take as long as the file needs; keepalive still
   // notices a dead hub. With --wait the user's bound applies to the whole call.
@@ -940,6 +987,7 @@ void add_change_commands(CLI::App& app, options& opts, std::vector<command>& com
   push->add_option("SESSION", opts.session, "session name")->required();
   push->add_option("LOCAL_FILE", opts.local_file, "file or folder to send")->required();
   push->add_option("PATH", opts.path, "path within the session (default: the file's name; a folder's files land under PATH, or the root)");
+  push->add_flag("--whole", opts.whole, "file: send it whole, even where the hub's copy holds most of its blocks");
   push->add_flag("--delete", opts.delete_missing, "folder: remove what the session holds under PATH that the folder no longer has");
   push->add_option("--exclude", opts.excludes, "folder: skip files and folders matching PATTERN (repeatable; gitignore subset, docs/cli.md)")
       ->allow_extra_args(false);

@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "common/grpc_config.hpp"
 #include "common/link_security.hpp"
@@ -45,12 +46,25 @@ namespace {
 
 namespace v1 = meshhub::v1;
 
+/// An answer whose gRPC code says more than an `errc` can: FAILED_PRECONDITION for a
+/// delta whose blocks the mirror no longer holds (the client then sends the file whole).
+struct status_error : std::runtime_error {
+  explicit status_error(grpc::Status s) : std::runtime_error(s.error_message()), status(std::move(s)) {}
+  grpc::Status status;
+};
+
+inline status_error failed_precondition(const std::string& why) {
+  return status_error({grpc::StatusCode::FAILED_PRECONDITION, why});
+}
+
 /// Runs `body` and turns a meshhub error (or any exception) into a gRPC status.
 template <class F>
 grpc::Status guarded(F&& body) {
   try {
     body();
     return grpc::Status::OK;
+  } catch (const status_error& e) {
+    return e.status;
   } catch (const error& e) {
     return to_status(e);
   } catch (const std::exception& e) {
@@ -526,6 +540,19 @@ class assistant_service final : public v1::Assistant::CallbackService {
     return new push_reactor(*this, ctx, reply, std::move(pass));
   }
 
+  /// Have/want before a delta Push: which blocks of the new version the mirror's copy lacks.
+  grpc::ServerUnaryReactor* Want(grpc::CallbackServerContext* ctx, const v1::WantRequest* req, v1::WantReply* reply) override {
+    return unary(ctx, [=, this] {
+      const auto wanted = blocks_of(req->blocks(), hub_.options().max_file_bytes);
+      std::uint64_t bytes = 0;
+      for (const auto i : hub_.blocks_wanted(req->session(), req->path(), wanted)) {
+        reply->add_missing(i);
+        bytes += wanted.blocks[i].span.size;
+      }
+      reply->set_missing_bytes(bytes);
+    });
+  }
+
   grpc::ServerReadReactor<v1::TreeRequest>* PushTree(grpc::CallbackServerContext* ctx, v1::TreeReply* reply) override {
     auto pass = gate_.enter();
     if (!pass) return new refused_call<grpc::ServerReadReactor<v1::TreeRequest>>(draining());
@@ -667,8 +694,23 @@ class assistant_service final : public v1::Assistant::CallbackService {
     std::string what_;
   };
 
+  /// A block list as the wire carries it (Want, a delta Push); each block at most the
+  /// content-defined maximum, the whole at most `max_size`.
+  static block_list blocks_of(const google::protobuf::RepeatedPtrField<v1::Block>& blocks, std::uint64_t max_size) {
+    block_list out;
+    out.blocks.reserve(static_cast<std::size_t>(blocks.size()));
+    for (const auto& b : blocks) add_block(out, b.size(), digest_from_bytes(b.digest()), cdc_params{}.max, max_size);
+    return out;
+  }
+
+  /// The most a delta Push may carry: its blocks are held in memory until the stream ends.
+  static constexpr std::uint64_t max_delta_carried = 256u << 20;
+
   /// Push: header first, then data pieces into a temp file in the mirror; the end of the
-  /// stream publishes the version. A cancelled or short stream publishes nothing.
+  /// stream publishes the version. A cancelled or short stream publishes nothing. With a
+  /// block list in the header (a delta), the data is the carried blocks, kept in memory,
+  /// and the version is built from them and the mirror's copy at the end.
+  
   class push_reactor final : public upload_reactor<push_reactor, v1::PushRequest> {
    public:
     push_reactor(assistant_service& service, grpc::CallbackServerContext* ctx, v1::WriteReply* reply, change_gate::pass pass)
@@ -683,6 +725,7 @@ class assistant_service final : public v1::Assistant::CallbackService {
         if (upload_) throw error(errc::invalid_argument, "push: a second header");
         header_ = request.header();
         service_.require_may_change(*ctx_, header_.origin_node());
+        if (header_.blocks_size() > 0 || header_.carried_size() > 0) take_delta_header();
         upload_.emplace(header_.size() >= 0
                             ? hub_.begin_upload(header_.session(), header_.path(), static_cast<std::uint64_t>(header_.size()))
                             : hub_.begin_upload(header_.session(), header_.path()));
@@ -690,13 +733,64 @@ class assistant_service final : public v1::Assistant::CallbackService {
       }
       if (!upload_) throw error(errc::invalid_argument, "push: the first message must be the header");
       received(request.data().size());
-      upload_->append(request.data());
+      if (!delta_) return upload_->append(request.data());
+      if (request.data().size() > delta_->expected - delta_->bytes.size())
+        throw error(errc::invalid_argument, "push: more data than the carried blocks hold; nothing was changed");
+      delta_->bytes += request.data();
+    }
+
+    /// A delta's header: the blocks, and which of them the data carries.
+    void take_delta_header() {
+      if (!header_.origin_node().empty()) throw error(errc::invalid_argument, "push: a node's upload carries no block list");
+      auto& d = delta_.emplace();
+      d.wanted = blocks_of(header_.blocks(), hub_.options().max_file_bytes);
+      if (header_.size() != static_cast<std::int64_t>(d.wanted.size()))
+        throw error(errc::invalid_argument, "push: the size is not the blocks' total; nothing was changed");
+      std::int64_t previous = -1;
+      for (const auto i : header_.carried()) {
+        if (static_cast<std::int64_t>(i) <= previous || i >= d.wanted.blocks.size())
+          throw error(errc::invalid_argument, "push: the carried blocks must be ascending indices into the block list");
+        previous = i;
+        d.expected += d.wanted.blocks[i].span.size;
+      }
+      if (d.expected > max_delta_carried)
+        throw error(errc::too_large, "push: a delta may carry at most " + std::to_string(max_delta_carried) +
+                                         " bytes; push the file whole");
+    }
+
+    /// The version a delta describes, built into the upload from the carried blocks and the
+    /// mirror's copy. A block that is neither (the copy changed since Want) or that does not
+    /// match its digest is FAILED_PRECONDITION: the client pushes the file whole.
+    void build_delta() {
+      auto& d = *delta_;
+      if (d.bytes.size() != d.expected)
+        throw error(errc::invalid_argument, "push: received " + std::to_string(d.bytes.size()) + " of the " +
+                                                std::to_string(d.expected) + " bytes its blocks carry; nothing was changed");
+      std::unordered_map<digest, std::span<const std::byte>, digest_hash> carried;
+      std::size_t at = 0;
+      for (const auto i : header_.carried()) {
+        const auto& b = d.wanted.blocks[i];
+        carried.emplace(b.sha256, std::as_bytes(std::span(d.bytes.data() + at, b.span.size)));
+        at += b.span.size;
+      }
+      try {
+        hub_.append_blocks(*upload_, header_.session(), header_.path(), d.wanted,
+                           [&](const digest& sha) -> std::optional<std::span<const std::byte>> {
+                             const auto it = carried.find(sha);
+                             if (it == carried.end()) return std::nullopt;
+                             return it->second;
+                           });
+      } catch (const error& e) {
+        if (e.code() != errc::not_found && e.code() != errc::corrupt) throw;
+        throw failed_precondition(std::string(e.what()) + "; nothing was changed: push the file whole");
+      }
     }
 
     void publish() {
       std::optional<write_result> result;
       auto status = guarded([&] {
         if (!upload_) throw error(errc::invalid_argument, "push: no header was sent; nothing was changed");
+        if (delta_) build_delta();
         if (header_.size() >= 0 && upload_->size() != static_cast<std::uint64_t>(header_.size()))
           throw error(errc::invalid_argument, "push: received " + std::to_string(upload_->size()) + " of " +
                                                   std::to_string(header_.size()) + " bytes; nothing was changed");
@@ -717,6 +811,12 @@ class assistant_service final : public v1::Assistant::CallbackService {
     v1::WriteReply* reply_;
     v1::PushHeader header_;
     std::optional<server_hub::upload> upload_;
+    struct delta_state {
+      block_list wanted;
+      std::uint64_t expected = 0;  ///< the carried blocks' bytes
+      std::string bytes;           ///< those received so far
+    };
+    std::optional<delta_state> delta_;
   };
 
   /// PushTree: a header, then each file's TreeFile and data pieces into temp files in the

@@ -8,6 +8,11 @@
 ///       a Push of N bytes (in pieces of P; one message by default, so N > 16 MiB is an
 ///       oversized message), declaring M bytes in the header (a short stream when M > N),
 ///       as node-originated from NODE when given.
+///   delta SESSION PATH --kind KIND
+///       a delta Push (a block list in the header) that is wrong one way: `forged` (the
+///       carried block is not the bytes its digest names), `unheld` (a block neither carried
+///       nor in the hub's copy), `unsorted` (carried indices out of order), `bad-digest` (a
+///       digest of 5 bytes), `wrong-size` (the header's size is not the blocks' total).
 ///   remove SESSION PATH --origin NODE
 ///   node-link --id ID [--hellos K] [--then-bytes N]
 ///       opens the node link, says hello as ID K times (a replayed hello when K > 1), then
@@ -18,6 +23,7 @@
 #include "common/client_security.hpp"
 #include "common/link_security.hpp"
 #include "common/status_name.hpp"
+#include "meshhub/digest.hpp"
 #include "meshhub/v1/assistant.grpc.pb.h"
 #include "meshhub/v1/node.grpc.pb.h"
 
@@ -82,6 +88,52 @@ outcome push(v1::Assistant::Stub& stub, const std::string& session, const std::s
   return {writer->Finish(), false};
 }
 
+outcome delta(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, const std::string& kind) {
+  grpc::ClientContext context;
+  deadline(context);
+  v1::WriteReply reply;
+  auto writer = stub.Push(&context, &reply);
+  v1::PushRequest header;
+  auto& h = *header.mutable_header();
+  h.set_session(session);
+  h.set_path(path);
+  const std::string real = "real", fake = "fake", other = "other block";
+  const auto add = [&h](const std::string& digest, std::size_t size) {
+    auto& b = *h.add_blocks();
+    b.set_digest(digest);
+    b.set_size(static_cast<std::uint32_t>(size));
+  };
+  const auto bytes_of = [](const meshhub::digest& d) { return std::string(reinterpret_cast<const char*>(d.data()), d.size()); };
+  std::string data;
+  add(bytes_of(meshhub::sha256_of(real)), real.size());
+  if (kind == "forged") {
+    h.add_carried(0);
+    data = fake;  // as long as the real block, other bytes
+  } else if (kind == "unsorted") {
+    add(bytes_of(meshhub::sha256_of(other)), other.size());
+    h.add_carried(1);
+    h.add_carried(0);
+    data = other + real;
+  } else if (kind == "bad-digest") {
+    add("short", 4);
+  } else if (kind == "wrong-size") {
+    h.set_size(1000);
+  }  // unheld: the block is named, never carried, and the hub holds nothing of the path
+  if (h.size() == 0) {
+    std::int64_t total = 0;
+    for (const auto& b : h.blocks()) total += b.size();
+    h.set_size(total);
+  }
+  bool open = writer->Write(header);
+  if (open && !data.empty()) {
+    v1::PushRequest piece;
+    piece.set_data(data);
+    open = writer->Write(piece);
+  }
+  if (open) writer->WritesDone();
+  return {writer->Finish(), false};
+}
+
 outcome remove(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, const std::string& origin) {
   grpc::ClientContext context;
   deadline(context);
@@ -139,6 +191,12 @@ int main(int argc, char** argv) {
   push_cmd->add_option("--origin", origin, "the header's origin_node");
   push_cmd->add_option("--piece", piece, "bytes per message (default: all in one)");
 
+  std::string kind;
+  auto* delta_cmd = app.add_subcommand("delta", "a delta Push that is wrong one way");
+  delta_cmd->add_option("session", session)->required();
+  delta_cmd->add_option("path", path)->required();
+  delta_cmd->add_option("--kind", kind)->required()->check(CLI::IsMember({"forged", "unheld", "unsorted", "bad-digest", "wrong-size"}));
+
   auto* remove_cmd = app.add_subcommand("remove", "a Remove");
   remove_cmd->add_option("session", session)->required();
   remove_cmd->add_option("path", path)->required();
@@ -157,6 +215,9 @@ int main(int argc, char** argv) {
       auto stub = v1::Assistant::NewStub(channel);
       out = push(*stub, session, path, bytes, declare == -2 ? static_cast<std::int64_t>(bytes) : declare, origin,
                  piece ? piece : std::max<std::uint64_t>(bytes, 1));
+    } else if (*delta_cmd) {
+      auto stub = v1::Assistant::NewStub(channel);
+      out = delta(*stub, session, path, kind);
     } else if (*remove_cmd) {
       auto stub = v1::Assistant::NewStub(channel);
       out = remove(*stub, session, path, origin);

@@ -2,6 +2,8 @@
 /// oversized message on either service, a file over the hub's size limit, a change sent
 /// under another node's name, a replayed hello, a push shorter than it declared. Each is refused with its own code,
 /// changes nothing (docs/security.md), and the hub and the real nodes carry on.
+#include <tuple>
+
 #include "mesh.hpp"
 
 using namespace meshhub::it;
@@ -105,6 +107,23 @@ TEST_CASE("messages the real programs never send are refused, change nothing, an
     const json longer = m.hostile(admin, {"push", "s", "a.txt", "--bytes", "1000", "--declare", "10"});
     CHECK(code_of(longer) == "INVALID_ARGUMENT");
     CHECK(m.hub_state() == before);  // not even a temp file left in the mirror
+  }
+
+  SECTION("a delta push whose blocks are forged, missing or malformed changes nothing") {
+    for (const auto& [kind, code, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
+             {"forged", "FAILED_PRECONDITION", "does not match its digest"},
+             {"unheld", "FAILED_PRECONDITION", "neither held nor carried"},
+             {"unsorted", "INVALID_ARGUMENT", "ascending"},
+             {"bad-digest", "DATA_LOSS", "expected 32 bytes"},
+             {"wrong-size", "INVALID_ARGUMENT", "the blocks' total"}}) {
+      INFO(kind);
+      for (const auto* path : {"a.txt", "fresh.bin"}) {
+        const json r = m.hostile(admin, {"delta", "s", path, "--kind", kind});
+        CHECK(code_of(r) == code);
+        CHECK_THAT(r.value("message", ""), Catch::Contains(says));
+      }
+    }
+    CHECK(m.hub_state() == before);
   }
 
   // The hub is up, and both real nodes still get every change.

@@ -192,3 +192,39 @@ TEST_CASE("three nodes converge on push, write and rm, and ls and cat see it", "
   m.check_alive();
   m.finish();
 }
+
+TEST_CASE("push: a file edited in place goes as a delta, only the changed blocks travel, and the members hold the edit", "[mesh][delta]") {
+  mesh m("delta-push");
+  const std::vector<std::string> ids{"n1", "n2"};
+  for (const auto& id : ids) m.add_node(id);
+  m.wait_connected(ids);
+  m.cli_ok({"session", "create", "s"});
+  m.cli_ok({"session", "join", "s", "n1", "n2"});
+  const fs::path src = m.src("model.bin");
+  make_random_file(src, 24 * mib, 7);
+  const json first = m.cli_json({"push", "s", src.string(), "--wait", "all", "--json"}, {}, 120s);
+  CHECK_FALSE(first.contains("delta"));  // the hub held nothing of it: sent whole
+
+  // 100 bytes inserted at 10 MiB, 1 MiB overwritten at 16 MiB: a few blocks change.
+  std::string bytes = read_file(src);
+  bytes.insert(10 * mib, std::string(100, 'i'));
+  for (std::size_t i = 0; i < mib; ++i) bytes[16 * mib + i] = static_cast<char>(i * 31);
+  write_file(src, bytes);
+  const json edited = m.cli_json({"push", "s", src.string(), "--wait", "all", "--json"}, {}, 120s);
+  INFO(edited.dump());
+  REQUIRE(edited.contains("delta"));
+  CHECK(u64(edited["delta"], "sent_bytes") <= 2 * mib);  // 1 MiB overwritten, an insert, block edges
+  CHECK(u64(edited["delta"], "sent_blocks") < u64(edited["delta"], "blocks"));
+  CHECK(u64(edited, "size") == bytes.size());
+  CHECK(edited.value("digest", "") == content_digest_file(src));
+  CHECK(edited["missing"].empty());
+  for (const auto& id : ids) CHECK(sha256_file(m.node_file(id, "s", "model.bin")) == sha256_file(src));
+  CHECK(sha256_file(m.mirror_file("s", "model.bin")) == sha256_file(src));
+
+  // --whole sends it whole; an unchanged file as a delta sends nothing at all.
+  const json whole = m.cli_json({"push", "s", src.string(), "--whole", "--json"}, {}, 120s);
+  CHECK_FALSE(whole.contains("delta"));
+  const json same = m.cli_json({"push", "s", src.string(), "--json"}, {}, 120s);
+  REQUIRE(same.contains("delta"));
+  CHECK(u64(same["delta"], "sent_bytes") == 0);
+}

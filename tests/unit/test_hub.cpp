@@ -634,3 +634,54 @@ TEMPLATE_LIST_TEST_CASE("hub: a change set's symlinks reach every member as link
     CHECK_FALSE(fs::exists(fs::symlink_status(n->session("s").root() / "old")));
   }
 }
+
+TEMPLATE_LIST_TEST_CASE("hub: have/want names the blocks a new version needs, and a version built from them reaches every member",
+                        "[hub][delta]", hub_configs) {
+  fixture<TestType> f;
+  f.hub.create_session("s");
+  auto& n1 = f.add_node("n1");
+  f.hub.join("s", {"n1"});
+  const auto old_bytes = mixed_bytes(3 << 20, 5);
+  CHECK(f.wait_all(f.hub.write("s", "data.bin", old_bytes)).empty());
+
+  auto new_bytes = old_bytes;
+  new_bytes.insert(1 << 20, "inserted");
+  for (std::size_t i = 0; i < 64 * 1024; ++i) new_bytes[(2 << 20) + i] = static_cast<char>(i);
+  const cdc_chunker cdc;
+  const auto wanted = block_list_of(cdc, std::as_bytes(std::span(new_bytes)));
+  const auto missing = f.hub.blocks_wanted("s", "data.bin", wanted);
+  CHECK(missing.size() >= 1);
+  CHECK(missing.size() <= 6);  // the insert's block and the overwrite's, with their neighbours
+  CHECK(f.hub.blocks_wanted("s", "new.bin", wanted).size() == wanted.blocks.size());  // nothing held there
+
+  std::map<digest, std::string> sent;
+  for (const auto i : missing) {
+    const auto& b = wanted.blocks[i];
+    sent[b.sha256] = new_bytes.substr(b.span.offset, b.span.size);
+  }
+  const carried_blocks carried = [&](const digest& d) -> std::optional<std::span<const std::byte>> {
+    const auto it = sent.find(d);
+    if (it == sent.end()) return std::nullopt;
+    return std::as_bytes(std::span(it->second));
+  };
+
+  // A forged block, and a block neither held nor carried: refused, nothing changed.
+  auto forged = sent;
+  forged.begin()->second[0] ^= 1;
+  CHECK_THROWS_WITH(f.hub.write_blocks("s", "data.bin", wanted,
+                                       [&](const digest& d) -> std::optional<std::span<const std::byte>> {
+                                         const auto it = forged.find(d);
+                                         if (it == forged.end()) return std::nullopt;
+                                         return std::as_bytes(std::span(it->second));
+                                       }),
+                    Catch::Contains("does not match its digest"));
+  CHECK_THROWS_WITH(f.hub.write_blocks("s", "data.bin", wanted, {}), Catch::Contains("neither held nor carried"));
+  CHECK(f.hub.store().file("s", "data.bin")->version == 1);
+
+  const auto r = f.hub.write_blocks("s", "data.bin", wanted, carried);
+  CHECK(r.version == 2);
+  CHECK(r.content == content_digest_of(new_bytes));
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(n1, "s", "data.bin", new_bytes));
+  CHECK(testing::read_file(f.dir / "hub" / "sessions" / "s" / "data.bin") == new_bytes);
+}
