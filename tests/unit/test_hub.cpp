@@ -282,6 +282,48 @@ TEMPLATE_LIST_TEST_CASE("hub: a stalled node lags alone, memory stays bounded, t
   CHECK(eventually([&] { return f.count(event_kind::node_caught_up, "slow") == 1; }));
 }
 
+// The window is counted back from the fastest member: with one chunk of backlog (less than
+// the wave's read-ahead) a member at the head of a wave never lags, whether the dispatch
+// policy answers at once or later; a node that did lag catches up through a repair wave of
+// its own (one member: it is the fastest), which a window counted over the backlog lost.
+TEMPLATE_LIST_TEST_CASE("hub: with a backlog of one chunk a fast member never lags and a wave completes", "[hub][backlog]",
+                        hub_configs) {
+  hub_options o;
+  o.queue_chunks = 4;
+  o.backlog_chunks = 1;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& fast = f.add_node("fast");
+  f.hub.join("s", {"fast"});
+
+  // Alone: the wave completes, nobody lags.
+  const auto alone = mixed_bytes(24 * small_chunk, 4);
+  CHECK(f.wait_all(f.hub.write("s", "alone.bin", alone)).empty());
+  CHECK(f.holds(fast, "s", "alone.bin", alone));
+  CHECK(f.count(event_kind::node_lagging) == 0);
+
+  // Beside a stalled member: the fast one takes the whole wave without lagging; the
+  // stalled one fills its queue, lags, and once it reads again catches up from the mirror.
+  auto& slow = f.add_node("slow");
+  f.hub.join("s", {"slow"});
+  CHECK(eventually([&] { return f.holds(slow, "s", "alone.bin", alone); }));
+  slow.stall(true);
+  const auto data = mixed_bytes(24 * small_chunk, 5);
+  auto r = f.hub.write("s", "both.bin", data);
+  REQUIRE(eventually([&] { return f.holds(fast, "s", "both.bin", data); }));
+  CHECK(eventually([&] { return f.count(event_kind::node_lagging, "slow") == 1; }));
+  CHECK(f.count(event_kind::node_lagging, "fast") == 0);
+  slow.stall(false);
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(slow, "s", "both.bin", data));
+  CHECK(eventually([&] { return f.count(event_kind::node_caught_up, "slow") == 1; }));
+  CHECK(f.count(event_kind::node_lagging, "fast") == 0);
+  for (auto& n : f.hub.status().nodes) {
+    INFO(n.id);
+    CHECK_FALSE(n.lagging);
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("hub: a reconnecting node resumes at its first unacknowledged chunk", "[hub]", hub_configs) {
   hub_options o;
   o.queue_chunks = 4;

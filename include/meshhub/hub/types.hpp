@@ -20,9 +20,10 @@ struct hub_options {
   /// Per-node outbound queue bound, in chunks (≥ 2). Hub memory for chunks stays below
   /// queue_chunks × chunk_size × nodes, however slow a node is.
   std::size_t queue_chunks = 8;
-  /// Chunks one wave keeps for members that have not taken them yet (≥ 1). A member that
-  /// falls further behind the fastest than this (plus its own queue) is lagging and
-  /// catches up from the mirror. Memory: backlog_chunks × chunk_size per wave in flight.
+  /// Chunks one wave keeps for members behind the fastest (≥ 1). A member that falls
+  /// further behind the fastest than this (plus its own queue) is lagging and catches up
+  /// from the mirror; the fastest member never is. Memory: (backlog_chunks + 3) ×
+  /// chunk_size per wave in flight (the window, the read-ahead, a chunk in flight).
   std::size_t backlog_chunks = 16;
   /// Threads for disk, chunking and compression (≥ 1).
   std::size_t io_threads = 4;
