@@ -125,14 +125,27 @@ struct listing_page {
   std::string next_after;
 };
 
+/// How far a node got with one delivery in flight to it.
+struct delivery_progress {
+  file_version file;
+  std::uint64_t size = 0;          ///< bytes of the version
+  std::uint32_t chunks = 0;        ///< chunks it travels in
+  std::uint32_t chunks_acked = 0;  ///< of those, durable on the node (its first chunks)
+  std::uint64_t bytes_acked = 0;   ///< the bytes of those chunks
+};
+
 /// A node as `status` reports it.
 struct node_status {
   std::string id;
   bool connected = false;
   bool lagging = false;
   std::vector<std::string> sessions;
-  std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
+  std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, files_acked = 0;
+  std::uint64_t bytes_sent = 0;    ///< chunk payload as encoded, resends included
+  std::uint64_t bytes_resent = 0;  ///< of those, sent again
+  std::uint64_t bytes_acked = 0;   ///< file bytes the node acknowledged as stored (chunks, batched files)
   std::uint64_t queued = 0;
+  std::vector<delivery_progress> deliveries;  ///< in flight to it, as far as it got
 };
 
 /// The hub at a glance.

@@ -92,7 +92,8 @@ class wave_engine {
     };
     std::vector<starting> begin;
     for (auto& [node, first] : targets)
-      if (auto a = nodes_.begin_delivery(node, file, version.content, first, w->chunk_count, repair)) begin.push_back({node, *a});
+      if (auto a = nodes_.begin_delivery(node, file, version.content, version.size, first, w->chunk_count, repair))
+        begin.push_back({node, *a});
     // Sent outside every lock: a link's try_send may take time (a blocking transport), and
     // only this node should wait for it.
     std::vector<std::tuple<std::string, std::uint32_t>> resumed;
@@ -414,9 +415,7 @@ class wave_engine {
         targets.push_back(o.target);
       }
     }
-    const auto payload = message->payload_bytes();
-    const bool batch = message->is_batch();
-    dispatch_.broadcast(links, message, [this, w, index, payload, batch, targets](std::size_t i, bool accepted) {
+    dispatch_.broadcast(links, message, [this, w, index, message, targets](std::size_t i, bool accepted) {
       bool wake = false;
       std::string node;
       {
@@ -430,8 +429,8 @@ class wave_engine {
         wake = std::exchange(w->parked, false);
       }
       if (!node.empty()) {
-        if (batch) nodes_.count_batch_sent(node, payload);
-        else nodes_.count_sent(node, w->file, index, payload);
+        if (message->is_batch()) nodes_.count_batch_sent(node, *message);
+        else nodes_.count_sent(node, w->file, index, message->payload_bytes(), w->size);
       }
       if (wake) pool_.post([this, w] { pump(w); });
     });
