@@ -437,6 +437,7 @@ class basic_hub {
       ns.id = id;
       ns.sessions = store_.sessions_of(id);
       nodes_.describe(ns);
+      ns.deliveries = nodes_.deliveries_of(id, status_deliveries_per_node);
       s.nodes.push_back(std::move(ns));
     }
     return s;
@@ -513,6 +514,10 @@ class basic_hub {
     out.held.add(0, block_list_of(cdc_chunker{}, out.fd.get()));
     return out;
   }
+
+  /// Deliveries `status` reports per node: enough for every wave a dashboard shows, and a
+  /// bound on the answer however many waves run at once.
+  static constexpr std::size_t status_deliveries_per_node = 64;
 
   static hub_options sanitize(hub_options o) {
     o.queue_chunks = std::max<std::size_t>(o.queue_chunks, 2);

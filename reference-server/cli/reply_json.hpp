@@ -26,6 +26,15 @@ inline nlohmann::ordered_json session_json(const v1::SessionInfo& info) {
 }
 
 inline nlohmann::ordered_json node_status_json(const v1::NodeStatus& node) {
+  auto deliveries = nlohmann::ordered_json::array();
+  for (const auto& d : node.deliveries())
+    deliveries.push_back({{"session", d.session()},
+                          {"path", d.path()},
+                          {"version", d.version()},
+                          {"size", d.size()},
+                          {"chunks", d.chunks()},
+                          {"chunks_acked", d.chunks_acked()},
+                          {"bytes_acked", d.bytes_acked()}});
   return {{"id", node.id()},
           {"connected", node.connected()},
           {"lagging", node.lagging()},
@@ -34,8 +43,11 @@ inline nlohmann::ordered_json node_status_json(const v1::NodeStatus& node) {
           {"chunks_resent", node.chunks_resent()},
           {"chunks_acked", node.chunks_acked()},
           {"bytes_sent", node.bytes_sent()},
+          {"bytes_resent", node.bytes_resent()},
+          {"bytes_acked", node.bytes_acked()},
           {"queued", node.queued()},
-          {"files_acked", node.files_acked()}};
+          {"files_acked", node.files_acked()},
+          {"deliveries", std::move(deliveries)}};
 }
 
 /// `meshhub status --json`, and the hub's `/api/status`.

@@ -216,9 +216,9 @@ class agent {
 
   /// The connection loop; returns once stop() was called.
   int run() {
-    if (opts_.delay_ms_per_chunk || opts_.throttle_bytes_per_sec)
-      spdlog::warn("test aids on: delay {} ms per chunk, throttle {} bytes/s", opts_.delay_ms_per_chunk,
-                   opts_.throttle_bytes_per_sec);
+    if (opts_.delay_ms_per_chunk || opts_.throttle_bytes_per_sec || opts_.pause_after_chunks)
+      spdlog::warn("test aids on: delay {} ms per chunk, throttle {} bytes/s, pause after {} chunks", opts_.delay_ms_per_chunk,
+                   opts_.throttle_bytes_per_sec, opts_.pause_after_chunks);
     if (!opts_.watch) spdlog::info("replica mode (--no-watch): local changes are never uploaded");
     std::thread watch_thread;
     if (opts_.watch) watch_thread = std::thread([this] { watch_loop(); });
@@ -410,8 +410,16 @@ class agent {
     spdlog::info("connected to hub {}; sessions: {}", opts_.hub, sessions.empty() ? "none" : sessions);
   }
 
-  /// Test aids: the per-chunk delay and the byte throttle. False when a stop interrupted.
+  /// Test aids: the pause, the per-chunk delay and the byte throttle. False when a stop
+  /// interrupted.
   bool pace(std::size_t bytes) {
+    if (opts_.pause_after_chunks && paced_++ >= opts_.pause_after_chunks) {
+      if (paced_ == opts_.pause_after_chunks + 1)
+        spdlog::warn("test aid: paused after {} chunks; storing nothing more until stopped", opts_.pause_after_chunks);
+      while (stop_.sleep_for(std::chrono::hours(1))) {
+      }
+      return false;
+    }
     if (opts_.delay_ms_per_chunk && !stop_.sleep_for(std::chrono::milliseconds(opts_.delay_ms_per_chunk))) return false;
     if (bucket_) {
       const auto wait = bucket_->take(bytes);
@@ -918,6 +926,7 @@ class agent {
   };
   host host_{*this};
   receiver<host> receiver_;
+  std::uint64_t paced_ = 0;  ///< chunks (and batches) paced so far; the reader thread's alone
   std::unique_ptr<session_watcher> watcher_;  ///< null in replica mode or when inotify failed
   std::atomic<bool> watcher_broken_{false};   ///< wait() threw: poll instead
 

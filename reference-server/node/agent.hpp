@@ -23,6 +23,7 @@ struct node_options {
   std::filesystem::path workspace = "./meshhub-workspace";  ///< sessions at workspace/<session>/
   std::uint64_t throttle_bytes_per_sec = 0;        ///< test aid: pace stored raw bytes (0 = off)
   std::uint64_t delay_ms_per_chunk = 0;            ///< test aid: sleep before storing each chunk
+  std::uint64_t pause_after_chunks = 0;            ///< test aid: store this many chunks, then none until stopped (0 = off)
   /// Watch the session folders and upload local changes (true), or be a replica that never
   /// uploads and leaves local differences for the hub to repair as drift (false).
   bool watch = true;

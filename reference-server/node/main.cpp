@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
                  "TEST AID: wait N ms before storing each received chunk (0 = none); "
                  "lets tests interrupt a transfer midway")
       ->capture_default_str();
+  app.add_option("--pause-after-chunks", opts.pause_after_chunks,
+                 "TEST AID: store N received chunks (a batch counts as one), then store nothing more until "
+                 "stopped (0 = off); keeps a transfer in flight at a known point")
+      ->capture_default_str();
 
   double drain_timeout_s = 10;
   app.add_option("--drain-timeout", drain_timeout_s,

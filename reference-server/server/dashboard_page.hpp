@@ -1,7 +1,9 @@
 #pragma once
 /// The dashboard: one page, its CSS and script inline, compiled into the binary — no CDN,
 /// no build step, works offline. It polls `/api/status` (the JSON of `meshhub status
-/// --json`) and `/api/activity` once a second and redraws. Data is only ever inserted as
+/// --json`) and `/api/activity` once a second and redraws; a wave's bar per member is the
+/// share of the version that member acknowledged as stored (the status's `deliveries`),
+/// laid over the journal's word on who holds it. Data is only ever inserted as
 /// text (`textContent`), never as HTML. Without a token the page shows a login form; a
 /// token in the URL fragment (`/#token=…`, never sent to a server or its logs) logs in
 /// at once.
@@ -43,7 +45,8 @@ td.num { text-align:right; font-variant-numeric: tabular-nums; }
 .wave .title { display:flex; gap:10px; align-items:baseline; }
 .wave .path { font-weight:600; font-family: ui-monospace, Menlo, monospace; }
 .wave .meta { color:var(--muted); font-size:12px; }
-.member { display:grid; grid-template-columns: 110px 1fr 70px; gap:10px; align-items:center; margin-top:5px; font-size:13px; }
+.member { display:grid; grid-template-columns: 110px 1fr 190px; gap:10px; align-items:center; margin-top:5px; font-size:13px; }
+.member .meta { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .bar { height:8px; background:#edf0f5; border-radius:4px; overflow:hidden; }
 .bar > span { display:block; height:100%; background:var(--accent); border-radius:4px; }
 .bar.done > span { background:var(--ok); }
@@ -133,7 +136,15 @@ function drawStatus(s) {
       el("td", {class: "num"}, x.pending_waves ? pill(x.pending_waves, "warn") : "0"))), "no sessions yet", 5);
 }
 
-function drawActivity(a) {
+// Each delivery in flight (from /api/status), by node and file version.
+function deliveries(s) {
+  const by = new Map();
+  for (const n of s.nodes) for (const d of n.deliveries || []) by.set([n.id, d.session, d.path, d.version].join("\n"), d);
+  return by;
+}
+
+function drawActivity(a, s) {
+  const progress = deliveries(s);
   $("t-waves").textContent = a.waves.length;
   const waves = $("waves");
   waves.replaceChildren();
@@ -144,9 +155,17 @@ function drawActivity(a) {
          el("span", {class: "meta"}, w.session + " · v" + w.version + (w.deleted ? " · removal" : " · " + bytes(w.size)) +
             " · " + w.done + "/" + w.members.length + " members")));
     for (const m of w.members) {
-      // The journal says who holds the version; a member still receiving shows a moving bar.
-      const bar = el("div", {class: "bar " + m.state, title: m.state}, el("span", {style: "width:100%"}));
-      box.append(el("div", {class: "member", "data-member": m.node}, el("span", {}, m.node), bar, el("span", {class: "meta"}, m.state)));
+      // The journal says who holds the version; for a member still receiving, the bar is
+      // the share it acknowledged as stored (a full moving bar while that is not known:
+      // waiting for its catch-up, or a removal, a link, a batched file).
+      const d = m.done ? null : progress.get([m.node, w.session, w.path, w.version].join("\n"));
+      const share = m.done ? 1 : !d ? null : d.size > 0 ? d.bytes_acked / d.size : d.chunks_acked / d.chunks;
+      const pct = share === null ? 100 : Math.floor(share * 100);
+      const label = m.done || !d ? m.state
+          : (m.state === "sending" ? "" : m.state + " · ") + pct + "% · " + bytes(d.bytes_acked) + " of " + bytes(d.size);
+      const bar = el("div", {class: "bar " + m.state, title: m.state + (d ? " · " + d.chunks_acked + "/" + d.chunks + " chunks" : "")},
+                     el("span", {style: "width:" + pct + "%"}));
+      box.append(el("div", {class: "member", "data-member": m.node}, el("span", {}, m.node), bar, el("span", {class: "meta"}, label)));
     }
     waves.append(box);
   }
@@ -169,8 +188,9 @@ async function poll() {
     const [s, a] = await Promise.all([fetch("/api/status", {credentials: "same-origin"}), fetch("/api/activity", {credentials: "same-origin"})]);
     if (s.status === 401 || a.status === 401) return showLogin("");
     if (!s.ok || !a.ok) throw new Error("HTTP " + s.status + "/" + a.status);
-    drawStatus(await s.json());
-    drawActivity(await a.json());
+    const status = await s.json();
+    drawStatus(status);
+    drawActivity(await a.json(), status);
     $("login").hidden = true; $("dash").hidden = false;
   } catch (err) {
     $("state").replaceChildren(el("span", {class: "dot bad"}), "hub unreachable");

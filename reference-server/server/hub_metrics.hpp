@@ -32,7 +32,9 @@ class hub_metrics {
   metrics::counter& bytes_sent = registry.add_counter("meshhub_sent_bytes_total", "Bytes of chunk payload sent to nodes (encoded size), resends included.");
   metrics::counter& chunks_sent = registry.add_counter("meshhub_chunks_sent_total", "Chunks sent to nodes, resends included.");
   metrics::counter& chunks_resent = registry.add_counter("meshhub_chunks_resent_total", "Chunks sent again to a node (after a refusal, a reconnect or lagging).");
+  metrics::counter& bytes_resent = registry.add_counter("meshhub_bytes_resent_total", "Bytes of chunk payload sent again to a node (encoded size; part of meshhub_sent_bytes_total).");
   metrics::counter& chunks_acked = registry.add_counter("meshhub_chunks_acked_total", "Chunks nodes acknowledged as stored.");
+  metrics::counter& bytes_acked = registry.add_counter("meshhub_bytes_acked_total", "File bytes nodes acknowledged as stored (uncompressed): acknowledged chunks and batched files.");
   metrics::counter& files_acked = registry.add_counter("meshhub_files_acked_total", "File versions nodes acknowledged as stored.");
   metrics::counter& chunks_encoded = registry.add_counter("meshhub_chunks_encoded_total", "Chunks compressed (once each, whatever the member count).");
 
@@ -103,13 +105,15 @@ class hub_metrics {
 
   /// Scrape time: the numbers `hub_status` holds.
   void collect(const hub_status& s) {
-    std::uint64_t sent = 0, chunks = 0, resent = 0, acked = 0, files = 0, queued = 0;
+    std::uint64_t sent = 0, chunks = 0, resent = 0, acked = 0, files = 0, queued = 0, resent_bytes = 0, acked_bytes = 0;
     double connected = 0, lagging = 0;
     for (const auto& n : s.nodes) {
       sent += n.bytes_sent;
       chunks += n.chunks_sent;
       resent += n.chunks_resent;
+      resent_bytes += n.bytes_resent;
       acked += n.chunks_acked;
+      acked_bytes += n.bytes_acked;
       files += n.files_acked;
       queued += n.queued;
       connected += n.connected;
@@ -118,7 +122,9 @@ class hub_metrics {
     bytes_sent.advance_to(sent);
     chunks_sent.advance_to(chunks);
     chunks_resent.advance_to(resent);
+    bytes_resent.advance_to(resent_bytes);
     chunks_acked.advance_to(acked);
+    bytes_acked.advance_to(acked_bytes);
     files_acked.advance_to(files);
     chunks_encoded.advance_to(s.chunks_encoded);
     nodes_known.set(static_cast<double>(s.nodes.size()));

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
       ->envname("MESHHUB_QUEUE_CHUNKS")->check(CLI::Range(2, 1024))->capture_default_str();
   app.add_option("--backlog-chunks", config.hub.backlog_chunks,
                  "chunks one wave keeps for members behind the fastest; a member further behind is lagging")
-      ->envname("MESHHUB_BACKLOG_CHUNKS")->check(CLI::Range(4, 1024))->capture_default_str();
+      ->envname("MESHHUB_BACKLOG_CHUNKS")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--io-threads", config.hub.io_threads, "threads for disk, chunking and compression")
       ->envname("MESHHUB_IO_THREADS")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--dispatch-threads", config.dispatch_threads, "threads handing chunks to node links (pooled dispatch)")

@@ -34,6 +34,18 @@ inline void fill(v1::StatusReply& out, const hub_status& s) {
     o->set_bytes_sent(n.bytes_sent);
     o->set_queued(n.queued);
     o->set_files_acked(n.files_acked);
+    o->set_bytes_resent(n.bytes_resent);
+    o->set_bytes_acked(n.bytes_acked);
+    for (auto& d : n.deliveries) {
+      auto* p = o->add_deliveries();
+      p->set_session(d.file.session);
+      p->set_path(d.file.path);
+      p->set_version(d.file.version);
+      p->set_size(d.size);
+      p->set_chunks(d.chunks);
+      p->set_chunks_acked(d.chunks_acked);
+      p->set_bytes_acked(d.bytes_acked);
+    }
   }
   for (auto& sess : s.sessions) fill(*out.add_sessions(), sess);
 }

@@ -225,7 +225,20 @@ TEST_CASE("ops: /metrics counts what was done, in the Prometheus text format", "
   CHECK(sent >= 2.0 * size);
   CHECK(sent < 2.0 * size * 1.01 + 64 * 1024);  // framing at most
   CHECK(after["meshhub_upload_bytes_total"] - before["meshhub_upload_bytes_total"] == Approx(size));
-  CHECK(after["meshhub_chunks_acked_total"] - before["meshhub_chunks_acked_total"] >= 2 * 3);  // 3 chunks to each of 2 nodes
+  CHECK(after["meshhub_chunks_acked_total"] - before["meshhub_chunks_acked_total"] == 2 * 3);  // 3 chunks to each of 2 nodes
+  // Each node acknowledged every byte of the file once, and nothing had to be sent again.
+  CHECK(after["meshhub_bytes_acked_total"] - before["meshhub_bytes_acked_total"] == 2.0 * size);
+  CHECK(after["meshhub_bytes_resent_total"] - before["meshhub_bytes_resent_total"] == 0);
+  CHECK(after["meshhub_chunks_resent_total"] - before["meshhub_chunks_resent_total"] == 0);
+  CHECK(after.types.at("meshhub_bytes_acked_total") == "counter");
+  CHECK(after.types.at("meshhub_bytes_resent_total") == "counter");
+  // The same numbers per node in `status --json`, which the metrics sum.
+  {
+    const auto status = m.cli_json({"status", "--json"});
+    double acked = 0;
+    for (const auto& n : status["nodes"]) acked += n.value("bytes_acked", 0.0);
+    CHECK(acked == after["meshhub_bytes_acked_total"]);
+  }
   CHECK(after["meshhub_files_acked_total"] - before["meshhub_files_acked_total"] == 2);
   CHECK(after["meshhub_waves_started_total"] - before["meshhub_waves_started_total"] == 1);
   CHECK(after["meshhub_waves_completed_total"] - before["meshhub_waves_completed_total"] == 1);
@@ -264,9 +277,10 @@ TEST_CASE("ops: /metrics counts what was done, in the Prometheus text format", "
 }
 
 TEST_CASE("ops: a throttled node shows as lagging in /metrics", "[ops][slow]") {
-  // A small window (2 chunks queued, 4 kept for the slow) makes a slow member fall out of
-  // a 12-chunk wave while the fast one takes it at line rate.
-  ops_mesh o("ops-lagging", {.extra = {"--queue-chunks", "2", "--backlog-chunks", "4"}});
+  // The smallest window (2 chunks queued, 1 kept for the slow) makes a slow member fall out
+  // of a 12-chunk wave while the fast one takes it at line rate — and the fast one, at the
+  // head of the wave, never lags however small the window.
+  ops_mesh o("ops-lagging", {.extra = {"--queue-chunks", "2", "--backlog-chunks", "1"}});
   auto& m = o.m;
   m.add_node("fast");
   m.add_node("slow", {"--throttle-bytes-per-sec", std::to_string(1 * mib)});
@@ -296,6 +310,7 @@ TEST_CASE("ops: a throttled node shows as lagging in /metrics", "[ops][slow]") {
   REQUIRE(fast);
   CHECK_FALSE((*fast)["lagging"].get<bool>());
   m.wait_in_sync("s", "big.bin", {"fast"}, 60s);
+  for (const auto& e : m.logged_events("node_lagging")) CHECK(e.value("node", "") == "slow");  // only the slow one lagged
   m.finish();
 }
 
@@ -655,8 +670,9 @@ TEST_CASE("ops: the dashboard in headless Chromium shows nodes, the session, wav
   auto& m = o.m;
   m.add_node("n1");
   m.add_node("n2");
-  // n3 stores each chunk slowly: a wave to it stays in flight while the page is looked at.
-  m.add_node("n3", {"--delay-ms-per-chunk", "4000"});
+  // n3 stores two chunks — notes.md's one, then model.bin's first — and then nothing more:
+  // model.bin's wave stays in flight at 1 chunk of 3 while the page is looked at.
+  m.add_node("n3", {"--pause-after-chunks", "2"});
   m.wait_connected({"n1", "n2", "n3"});
   m.cli_ok({"session", "create", "demo"});
   m.cli_ok({"session", "join", "demo", "n1", "n2"});
@@ -674,6 +690,21 @@ TEST_CASE("ops: the dashboard in headless Chromium shows nodes, the session, wav
   make_random_file(src, 3 * chunk_bytes, 17);
   m.cli_ok({"push", "demo", src.string(), "model.bin"}, {}, 60s);
   m.wait_in_sync("demo", "model.bin", {"n1", "n2"}, 60s);
+  // The hub has n3's acknowledgement of the first chunk: `status --json` (the JSON the page
+  // polls) says how far it got, and it gets no further.
+  json progress;
+  wait_until(60s, [&] {
+    const auto st = m.status_json();
+    const auto* n3 = mesh::find_node(st, "n3");
+    if (!n3) return false;
+    for (const auto& d : n3->value("deliveries", json::array()))
+      if (d.value("path", "") == "model.bin" && d.value("chunks_acked", 0) == 1) progress = d;
+    return !progress.is_null();
+  }, [&] { return "n3's delivery of model.bin at 1 chunk; last status: " + m.status_json().dump().substr(0, 2000); });
+  CHECK(progress["session"] == "demo");
+  CHECK(progress["chunks"] == 3);
+  CHECK(progress["size"] == 3 * chunk_bytes);
+  CHECK(progress["bytes_acked"] == chunk_bytes);
 
   const std::string url = "http://" + o.http() + "/#token=" + o.token;
   const auto dom = run_chromium(chromium, m.dir() / "chromium", {"--dump-dom"}, url);
@@ -694,6 +725,14 @@ TEST_CASE("ops: the dashboard in headless Chromium shows nodes, the session, wav
   CHECK(html.find("2/3 members") != std::string::npos);
   CHECK(count_of(html, "class=\"bar done\"") >= 2);
   CHECK(html.find("class=\"bar sending\"") != std::string::npos);
+  // n3's bar is the share it acknowledged: a third of the bar, and the numbers beside it.
+  const auto n3_at = html.find("data-member=\"n3\"", html.find("data-path=\"model.bin\""));
+  REQUIRE(n3_at != std::string::npos);
+  const std::string n3_row = html.substr(n3_at, html.find("</div></div>", n3_at) - n3_at);
+  INFO(n3_row);
+  CHECK(n3_row.find("class=\"bar sending\"") != std::string::npos);
+  CHECK(n3_row.find("style=\"width:33%\"") != std::string::npos);
+  CHECK(n3_row.find("33% · 4.0 MiB of 12.0 MiB") != std::string::npos);
   // Recent events: the drift, completed waves, connections.
   CHECK(html.find("data-kind=\"drift_detected\"") != std::string::npos);
   CHECK(html.find("data-kind=\"wave_completed\"") != std::string::npos);

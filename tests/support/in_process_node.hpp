@@ -12,9 +12,11 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -140,9 +142,38 @@ class in_process_node {
     }
     post(std::move(m));
   }
+  /// Hands answers to the hub on its executor one at a time, in the order sent, as the
+  /// reference server handles a node's stream (it reads the next message once the hub
+  /// handled the last): a file's acknowledgement is never handled before its last chunk's.
+  /// The outbox outlives this node, for a drain still on the executor.
   void post(inbound_message m) {
-    hub_.post([&hub = hub_, id = id_, m = std::move(m)]() mutable { hub.on_message(id, std::move(m)); });
+    {
+      std::lock_guard g(outbox_->mu);
+      outbox_->queue.push_back(std::move(m));
+      if (std::exchange(outbox_->draining, true)) return;  // the drain under way takes it
+    }
+    hub_.post([&hub = hub_, id = id_, box = outbox_] {
+      for (;;) {
+        inbound_message next;
+        {
+          std::lock_guard g(box->mu);
+          if (box->queue.empty()) {
+            box->draining = false;
+            return;
+          }
+          next = std::move(box->queue.front());
+          box->queue.pop_front();
+        }
+        hub.on_message(id, std::move(next));
+      }
+    });
   }
+  struct outbox {
+    std::mutex mu;
+    std::deque<inbound_message> queue;
+    bool draining = false;  ///< a drain is posted or running
+  };
+  std::shared_ptr<outbox> outbox_ = std::make_shared<outbox>();
 
   /// Runs on the link's delivery thread, one message at a time, as the agent's reader.
   void apply(const outbound_message& m) {

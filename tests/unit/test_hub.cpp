@@ -94,6 +94,14 @@ using hub_configs = std::tuple<zlib_hub, identity_hub, pooled_hub, async_hub, sc
 
 constexpr std::size_t small_chunk = 64 * 1024;  // many chunks from small files
 
+/// `size` bytes no codec can shrink: every chunk of them travels raw.
+std::string random_bytes(std::size_t size, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string out(size, '\0');
+  for (auto& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
 std::string mixed_bytes(std::size_t size, unsigned seed) {
   std::mt19937 rng(seed);
   std::string out;
@@ -292,6 +300,48 @@ TEMPLATE_LIST_TEST_CASE("hub: a stalled node lags alone, memory stays bounded, t
   CHECK(eventually([&] { return f.count(event_kind::node_caught_up, "slow") == 1; }));
 }
 
+// The window is counted back from the fastest member: with one chunk of backlog (less than
+// the wave's read-ahead) a member at the head of a wave never lags, whether the dispatch
+// policy answers at once or later; a node that did lag catches up through a repair wave of
+// its own (one member: it is the fastest), which a window counted over the backlog lost.
+TEMPLATE_LIST_TEST_CASE("hub: with a backlog of one chunk a fast member never lags and a wave completes", "[hub][backlog]",
+                        hub_configs) {
+  hub_options o;
+  o.queue_chunks = 4;
+  o.backlog_chunks = 1;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& fast = f.add_node("fast");
+  f.hub.join("s", {"fast"});
+
+  // Alone: the wave completes, nobody lags.
+  const auto alone = mixed_bytes(24 * small_chunk, 4);
+  CHECK(f.wait_all(f.hub.write("s", "alone.bin", alone)).empty());
+  CHECK(f.holds(fast, "s", "alone.bin", alone));
+  CHECK(f.count(event_kind::node_lagging) == 0);
+
+  // Beside a stalled member: the fast one takes the whole wave without lagging; the
+  // stalled one fills its queue, lags, and once it reads again catches up from the mirror.
+  auto& slow = f.add_node("slow");
+  f.hub.join("s", {"slow"});
+  CHECK(eventually([&] { return f.holds(slow, "s", "alone.bin", alone); }));
+  slow.stall(true);
+  const auto data = mixed_bytes(24 * small_chunk, 5);
+  auto r = f.hub.write("s", "both.bin", data);
+  REQUIRE(eventually([&] { return f.holds(fast, "s", "both.bin", data); }));
+  CHECK(eventually([&] { return f.count(event_kind::node_lagging, "slow") == 1; }));
+  CHECK(f.count(event_kind::node_lagging, "fast") == 0);
+  slow.stall(false);
+  CHECK(f.wait_all(r).empty());
+  CHECK(f.holds(slow, "s", "both.bin", data));
+  CHECK(eventually([&] { return f.count(event_kind::node_caught_up, "slow") == 1; }));
+  CHECK(f.count(event_kind::node_lagging, "fast") == 0);
+  for (auto& n : f.hub.status().nodes) {
+    INFO(n.id);
+    CHECK_FALSE(n.lagging);
+  }
+}
+
 TEMPLATE_LIST_TEST_CASE("hub: a reconnecting node resumes at its first unacknowledged chunk", "[hub]", hub_configs) {
   hub_options o;
   o.queue_chunks = 4;
@@ -301,9 +351,12 @@ TEMPLATE_LIST_TEST_CASE("hub: a reconnecting node resumes at its first unacknowl
   f.hub.join("s", {"n1"});
   n.stall_after(5);  // takes five chunks, then stops reading
 
-  const auto data = mixed_bytes(20 * small_chunk, 3);
+  // Incompressible: every chunk travels raw, so its payload is its size, in every configuration.
+  const auto data = random_bytes(20 * small_chunk, 3);
   auto r = f.hub.write("s", "resume.bin", data);
   REQUIRE(eventually([&] { return n.received()["resume.bin"].size() == 5; }));
+  // Chunk 5 at least was sent and will not arrive: it is in the queue the node stopped reading.
+  REQUIRE(eventually([&] { return n.current_link()->queued_chunks() >= 1; }));
   n.disconnect();
   n.connect();
   CHECK(f.wait_all(r).empty());
@@ -317,6 +370,63 @@ TEMPLATE_LIST_TEST_CASE("hub: a reconnecting node resumes at its first unacknowl
   REQUIRE(got.size() == 20);
   for (std::uint32_t i = 0; i < 20; ++i) CHECK(got[i] == i);
   CHECK(f.count(event_kind::transfer_resumed, "n1") == 1);
+
+  // The counters, in chunks and in bytes: what the lost queue held was sent again, every
+  // chunk sent and re-sent is a whole raw chunk, and every chunk was acknowledged once.
+  node_status counted;
+  CHECK(eventually([&] {
+    for (auto& s : f.hub.status().nodes)
+      if (s.id == "n1") counted = s;
+    return counted.chunks_acked == 20;
+  }));
+  CHECK(counted.chunks_resent >= 1);
+  CHECK(counted.chunks_resent <= o.queue_chunks);
+  CHECK(counted.chunks_sent == 20 + counted.chunks_resent);
+  CHECK(counted.bytes_resent == counted.chunks_resent * small_chunk);
+  CHECK(counted.bytes_sent == counted.chunks_sent * small_chunk);
+  CHECK(counted.bytes_acked == data.size());
+  CHECK(counted.deliveries.empty());  // nothing in flight any more
+}
+
+TEMPLATE_LIST_TEST_CASE("hub: how far each member got with a wave in flight, chunk by chunk", "[hub][progress]", hub_configs) {
+  hub_options o;
+  o.queue_chunks = 4;
+  fixture<TestType> f(o);
+  f.hub.create_session("s");
+  auto& fast = f.add_node("fast");
+  auto& held = f.add_node("held");
+  f.hub.join("s", {"fast", "held"});
+  held.stall_after(3);  // stores three chunks, then stops reading: the wave stays in flight
+
+  const std::uint64_t size = 9 * small_chunk + 100;  // a short last chunk
+  const auto data = random_bytes(size, 6);
+  auto r = f.hub.write("s", "p.bin", data);
+  REQUIRE(eventually([&] { return f.holds(fast, "s", "p.bin", data); }));
+  auto progress_of = [&](const std::string& id) {
+    for (auto& n : f.hub.status().nodes)
+      if (n.id == id) return n.deliveries;
+    return std::vector<delivery_progress>{};
+  };
+  std::vector<delivery_progress> got;
+  CHECK(eventually([&] {
+    got = progress_of("held");
+    return got.size() == 1 && got[0].chunks_acked == 3;
+  }));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].file == file_version{"s", "p.bin", r.version});
+  CHECK(got[0].size == size);
+  CHECK(got[0].chunks == 10);
+  CHECK(got[0].bytes_acked == 3 * small_chunk);
+  CHECK(eventually([&] { return progress_of("fast").empty(); }));  // it holds the version: nothing in flight
+
+  held.stall(false);
+  CHECK(f.wait_all(r).empty());
+  CHECK(eventually([&] { return progress_of("held").empty(); }));
+  // Each acknowledged every byte once (the short last chunk counted as what it holds).
+  CHECK(eventually([&] {
+    auto nodes = f.hub.status().nodes;
+    return std::all_of(nodes.begin(), nodes.end(), [&](auto& n) { return n.bytes_acked == size; });
+  }));
 }
 
 TEMPLATE_LIST_TEST_CASE("hub: waiting reports the members that do not hold the version", "[hub]", hub_configs) {

@@ -1,8 +1,9 @@
 #pragma once
 /// Who is connected, and what each connection is doing: the node registry holds every
 /// node's current link, whether it lags, the deliveries in flight to it (one version per
-/// path), where an interrupted transfer may resume, its counters, the hello rate limit and
-/// the commands relayed to it (`ls`/`cat --node`, reconcile listings).
+/// path, and how far the node got with each), where an interrupted transfer may resume,
+/// its counters, the hello rate limit and the commands relayed to it (`ls`/`cat --node`,
+/// reconcile listings).
 ///
 /// Everything here belongs to one *connection*: a new hello replaces the link and forgets
 /// the deliveries, lagging and live resume points of the old one, so nothing a dead
@@ -198,24 +199,26 @@ class node_registry {
 
   // ---- deliveries --------------------------------------------------------------------
 
-  /// Admits a delivery of `file` to `node` (connected, reconciled; not lagging unless
-  /// `repair`): it becomes the path's delivery in flight, starting at `first` or at a
-  /// matching resume point past it (used once).
+  /// Admits a delivery of `file` (`size` bytes in `chunk_count` chunks) to `node`
+  /// (connected, reconciled; not lagging unless `repair`): it becomes the path's delivery
+  /// in flight, starting at `first` or at a matching resume point past it (used once).
   std::optional<admitted> begin_delivery(const std::string& node, const file_version& file, const digest& content,
-                                         std::uint32_t first, std::uint32_t chunk_count, bool repair) {
+                                         std::uint64_t size, std::uint32_t first, std::uint32_t chunk_count, bool repair) {
     std::lock_guard g(mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end() || !it->second.link || it->second.reconciling > 0 || (it->second.lagging && !repair))
       return std::nullopt;
     auto& n = it->second;
     const path_key key{file.session, file.path};
-    n.active[key] = file.version;
+    auto& d = n.active[key];
+    d = {file.version, size, chunk_count, 0};
     admitted a{n.link, first, false};
     if (auto r = n.resume.find(key); r != n.resume.end()) {
       const auto& at = r->second;
       if (at.version == file.version && (!at.content || *at.content == content) && at.chunks > first && at.chunks <= chunk_count) {
         a.first = at.chunks;
         a.resumed = true;
+        d.chunks_acked = at.chunks;  // durable on the node already: that much of the way is done
       }
       n.resume.erase(r);
     }
@@ -233,7 +236,7 @@ class node_registry {
     auto& n = it->second;
     for (const auto& [path, version] : files) {
       const path_key key{session, path};
-      n.active[key] = version;
+      n.active[key] = {version, 0, 0, 0};  // a batch is one message: no progress to show
       n.resume.erase(key);
     }
     return n.link;
@@ -268,7 +271,7 @@ class node_registry {
     auto it = nodes_.find(node);
     if (it == nodes_.end() || it->second.link != link || (it->second.lagging && !repair)) return false;
     auto a = it->second.active.find({file.session, file.path});
-    return a != it->second.active.end() && a->second == file.version;
+    return a != it->second.active.end() && a->second.version == file.version;
   }
 
   /// A catch-up round's admission: of `wanted` (path, version), those not already in
@@ -289,8 +292,8 @@ class node_registry {
     std::size_t slots = n.active.size() >= window ? 0 : window - n.active.size();
     for (std::size_t i = 0; i < wanted.size() && slots > 0; ++i) {
       const auto& [key, version] = wanted[i];
-      if (auto a = n.active.find(key); a != n.active.end() && a->second >= version) continue;
-      n.active[key] = 0;  // reserved; begin_delivery sets the version
+      if (auto a = n.active.find(key); a != n.active.end() && a->second.version >= version) continue;
+      n.active[key] = {};  // reserved (version 0); begin_delivery sets the version
       --slots;
       r.chosen.push_back(i);
     }
@@ -303,7 +306,7 @@ class node_registry {
     std::lock_guard g(mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return;
-    if (auto a = it->second.active.find(key); a != it->second.active.end() && a->second == 0) it->second.active.erase(a);
+    if (auto a = it->second.active.find(key); a != it->second.active.end() && a->second.version == 0) it->second.active.erase(a);
   }
 
   // ---- what the node acknowledged ------------------------------------------------------
@@ -315,6 +318,12 @@ class node_registry {
     if (it == nodes_.end()) return;
     auto& n = it->second;
     ++n.chunks_acked;
+    // An ack names an index only: the bytes it stands for come from what was sent, which
+    // outlives the delivery (a lagging node still acknowledges what its queue held).
+    if (auto s = n.sent.find({ack.file.session, ack.file.path, ack.file.version}); s != n.sent.end())
+      n.bytes_acked += chunk_bytes(s->second.size, ack.index);
+    if (auto d = n.active.find({ack.file.session, ack.file.path}); d != n.active.end() && d->second.version == ack.file.version)
+      d->second.chunks_acked = std::max(d->second.chunks_acked, ack.index + 1);  // the node acknowledges in order
     auto& at = n.resume[{ack.file.session, ack.file.path}];
     if (ack.file.version > at.version) at = {ack.file.version, std::nullopt, 0};
     if (ack.file.version == at.version) at.chunks = std::max(at.chunks, ack.index + 1);
@@ -330,30 +339,48 @@ class node_registry {
     end_locked(node, ack.file);
     if (auto r = n.resume.find({ack.file.session, ack.file.path}); r != n.resume.end() && r->second.version <= ack.file.version)
       n.resume.erase(r);
-    n.sent_high.erase({ack.file.session, ack.file.path, ack.file.version});
+    if (auto s = n.sent.find({ack.file.session, ack.file.path, ack.file.version}); s != n.sent.end()) {
+      if (ack.ok && s->second.batched) n.bytes_acked += s->second.size;  // a batch's file is acknowledged whole
+      n.sent.erase(s);
+    }
     if (ack.ok) ++n.files_acked;
     return true;
   }
 
   /// A batch went to the node's queue: a chunk sent, never a re-sent one (a batch that
-  /// did not arrive is sent again as new deliveries).
-  void count_batch_sent(const std::string& node, std::uint64_t payload) {
-    std::lock_guard g(mu_);
-    auto it = nodes_.find(node);
-    if (it == nodes_.end()) return;
-    ++it->second.chunks_sent;
-    it->second.bytes_sent += payload;
-  }
-
-  /// A chunk of `file` went to the node's queue (for the sent / re-sent counters).
-  void count_sent(const std::string& node, const file_version& file, std::uint32_t index, std::uint64_t payload) {
+  /// did not arrive is sent again as new deliveries). Its files' acknowledgements will
+  /// stand for their bytes.
+  void count_batch_sent(const std::string& node, const chunk_message& batch) {
     std::lock_guard g(mu_);
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return;
     auto& n = it->second;
-    auto& high = n.sent_high[{file.session, file.path, file.version}];
-    if (index < high) ++n.chunks_resent;
-    high = std::max(high, index + 1);
+    ++n.chunks_sent;
+    n.bytes_sent += batch.payload_bytes();
+    for (const auto& f : batch.batch)
+      if (!f.removed) {
+        auto& s = n.sent[{batch.file.session, f.path, f.version}];
+        s.size = f.size;
+        s.batched = true;
+      }
+  }
+
+  /// Chunk `index` of `file` (`size` bytes in all) went to the node's queue, `payload`
+  /// bytes as encoded (for the sent / re-sent counters).
+  void count_sent(const std::string& node, const file_version& file, std::uint32_t index, std::uint64_t payload,
+                  std::uint64_t size) {
+    std::lock_guard g(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
+    auto& n = it->second;
+    auto& s = n.sent[{file.session, file.path, file.version}];
+    if (index < s.high) {
+      ++n.chunks_resent;
+      n.bytes_resent += payload;
+    }
+    s.high = std::max(s.high, index + 1);
+    s.size = size;
+    s.batched = false;
     ++n.chunks_sent;
     n.bytes_sent += payload;
   }
@@ -370,8 +397,31 @@ class node_registry {
     s.chunks_resent = n.chunks_resent;
     s.chunks_acked = n.chunks_acked;
     s.bytes_sent = n.bytes_sent;
+    s.bytes_resent = n.bytes_resent;
+    s.bytes_acked = n.bytes_acked;
     s.files_acked = n.files_acked;
     s.queued = n.link ? n.link->queued_chunks() : 0;
+  }
+
+  /// How far the node got with each delivery in flight to it that streams chunks (a
+  /// removal, a link, an empty file or a batched file has no way to go but done), at most
+  /// `limit` of them in (session, path) order: a copy, taken under the registry's lock.
+  [[nodiscard]] std::vector<delivery_progress> deliveries_of(const std::string& node, std::size_t limit) const {
+    std::lock_guard g(mu_);
+    std::vector<delivery_progress> out;
+    auto it = nodes_.find(node);
+    if (it == nodes_.end() || !it->second.link) return out;
+    for (const auto& [key, d] : it->second.active) {
+      if (out.size() >= limit) break;
+      if (d.version == 0 || d.chunk_count == 0) continue;
+      const auto acked = std::min(d.chunks_acked, d.chunk_count);
+      out.push_back({{key.first, key.second, d.version},
+                     d.size,
+                     d.chunk_count,
+                     acked,
+                     std::min<std::uint64_t>(d.size, std::uint64_t{acked} * options_.chunk_size)});
+    }
+    return out;
   }
 
   // ---- relayed commands --------------------------------------------------------------
@@ -423,14 +473,29 @@ class node_registry {
   }
 
  private:
+  /// A path's delivery in flight on the node's connection.
+  struct delivery {
+    std::uint64_t version = 0;      ///< 0: reserved by a catch-up round, not begun yet
+    std::uint64_t size = 0;         ///< bytes of the version
+    std::uint32_t chunk_count = 0;  ///< chunks it streams in (0: a batch's, a removal's, a link's)
+    std::uint32_t chunks_acked = 0; ///< chunks 0..chunks_acked-1 are durable on the node
+  };
+  /// What was sent to the node of one version, for the re-sent counters and for the bytes
+  /// its acknowledgements stand for.
+  struct sent_version {
+    std::uint32_t high = 0;  ///< chunks 0..high-1 were sent at least once
+    std::uint64_t size = 0;  ///< bytes of the version
+    bool batched = false;    ///< last sent whole in a batch: its file ack stands for its bytes
+  };
   struct node_state {
     link_ptr link;  ///< null while offline
     std::size_t reconciling = 0;  ///< sessions of this connection not reconciled yet
     bool lagging = false;
-    std::map<path_key, std::uint64_t> active;  ///< version in delivery per path (0: reserved)
+    std::map<path_key, delivery> active;  ///< the delivery in flight per path
     std::map<path_key, resume_point> resume;
-    std::map<std::tuple<std::string, std::string, std::uint64_t>, std::uint32_t> sent_high;  ///< for resend accounting
-    std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
+    std::map<std::tuple<std::string, std::string, std::uint64_t>, sent_version> sent;  ///< until the version's file ack
+    std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, files_acked = 0;
+    std::uint64_t bytes_sent = 0, bytes_resent = 0, bytes_acked = 0;
   };
   struct pending_command {
     std::string node;
@@ -440,8 +505,14 @@ class node_registry {
   void end_locked(const std::string& node, const file_version& file) {
     auto it = nodes_.find(node);
     if (it == nodes_.end()) return;
-    if (auto a = it->second.active.find({file.session, file.path}); a != it->second.active.end() && a->second == file.version)
+    if (auto a = it->second.active.find({file.session, file.path}); a != it->second.active.end() && a->second.version == file.version)
       it->second.active.erase(a);
+  }
+
+  /// The bytes chunk `index` of a `size`-byte version carries, as stored.
+  [[nodiscard]] std::uint64_t chunk_bytes(std::uint64_t size, std::uint32_t index) const noexcept {
+    const std::uint64_t offset = std::uint64_t{index} * options_.chunk_size;
+    return offset < size ? std::min<std::uint64_t>(options_.chunk_size, size - offset) : 0;
   }
 
   void fail_command(std::uint64_t id, const std::string& why) {

@@ -20,9 +20,10 @@ struct hub_options {
   /// Per-node outbound queue bound, in chunks (≥ 2). Hub memory for chunks stays below
   /// queue_chunks × chunk_size × nodes, however slow a node is.
   std::size_t queue_chunks = 8;
-  /// Chunks one wave keeps for members that have not taken them yet (≥ 1). A member that
-  /// falls further behind the fastest than this (plus its own queue) is lagging and
-  /// catches up from the mirror. Memory: backlog_chunks × chunk_size per wave in flight.
+  /// Chunks one wave keeps for members behind the fastest (≥ 1). A member that falls
+  /// further behind the fastest than this (plus its own queue) is lagging and catches up
+  /// from the mirror; the fastest member never is. Memory: (backlog_chunks + 3) ×
+  /// chunk_size per wave in flight (the window, the read-ahead, a chunk in flight).
   std::size_t backlog_chunks = 16;
   /// Threads for disk, chunking and compression (≥ 1).
   std::size_t io_threads = 4;
@@ -130,14 +131,27 @@ struct listing_page {
   std::string next_after;
 };
 
+/// How far a node got with one delivery in flight to it.
+struct delivery_progress {
+  file_version file;
+  std::uint64_t size = 0;          ///< bytes of the version
+  std::uint32_t chunks = 0;        ///< chunks it travels in
+  std::uint32_t chunks_acked = 0;  ///< of those, durable on the node (its first chunks)
+  std::uint64_t bytes_acked = 0;   ///< the bytes of those chunks
+};
+
 /// A node as `status` reports it.
 struct node_status {
   std::string id;
   bool connected = false;
   bool lagging = false;
   std::vector<std::string> sessions;
-  std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, bytes_sent = 0, files_acked = 0;
+  std::uint64_t chunks_sent = 0, chunks_resent = 0, chunks_acked = 0, files_acked = 0;
+  std::uint64_t bytes_sent = 0;    ///< chunk payload as encoded, resends included
+  std::uint64_t bytes_resent = 0;  ///< of those, sent again
+  std::uint64_t bytes_acked = 0;   ///< file bytes the node acknowledged as stored (chunks, batched files)
   std::uint64_t queued = 0;
+  std::vector<delivery_progress> deliveries;  ///< in flight to it, as far as it got
 };
 
 /// The hub at a glance.

@@ -4,13 +4,17 @@
 /// member's bounded queue through the `Dispatch` policy.
 ///
 /// Slow nodes: every member has its own cursor into the wave, and chunks a member has not
-/// taken yet wait in the wave's backlog — shared buffers, at most backlog_chunks of them. A
+/// taken yet wait in the wave's backlog — shared buffers, back to backlog_chunks behind the
+/// fastest member. A
 /// new chunk is produced only when the fastest member wants it and its queue is at most
 /// half full, so the wave runs at the fastest member's pace and jitter between equal
 /// members costs nothing. A member that falls out of the backlog window is *lagging*: it
 /// leaves the wave and, once its queue drains, catches up from the durable mirror (the
-/// catch-up component, told through `on_catch_up`). Hub memory for one wave stays below
-/// backlog_chunks × chunk_size plus each member's queue bound, whatever the nodes do.
+/// catch-up component, told through `on_catch_up`). The window is counted back from the
+/// fastest member's cursor, so the fastest member (a repair wave's only one, too) is never
+/// out of it. Hub memory for one wave stays below (backlog_chunks + 3) × chunk_size — the
+/// window, the read-ahead and the fastest member's chunk in flight — plus each member's
+/// queue bound, whatever the nodes do.
 ///
 /// Lock order: `mu_` (the waves and their cursors) → node_registry's lock → event_bus.
 /// Chunks are read, encoded and handed to the dispatch policy outside `mu_`.
@@ -88,7 +92,8 @@ class wave_engine {
     };
     std::vector<starting> begin;
     for (auto& [node, first] : targets)
-      if (auto a = nodes_.begin_delivery(node, file, version.content, first, w->chunk_count, repair)) begin.push_back({node, *a});
+      if (auto a = nodes_.begin_delivery(node, file, version.content, version.size, first, w->chunk_count, repair))
+        begin.push_back({node, *a});
     // Sent outside every lock: a link's try_send may take time (a blocking transport), and
     // only this node should wait for it.
     std::vector<std::tuple<std::string, std::uint32_t>> resumed;
@@ -251,7 +256,7 @@ class wave_engine {
 
   /// One step at a time, under `mu_`: decide what can move, then move it unlocked. Each
   /// member has its own cursor into the wave; chunks it has not taken yet wait in the
-  /// wave's backlog (shared buffers, at most backlog_chunks of them). A new chunk is
+  /// wave's backlog (shared buffers, back to backlog_chunks behind the fastest). A new chunk is
   /// produced only when the fastest member wants it and has room, so the wave runs at the
   /// fastest member's pace; a member whose cursor falls out of the backlog is lagging.
   void pump_chunks(const std::shared_ptr<wave>& w) {
@@ -278,7 +283,10 @@ class wave_engine {
             t.dropped = true;
             continue;
           }
-          if (t.next < w->backlog_first) {  // out of the window: it catches up from the mirror
+          // Out of the window: it catches up from the mirror. A member with an offer in flight
+          // is judged once the answer comes: the dispatch policy holds that chunk meanwhile,
+          // and an accepted offer may bring it back into the window.
+          if (!t.in_flight && t.next < w->backlog_first) {
             t.dropped = true;
             fell_behind.emplace_back(t.node, t.link);
             continue;
@@ -317,11 +325,21 @@ class wave_engine {
         std::lock_guard g(mu_);
         w->backlog.push_back(std::move(made));
         ++w->produced;
-        // Keep what someone still needs, and never more than the window.
-        std::uint32_t oldest_needed = w->produced;
+        // Keep what someone still needs, back to backlog_chunks behind the fastest member.
+        // The window is measured from the fastest member's cursor, not counted over the
+        // backlog: the read-ahead and the chunk the fastest has in flight sit at or past
+        // that cursor, and counting them would push the fastest member itself out of a
+        // window smaller than the read-ahead (with backlog_chunks 1, every member lagged,
+        // and a lagging node's repair wave — one member — lagged again, so none caught up).
+        std::uint32_t oldest_needed = w->produced, fastest = 0;
         for (auto& t : w->targets)
-          if (!t.dropped) oldest_needed = std::min(oldest_needed, t.next);
-        while (!w->backlog.empty() && (w->backlog_first < oldest_needed || w->backlog.size() > options_.backlog_chunks)) {
+          if (!t.dropped) {
+            oldest_needed = std::min(oldest_needed, t.next);
+            fastest = std::max(fastest, t.next);
+          }
+        const std::uint32_t window_first =
+            fastest > options_.backlog_chunks ? fastest - static_cast<std::uint32_t>(options_.backlog_chunks) : 0;
+        while (!w->backlog.empty() && (w->backlog_first < oldest_needed || w->backlog_first < window_first)) {
           w->backlog.pop_front();
           ++w->backlog_first;
         }
@@ -398,9 +416,7 @@ class wave_engine {
         targets.push_back(o.target);
       }
     }
-    const auto payload = message->payload_bytes();
-    const bool batch = message->is_batch();
-    dispatch_.broadcast(links, message, [this, w, index, payload, batch, targets](std::size_t i, bool accepted) {
+    dispatch_.broadcast(links, message, [this, w, index, message, targets](std::size_t i, bool accepted) {
       bool wake = false;
       std::string node;
       {
@@ -414,8 +430,8 @@ class wave_engine {
         wake = std::exchange(w->parked, false);
       }
       if (!node.empty()) {
-        if (batch) nodes_.count_batch_sent(node, payload);
-        else nodes_.count_sent(node, w->file, index, payload);
+        if (message->is_batch()) nodes_.count_batch_sent(node, *message);
+        else nodes_.count_sent(node, w->file, index, message->payload_bytes(), w->size);
       }
       if (wake) pool_.post([this, w] { pump(w); });
     });
