@@ -106,13 +106,21 @@ class held_blocks {
   std::unordered_map<digest, place, digest_hash> by_digest_;
 };
 
-/// The blocks of `wanted` that `held` lacks: each digest once, in file order — what must
-/// travel for the other side to build `wanted`.
+/// The blocks of `wanted` that `held` lacks, as indices into `wanted.blocks`: each digest
+/// once, in file order — what must travel for the other side to build `wanted`.
+[[nodiscard]] inline std::vector<std::uint32_t> missing_indices(const block_list& wanted, const held_blocks& held) {
+  std::vector<std::uint32_t> out;
+  std::unordered_set<digest, digest_hash> seen;
+  for (std::size_t i = 0; i < wanted.blocks.size(); ++i)
+    if (!held.find(wanted.blocks[i].sha256) && seen.insert(wanted.blocks[i].sha256).second)
+      out.push_back(static_cast<std::uint32_t>(i));
+  return out;
+}
+
+/// Those blocks themselves.
 [[nodiscard]] inline std::vector<block_ref> missing_blocks(const block_list& wanted, const held_blocks& held) {
   std::vector<block_ref> out;
-  std::unordered_set<digest, digest_hash> seen;
-  for (const auto& b : wanted.blocks)
-    if (!held.find(b.sha256) && seen.insert(b.sha256).second) out.push_back(b);
+  for (const auto i : missing_indices(wanted, held)) out.push_back(wanted.blocks[i]);
   return out;
 }
 

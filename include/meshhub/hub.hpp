@@ -37,7 +37,6 @@
 #include <string>
 #include <tuple>
 #include <variant>
-#include <unordered_set>
 #include <vector>
 
 #include "meshhub/cdc.hpp"
@@ -217,13 +216,7 @@ class basic_hub {
   /// to make `wanted` the path's next version with `write_blocks`.
   [[nodiscard]] std::vector<std::uint32_t> blocks_wanted(std::string_view session_name, std::string_view path,
                                                          const block_list& wanted) const {
-    const auto base = current_blocks(session_name, path);
-    std::vector<std::uint32_t> out;
-    std::unordered_set<digest, digest_hash> seen;
-    for (std::size_t i = 0; i < wanted.blocks.size(); ++i)
-      if (!base.held.find(wanted.blocks[i].sha256) && seen.insert(wanted.blocks[i].sha256).second)
-        out.push_back(static_cast<std::uint32_t>(i));
-    return out;
+    return missing_indices(wanted, current_blocks(session_name, path).held);
   }
 
   /// Appends `wanted` to `up` (begun for `path` of `session`, nothing appended yet): each
