@@ -129,11 +129,17 @@ class commit_pipeline {
                                     std::optional<std::uint64_t> declared_size) {
     if (declared_size && *declared_size > options_.max_file_bytes) throw upload::too_large(path, options_.max_file_bytes);
     mirror_.refuse_beneath_promoted_skill(session, path);
-    mirror_.refuse_beneath_symlink(session, path);
     if (auto rec = store_.file(session, path); rec && !rec->deleted && !rec->link.empty())
       throw error(errc::permission_denied, "'" + std::string(path) + "' is the link to the promoted skill '" + rec->link +
                                                "': remove the link first to write a folder there again");
-    return upload(std::string(session), std::string(path), mirror_.of(session).writer(path), options_.max_file_bytes);
+    try {
+      return upload(std::string(session), std::string(path), mirror_.of(session).writer(path), options_.max_file_bytes);
+    } catch (const error&) {
+      // The workspace refuses a symlink on the way; the store says which one (asked only
+      // now, not for every upload of a tree).
+      mirror_.refuse_beneath_symlink(session, path);
+      throw;
+    }
   }
 
   /// Publishes an upload as the path's next version and starts its wave.
@@ -307,9 +313,8 @@ class commit_pipeline {
   }
 
  private:
-  /// A symlink of a set as the change that journals it.
+  /// A symlink of a set (checked by the hub) as the change that journals it.
   static change symlink_version(const std::string& session, const symlink_change& l) {
-    check_symlink_target(l.path, l.target);
     change c{session, l.path, 0, symlink_digest(l.target), false, {}, {}, {}, {}};
     c.symlink = l.target;
     return c;
