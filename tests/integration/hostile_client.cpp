@@ -35,6 +35,9 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
+#include <utility>
+#include <optional>
+#include <functional>
 #include <string>
 
 namespace {
@@ -64,37 +67,42 @@ std::shared_ptr<grpc::Channel> hostile_channel(const std::string& hub, const std
   return programs::secure_channel(hub, security, grpc::ChannelArguments{});
 }
 
-outcome push(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, std::uint64_t bytes,
-             std::int64_t declare, const std::string& origin, std::uint64_t piece) {
+/// One Push: `header`, then each piece `next` gives until it gives none (or the hub ends the call).
+outcome send_push(v1::Assistant::Stub& stub, v1::PushHeader header, const std::function<std::optional<std::string>()>& next) {
   grpc::ClientContext context;
   deadline(context);
   v1::WriteReply reply;
   auto writer = stub.Push(&context, &reply);
-  v1::PushRequest header;
-  auto& h = *header.mutable_header();
-  h.set_session(session);
-  h.set_path(path);
-  h.set_size(declare);
-  h.set_origin_node(origin);
-  bool open = writer->Write(header);
-  for (std::uint64_t sent = 0; open && sent < bytes;) {
-    v1::PushRequest data;
-    const auto n = std::min(piece, bytes - sent);
-    data.set_data(std::string(n, 'x'));
-    open = writer->Write(data);
-    sent += n;
+  v1::PushRequest request;
+  *request.mutable_header() = std::move(header);
+  bool open = writer->Write(request);
+  for (auto piece = next(); open && piece; piece = next()) {
+    request.Clear();
+    request.set_data(std::move(*piece));
+    open = writer->Write(request);
   }
   if (open) writer->WritesDone();
   return {writer->Finish(), false};
 }
 
+outcome push(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, std::uint64_t bytes,
+             std::int64_t declare, const std::string& origin, std::uint64_t piece) {
+  v1::PushHeader h;
+  h.set_session(session);
+  h.set_path(path);
+  h.set_size(declare);
+  h.set_origin_node(origin);
+  std::uint64_t sent = 0;
+  return send_push(stub, std::move(h), [&]() -> std::optional<std::string> {
+    if (sent >= bytes) return std::nullopt;
+    const auto n = std::min(piece, bytes - sent);
+    sent += n;
+    return std::string(n, 'x');
+  });
+}
+
 outcome delta(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, const std::string& kind) {
-  grpc::ClientContext context;
-  deadline(context);
-  v1::WriteReply reply;
-  auto writer = stub.Push(&context, &reply);
-  v1::PushRequest header;
-  auto& h = *header.mutable_header();
+  v1::PushHeader h;
   h.set_session(session);
   h.set_path(path);
   const std::string real = "real", fake = "fake", other = "other block";
@@ -124,14 +132,10 @@ outcome delta(v1::Assistant::Stub& stub, const std::string& session, const std::
     for (const auto& b : h.blocks()) total += b.size();
     h.set_size(total);
   }
-  bool open = writer->Write(header);
-  if (open && !data.empty()) {
-    v1::PushRequest piece;
-    piece.set_data(data);
-    open = writer->Write(piece);
-  }
-  if (open) writer->WritesDone();
-  return {writer->Finish(), false};
+  return send_push(stub, std::move(h), [&data]() -> std::optional<std::string> {
+    if (data.empty()) return std::nullopt;
+    return std::exchange(data, {});
+  });
 }
 
 outcome remove(v1::Assistant::Stub& stub, const std::string& session, const std::string& path, const std::string& origin) {
